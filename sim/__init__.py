@@ -1,0 +1,45 @@
+"""stairwise's model and shared vocabulary: scenarios, plans, the protocol, traces, metrics.
+
+``sim`` imports nothing from ``live``, ``calibration`` or ``reports``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sim.errors import ConfigError
+from sim.metrics import summarize
+from sim.scenario import Scenario, load_scenario, scenario_from_dict
+from sim.simulator import SimResult, Simulator
+
+
+def simulate(
+    scenario: Scenario | str | Path,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    trace: str | Path | None = None,
+) -> SimResult:
+    """Simulate a scenario (an object or a YAML path, with ``--set``-style overrides)."""
+    profile_dir = None
+    if not isinstance(scenario, Scenario):
+        profile_dir = Path(scenario).parent
+        scenario = load_scenario(scenario, overrides)
+    elif overrides:
+        from sim.scenario import apply_overrides
+
+        scenario = scenario_from_dict(apply_overrides(scenario.model_dump(mode="json"), overrides))
+    if seed is not None:
+        scenario = scenario.model_copy(update={"seed": seed})
+    return Simulator(scenario, trace_path=trace, profile_dir=profile_dir).run()
+
+
+__all__ = [
+    "ConfigError",
+    "Scenario",
+    "SimResult",
+    "Simulator",
+    "load_scenario",
+    "scenario_from_dict",
+    "simulate",
+    "summarize",
+]

@@ -1,0 +1,332 @@
+"""A vLLM-like server: continuous batching over a finite KV cache with prefix caching.
+
+Each engine step decodes one token for every running sequence and prefills prompt chunks
+within the token budget; its duration comes from the profile's step-cost function. While
+the batch does not change (no prefill, nothing admissible waiting, no unit boundary or
+finish ahead) the steps are advanced together in one event, so the event count grows with
+batch changes, not with tokens.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from sim.engines.base import CallResult, EngineCall
+from sim.kv_cache import KvCache
+from sim.profile import VllmProfile
+from sim.scenario import VllmServer
+
+MAX_STEPS_PER_EVENT = 100_000
+
+
+@dataclass(eq=False, slots=True)
+class _Seq:
+    call: EngineCall
+    arrived: float
+    prompt: int  # prompt tokens
+    target: int = 0  # tokens whose KV must be computed before decoding resumes
+    computed: int = 0
+    generated: int = 0
+    cached: int = 0  # prefix-cache hit at first admission
+    first_scheduled: float | None = None
+    shared: list[int] = field(default_factory=list)
+    private: int = 0
+    blocks: int = 0  # len(shared) + private
+    pending: list[np.ndarray] = field(default_factory=list)  # token times not yet reported
+    watch_index: int = 0
+    next_stop: int = 0  # the token count of the next watch point or the end
+    cancelled: bool = False
+
+    @property
+    def decoding(self) -> bool:
+        return self.computed >= self.target
+
+    @property
+    def context(self) -> int:
+        return self.prompt + self.generated
+
+    def advance_watch(self) -> None:
+        watch = self.call.watch
+        self.watch_index += 1
+        i = self.watch_index
+        self.next_stop = watch[i] if i < len(watch) else self.call.tokens
+
+
+class VllmEngine:
+    def __init__(self, env: simpy.Environment, profile: VllmProfile, server: VllmServer) -> None:
+        self.env = env
+        self.cost = profile.step
+        self.block = profile.block_size
+        capacity = server.kv_capacity_tokens or profile.kv_capacity_tokens
+        self.kv = KvCache(capacity // self.block, caching=server.prefix_caching)
+        self.max_seqs = server.max_num_seqs
+        self.budget = server.max_num_batched_tokens
+        self.policy = profile.scheduler
+        self.overhead_s = profile.request_overhead_s
+        self.waiting: deque[_Seq] = deque()
+        self.running: list[_Seq] = []
+        self._seqs: dict[Hashable, _Seq] = {}
+        self._wake: simpy.Event | None = None
+        self.steps = 0
+        self.events = 0
+        self.preemptions = 0
+        self._cancelled = 0
+        env.process(self._loop())
+
+    # --- the Engine interface -------------------------------------------------------------
+
+    def submit(self, call: EngineCall) -> None:
+        if self.overhead_s > 0:
+            self.env.process(self._enqueue_later(call))
+        else:
+            self._enqueue(call)
+
+    def cancel(self, key: Hashable) -> None:
+        seq = self._seqs.get(key)
+        if seq is not None:
+            seq.cancelled = True
+            self._cancelled += 1
+            self._poke()
+
+    def load(self) -> int:
+        return len(self._seqs)
+
+    # --- queueing -------------------------------------------------------------------------------
+
+    def _enqueue_later(self, call: EngineCall) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(self.overhead_s)
+        self._enqueue(call)
+
+    def _enqueue(self, call: EngineCall) -> None:
+        watch = call.watch
+        seq = _Seq(
+            call=call,
+            arrived=self.env.now,
+            prompt=call.prompt_tokens,
+            target=call.prompt_tokens,
+            next_stop=watch[0] if watch else call.tokens,
+        )
+        self._seqs[call.key] = seq
+        self.waiting.append(seq)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def _hits(self, seq: _Seq) -> tuple[list[int], int]:
+        hashes = seq.call.kv_hashes(self.block, seq.generated)
+        hits = min(self.kv.cached_prefix(hashes), (seq.context - 1) // self.block)
+        return hashes, hits  # at least one token is always computed
+
+    def _admit(self, seq: _Seq, hashes: list[int], hits: int) -> bool:
+        """Give the sequence KV blocks, reusing cached ones; False if the cache is full."""
+        seq.target = seq.context
+        needed = -(-(seq.target + 2) // self.block) - hits  # room for the prompt's next token
+        if needed > self.kv.free():
+            return False
+        self.kv.acquire(hashes[:hits], needed)
+        seq.shared, seq.private, seq.blocks = hashes[:hits], needed, hits + needed
+        seq.computed = hits * self.block
+        if seq.first_scheduled is None:
+            seq.first_scheduled = self.env.now
+            seq.cached = seq.computed
+        return True
+
+    def _release(self, seq: _Seq) -> None:
+        kv_tokens = seq.context - 1 if seq.decoding else seq.computed
+        computed = seq.call.kv_hashes(self.block, seq.generated)[: kv_tokens // self.block]
+        self.kv.release(seq.shared, seq.private, computed[len(seq.shared) :])
+        seq.shared, seq.private, seq.blocks = [], 0, 0
+
+    def _drop_cancelled(self) -> None:
+        if not self._cancelled:
+            return
+        self._cancelled = 0
+        for seq in [s for s in self.running if s.cancelled]:
+            self.running.remove(seq)
+            self._release(seq)
+            del self._seqs[seq.call.key]
+        for seq in [s for s in self.waiting if s.cancelled]:
+            self.waiting.remove(seq)
+            del self._seqs[seq.call.key]
+
+    def _preempt_for_growth(self, decode: list[_Seq]) -> list[_Seq]:
+        """Preempt (recompute later) the newest sequences until one more token fits for all."""
+        while decode:
+            block = self.block
+            growth = sum((s.prompt + s.generated + 1 + block) // block - s.blocks for s in decode)
+            if growth <= self.kv.free():
+                return decode
+            victim = self.running.pop()
+            self.preemptions += 1
+            self._release(victim)
+            victim.computed = 0
+            self.waiting.appendleft(victim)
+            if victim in decode:
+                decode.remove(victim)
+        return decode
+
+    # --- scheduling -----------------------------------------------------------------------------
+
+    def _schedule(self) -> tuple[list[_Seq], list[tuple[_Seq, int]]]:
+        if self.policy == "prefill_first":
+            admitted = self._admit_waiting(self.budget, whole_prompts=True)
+            if admitted:
+                return [], admitted
+            return self._preempt_for_growth(list(self.running)), []
+        budget = self.budget
+        decode: list[_Seq] = []
+        prefill: list[tuple[_Seq, int]] = []
+        for seq in self.running:
+            if seq.decoding:
+                decode.append(seq)
+                budget -= 1
+            elif budget > 0:
+                chunk = min(seq.target - seq.computed, budget)
+                prefill.append((seq, chunk))
+                budget -= chunk
+        decode = self._preempt_for_growth(decode)
+        return decode, prefill + self._admit_waiting(budget, whole_prompts=False)
+
+    def _admit_waiting(self, budget: int, whole_prompts: bool) -> list[tuple[_Seq, int]]:
+        admitted: list[tuple[_Seq, int]] = []
+        while self.waiting and budget > 0 and len(self.running) < self.max_seqs:
+            seq = self.waiting[0]
+            hashes, hits = self._hits(seq)
+            chunk = seq.context - hits * self.block
+            if whole_prompts and chunk > budget and admitted:
+                break  # prefill-first engines do not split prompts: wait for the next step
+            if not self._admit(seq, hashes, hits):
+                break
+            self.waiting.popleft()
+            self.running.append(seq)
+            chunk = chunk if whole_prompts else min(chunk, budget)
+            admitted.append((seq, chunk))
+            budget -= chunk
+        return admitted
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _loop(self) -> Generator[simpy.Event, Any, None]:
+        while True:
+            self.events += 1
+            self._drop_cancelled()
+            if not self.running and not self.waiting:
+                self._wake = self.env.event()
+                yield self._wake
+                continue
+            decode, prefill = self._schedule()
+            if not decode and not prefill:
+                self._reject_unservable()
+                continue
+            if prefill:
+                yield from self._one_step(decode, prefill)
+            else:
+                yield from self._decode_run(decode)
+
+    def _reject_unservable(self) -> None:
+        """A prompt larger than the whole KV cache can never run; end it with no output."""
+        seq = self.waiting.popleft()
+        del self._seqs[seq.call.key]
+        seq.call.done(CallResult(seq.call.prompt_tokens, 0, 0, 0.0, "rejected"), np.empty(0))
+
+    def _one_step(
+        self, decode: list[_Seq], prefill: list[tuple[_Seq, int]]
+    ) -> Generator[simpy.Event, Any, None]:
+        prefill_tokens = sum(chunk for _, chunk in prefill)
+        attention = float(sum(chunk * (seq.computed + chunk) for seq, chunk in prefill))
+        context = sum(s.context for s in decode)
+        duration = self.cost.seconds(prefill_tokens, attention, len(decode), context)
+        self._wake = None
+        yield self.env.timeout(duration)
+        self.steps += 1
+        end = np.array([self.env.now])
+        produced: list[_Seq] = []
+        for seq in decode:
+            seq.generated += 1
+            seq.pending.append(end)
+            produced.append(seq)
+        for seq, chunk in prefill:
+            seq.computed += chunk
+            if seq.decoding:  # the step that completes a prompt samples its next token
+                seq.generated += 1
+                seq.pending.append(end)
+                produced.append(seq)
+        self._after_tokens(produced)
+
+    def _decode_run(self, decode: list[_Seq]) -> Generator[simpy.Event, Any, None]:
+        steps = min([s.next_stop - s.generated for s in decode])
+        steps = self._fit_kv_growth(decode, min(steps, MAX_STEPS_PER_EVENT))
+        batch = len(decode)
+        first = self.cost.seconds(0, 0.0, batch, sum([s.prompt + s.generated for s in decode]))
+        durations = first + self.cost.context_token_s * batch * np.arange(steps)
+        start = self.env.now
+        ends = start + np.cumsum(durations)
+        self._wake = self.env.event()
+        yield self.env.timeout(ends[-1] - start) | self._wake
+        now = self.env.now
+        if now < ends[-1]:  # interrupted: finish the step in progress, then re-plan
+            steps = int(np.searchsorted(ends, now, side="left")) + 1
+            yield self.env.timeout(ends[steps - 1] - now)
+        self._wake = None
+        self.steps += steps
+        times = ends[:steps]
+        for seq in decode:
+            seq.generated += steps
+            seq.pending.append(times)
+        self._after_tokens(decode)
+
+    def _fit_kv_growth(self, decode: list[_Seq], steps: int) -> int:
+        """The most steps (>= 1) whose new KV blocks fit in the free cache."""
+
+        block = self.block
+
+        def growth(n: int) -> int:
+            return sum((s.prompt + s.generated + n + block) // block - s.blocks for s in decode)
+
+        free = self.kv.free()
+        if growth(steps) <= free:
+            return steps
+        low, high = 1, steps
+        while low < high:
+            mid = (low + high + 1) // 2
+            if growth(mid) <= free:
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+    def _after_tokens(self, produced: list[_Seq]) -> None:
+        block = self.block
+        for seq in produced:
+            grow = (seq.prompt + seq.generated + block) // block - seq.blocks  # room for 1 more
+            if grow > 0:
+                self.kv.grow(grow)
+                seq.private += grow
+                seq.blocks += grow
+            if seq.generated < seq.next_stop or seq.cancelled:
+                continue
+            if seq.generated >= seq.call.tokens:
+                self.running.remove(seq)
+                self._release(seq)
+                del self._seqs[seq.call.key]
+                times = _take(seq)
+                queued = (seq.first_scheduled or seq.arrived) - seq.arrived
+                result = CallResult(seq.prompt, seq.cached, seq.generated, queued)
+                seq.call.done(result, times)
+            else:
+                seq.advance_watch()
+                seq.call.progress(_take(seq))
+
+
+def _take(seq: _Seq) -> np.ndarray:
+    times = np.concatenate(seq.pending) if seq.pending else np.empty(0)
+    seq.pending = []
+    return times

@@ -1,0 +1,104 @@
+"""A block-hash prefix cache with a finite pool of KV blocks, as vLLM keeps it.
+
+A block's identity is the chain of the token streams it holds (hash of the previous block
+and its own (stream, start, end) pieces), so two prompts share cached blocks exactly as far
+as they share tokens. Only full blocks are cached; idle cached blocks are evicted LRU.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+
+TokenRun = tuple[Hashable, int, int]  # (stream, start, end)
+
+
+def block_hashes(runs: Iterable[TokenRun], block_size: int) -> list[int]:
+    """Hashes of the full blocks covering ``runs`` (a partial last block has none)."""
+    hashes: list[int] = []
+    previous = 0
+    pieces: list[TokenRun] = []
+    filled = 0
+    for stream, start, end in runs:
+        position = start
+        while position < end:
+            take = min(end - position, block_size - filled)
+            if pieces and pieces[-1][0] == stream and pieces[-1][2] == position:
+                pieces[-1] = (stream, pieces[-1][1], position + take)  # same tokens, one piece
+            else:
+                pieces.append((stream, position, position + take))
+            filled += take
+            position += take
+            if filled == block_size:
+                previous = hash((previous, tuple(pieces)))
+                hashes.append(previous)
+                pieces, filled = [], 0
+    return hashes
+
+
+class KvCache:
+    """Blocks held by running sequences plus idle cached blocks, within ``capacity_blocks``."""
+
+    def __init__(self, capacity_blocks: int, caching: bool = True) -> None:
+        self.capacity = capacity_blocks
+        self.caching = caching
+        self.held = 0  # blocks held by running sequences (a shared block counts once)
+        self._shared: dict[int, int] = {}  # hash -> sequences holding it
+        self._idle: OrderedDict[int, None] = OrderedDict()  # evictable, oldest first
+
+    def free(self) -> int:
+        """Blocks a sequence could get now, evicting idle cached ones if needed."""
+        return self.capacity - self.held
+
+    def cached_prefix(self, hashes: list[int]) -> int:
+        if not self.caching:
+            return 0
+        count = 0
+        for h in hashes:
+            if h not in self._shared and h not in self._idle:
+                break
+            count += 1
+        return count
+
+    def acquire(self, hashes: list[int], private: int) -> None:
+        """Hold the cached blocks ``hashes`` and ``private`` new blocks (caller checked free())."""
+        for h in hashes:
+            if h in self._shared:
+                self._shared[h] += 1
+            else:
+                del self._idle[h]
+                self._shared[h] = 1
+                self.held += 1
+        self._take(private)
+
+    def grow(self, blocks: int) -> None:
+        self._take(blocks)
+
+    def _take(self, blocks: int) -> None:
+        while self.capacity - self.held - len(self._idle) < blocks and self._idle:
+            self._idle.popitem(last=False)
+        self.held += blocks
+
+    def release(self, shared: list[int], private: int, computed: list[int]) -> None:
+        """Let go of a sequence's blocks; its ``computed`` full blocks become cacheable."""
+        self.held -= private
+        for h in shared:
+            self._drop(h)
+        if not self.caching:
+            return
+        for h in computed:
+            if h in self._shared:
+                continue  # another running sequence holds the same block
+            self._idle[h] = None
+            self._idle.move_to_end(h)
+        while self._idle and len(self._idle) > self.capacity - self.held:
+            self._idle.popitem(last=False)
+
+    def _drop(self, h: int) -> None:
+        self._shared[h] -= 1
+        if self._shared[h] == 0:
+            del self._shared[h]
+            self.held -= 1
+            if self.caching:
+                self._idle[h] = None
+                self._idle.move_to_end(h)

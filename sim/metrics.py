@@ -1,0 +1,198 @@
+"""Metrics from a trace — one module for simulated and live runs alike.
+
+Definitions follow ``vllm bench serve``, applied to the answer the user sees (the output
+agent's calls, joined):
+
+* TTFT: request sent -> first answer token received; E2E: request sent -> last one.
+* ITL: gaps between successive streamed deltas of the answer (pooled over requests).
+* TPOT: (E2E - TTFT) / (answer tokens - 1); TPS: answer tokens / (E2E - TTFT).
+* Stall: a request's longest gap between successive answer deltas — staircase streaming can
+  show the first tokens at once and then pause while the next upstream chunks are made.
+* Time to the k-th answer token; system throughput = all tokens of all agents / duration.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sim.trace import Record
+
+DEFAULT_K = 32
+
+
+@dataclass
+class RequestMetrics:
+    req: int
+    ok: bool
+    sent: float
+    ttft: float | None = None
+    e2e: float | None = None
+    tokens: int = 0
+    tpot: float | None = None
+    tps: float | None = None
+    stall: float | None = None
+    time_to_k: float | None = None
+    itls: list[float] = field(default_factory=list)
+    reason: str = ""
+
+
+def stats(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p90": None, "p99": None, "count": 0}
+    array = np.asarray(values, dtype=float)
+    p50, p90, p99 = np.percentile(array, [50, 90, 99])
+    return {
+        "mean": float(array.mean()),
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "count": len(values),
+    }
+
+
+def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per request: arrival times and token counts of the answer's deltas, in time order."""
+    final_calls = {(r["req"], r["call"]) for r in records if r["type"] == "call" and r["final"]}
+    times: dict[int, list[float]] = defaultdict(list)
+    counts: dict[int, list[int]] = defaultdict(list)
+    for r in records:
+        if r["type"] == "deltas" and (r["req"], r["call"]) in final_calls:
+            times[r["req"]] += r["t"]
+            counts[r["req"]] += r["n"]
+    result = {}
+    for req, t in times.items():
+        order = np.argsort(t, kind="stable")
+        result[req] = (np.asarray(t)[order], np.asarray(counts[req])[order])
+    return result
+
+
+def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMetrics]:
+    sent = {r["req"]: r["t"] for r in records if r["type"] == "request"}
+    ends = {r["req"]: r for r in records if r["type"] == "request_end"}
+    deltas = answer_deltas(records)
+    result = []
+    for req, t0 in sent.items():
+        end = ends.get(req)
+        metrics = RequestMetrics(req=req, ok=bool(end and end["ok"]), sent=t0)
+        if end is None:
+            metrics.reason = "unfinished"
+        elif not end["ok"]:
+            metrics.reason = end.get("reason", "")
+        if metrics.ok and req in deltas:
+            times, counts = deltas[req]
+            metrics.tokens = int(counts.sum())
+            metrics.ttft = float(times[0] - t0)
+            metrics.e2e = float(times[-1] - t0)
+            gaps = np.diff(times)
+            metrics.itls = gaps.tolist()
+            metrics.stall = float(gaps.max()) if len(gaps) else 0.0
+            decode_time = metrics.e2e - metrics.ttft
+            if metrics.tokens > 1 and decode_time > 0:
+                metrics.tpot = decode_time / (metrics.tokens - 1)
+                metrics.tps = metrics.tokens / decode_time
+            reached = np.searchsorted(np.cumsum(counts), k)
+            if reached < len(times):
+                metrics.time_to_k = float(times[reached] - t0)
+        elif metrics.ok:
+            metrics.ok, metrics.reason = False, "no answer tokens"
+        result.append(metrics)
+    return result
+
+
+def summarize(
+    records: list[Record], prices: dict[str, Any] | None = None, k: int = DEFAULT_K
+) -> dict[str, Any]:
+    """The ``--json`` summary of a run (the same shape for ``simulate`` and ``run``)."""
+    header = records[0] if records and records[0]["type"] == "header" else {}
+    scenario = header.get("scenario", {})
+    prices = prices if prices is not None else scenario.get("prices", {})
+    per_request = request_metrics(records, k)
+    done = [m for m in per_request if m.ok]
+    calls = [r for r in records if r["type"] == "call"]
+    call_ends = [r for r in records if r["type"] == "call_end"]
+    prompt = sum(r["prompt_tokens"] or 0 for r in call_ends)
+    cached = sum(r["cached_tokens"] or 0 for r in call_ends)
+    generated = sum(r["completion_tokens"] or 0 for r in call_ends)
+    starts = [m.sent for m in per_request]
+    finish = [r["t"] for r in records if r["type"] == "request_end"]
+    duration = (max(finish) - min(starts)) if finish and starts else 0.0
+    cost = _cost(prompt, cached, generated, prices)
+    return {
+        "scenario": header.get("name", ""),
+        "source": header.get("source", ""),
+        "requests": len(done),
+        "failed_requests": len(per_request) - len(done),
+        "duration_s": duration,
+        "ttft_s": stats([m.ttft for m in done if m.ttft is not None]),
+        "itl_s": stats([gap for m in done for gap in m.itls]),
+        "tpot_s": stats([m.tpot for m in done if m.tpot is not None]),
+        "e2e_s": stats([m.e2e for m in done if m.e2e is not None]),
+        "tps": stats([m.tps for m in done if m.tps is not None]),
+        "stall_s": stats([m.stall for m in done if m.stall is not None]),
+        "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
+        "throughput_tok_s": generated / duration if duration > 0 else None,
+        "output_throughput_tok_s": sum(m.tokens for m in done) / duration if duration else None,
+        "request_throughput_per_s": len(done) / duration if duration > 0 else None,
+        "prompt_tokens": prompt,
+        "cached_tokens": cached,
+        "generated_tokens": generated,
+        "prefix_cache_hit_ratio": cached / prompt if prompt else 0.0,
+        "cost_usd": {
+            "total": cost,
+            "per_request": cost / len(per_request) if per_request else 0.0,
+        },
+        "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
+    }
+
+
+def _cost(prompt: int, cached: int, generated: int, prices: dict[str, Any]) -> float:
+    input_price = prices.get("input_per_mtok") or 0.0
+    cached_price = prices.get("cached_input_per_mtok")
+    cached_price = input_price if cached_price is None else cached_price
+    output_price = prices.get("output_per_mtok") or 0.0
+    return float(
+        ((prompt - cached) * input_price + cached * cached_price + generated * output_price) / 1e6
+    )
+
+
+def _agents(
+    calls: list[Record], call_ends: list[Record], sent: dict[int, float]
+) -> dict[str, dict[str, Any]]:
+    ended = {(r["req"], r["call"]): r for r in call_ends}
+    grouped: dict[str, list[tuple[Record, Record | None]]] = defaultdict(list)
+    for call in calls:
+        grouped[call["agent"]].append((call, ended.get((call["req"], call["call"]))))
+    result = {}
+    for agent, pairs in grouped.items():
+        finished = [(c, e) for c, e in pairs if e is not None]
+        result[agent] = {
+            "calls": len(pairs),
+            "failed_calls": sum(1 for _, e in finished if e["status"] == "failed"),
+            "prompt_tokens_mean": _mean([e["prompt_tokens"] for _, e in finished]),
+            "cached_tokens_mean": _mean([e["cached_tokens"] for _, e in finished]),
+            "generated_tokens": sum(e["completion_tokens"] or 0 for _, e in finished),
+            "first_start_s_mean": _mean(
+                [c["t"] - sent[c["req"]] for c, _ in pairs if c["round"] == 1]
+            ),
+            "last_end_s_mean": _mean(_last_end_per_request(finished, sent)),
+            "call_s_mean": _mean([e["t"] - c["t"] for c, e in finished]),
+        }
+    return result
+
+
+def _last_end_per_request(
+    finished: list[tuple[Record, Record]], sent: dict[int, float]
+) -> list[float]:
+    last: dict[int, float] = {}
+    for call, end in finished:
+        last[call["req"]] = max(last.get(call["req"], 0.0), end["t"] - sent[call["req"]])
+    return list(last.values())
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None

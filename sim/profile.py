@@ -1,0 +1,141 @@
+"""Engine profiles: the measured cost parameters a simulated server runs on.
+
+A profile is a versioned JSON file — parameters, fit quality and provenance — so every
+prediction can say which hardware, engine and measurements it stands on. Shipped profiles
+live in ``sim/profiles/`` and are selected by name; users pass a path to their own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sim.distributions import LatencyDist
+from sim.errors import ConfigError
+
+PROFILE_SCHEMA = 1
+SHIPPED_DIR = Path(__file__).parent / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Provenance(_Strict):
+    engine: str
+    engine_version: str = ""
+    model: str
+    hardware: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    date: str = ""
+    sources: list[str] = Field(default_factory=list)
+    notes: str = ""
+
+
+class StepCost(_Strict):
+    """Seconds per engine step: ``base + prefill_token·P + prefill_attention·Σp(k+p)
+    + decode_seq·D + context_token·ΣKV (+ prefill_step if the step prefills)``.
+
+    P: prompt tokens computed in the step; p, k: each prefill chunk and the context before it
+    (so one uncached prompt costs P² — attention); D: decoding sequences; ΣKV: their context.
+    """
+
+    base_s: float = Field(ge=0)
+    prefill_token_s: float = Field(0.0, ge=0)
+    prefill_attention_s: float = Field(0.0, ge=0)
+    decode_seq_s: float = Field(0.0, ge=0)
+    context_token_s: float = Field(0.0, ge=0)
+    prefill_step_s: float = Field(0.0, ge=0)
+
+    def seconds(
+        self, prefill_tokens: int, prefill_attention: float, decode_seqs: int, context: int
+    ) -> float:
+        return (
+            self.base_s
+            + self.prefill_token_s * prefill_tokens
+            + self.prefill_attention_s * prefill_attention
+            + self.decode_seq_s * decode_seqs
+            + self.context_token_s * context
+            + (self.prefill_step_s if prefill_tokens else 0.0)
+        )
+
+
+class ProfileBase(_Strict):
+    schema_version: int = PROFILE_SCHEMA
+    name: str
+    description: str = ""
+    provenance: Provenance
+    block_size: int = Field(16, ge=1)
+    kv_capacity_tokens: int = Field(1_000_000, ge=1)
+    network: LatencyDist | None = Field(None, description="client-server latency when measured")
+    fit: dict[str, Any] = Field(default_factory=dict, description="fit quality, residuals")
+
+
+class VllmProfile(ProfileBase):
+    kind: Literal["vllm"] = "vllm"
+    # "mixed": vLLM V1 — every step decodes all running sequences and prefills (chunked) up to
+    # the token budget. "prefill_first": vLLM <= 0.4 — a prefill-only step whenever waiting
+    # prompts fit, decode-only steps otherwise.
+    scheduler: Literal["mixed", "prefill_first"] = "mixed"
+    step: StepCost
+    request_overhead_s: float = Field(0.0, ge=0, description="API server time before queueing")
+
+
+class ApiProfile(ProfileBase):
+    """A hosted endpoint seen as a black box: TTFT and inter-token latency distributions."""
+
+    kind: Literal["api"]
+    ttft_base_s: float = Field(ge=0)
+    ttft_per_uncached_token_s: float = Field(0.0, ge=0)
+    ttft_jitter: LatencyDist | None = None
+    itl: LatencyDist
+
+
+Profile = Annotated[VllmProfile | ApiProfile, Field(discriminator="kind")]
+
+
+class _ProfileFile(_Strict):
+    profile: Profile
+
+
+def shipped_profiles() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.json"))
+
+
+def load_profile(name_or_path: str, base_dir: Path | None = None) -> VllmProfile | ApiProfile:
+    """A shipped profile by name, or a profile JSON by path (relative to ``base_dir``)."""
+    path = Path(name_or_path)
+    if not path.suffix and (SHIPPED_DIR / f"{name_or_path}.json").exists():
+        path = SHIPPED_DIR / f"{name_or_path}.json"
+    elif not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+        path = base_dir / path
+    if not path.exists():
+        known = ", ".join(shipped_profiles())
+        raise ConfigError(f"profile {name_or_path!r}: no such file or shipped profile ({known})")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable profile JSON ({exc})") from None
+    return parse_profile(data, str(path))
+
+
+def parse_profile(data: Any, source: str) -> VllmProfile | ApiProfile:
+    if isinstance(data, dict) and data.get("schema_version", PROFILE_SCHEMA) != PROFILE_SCHEMA:
+        raise ConfigError(
+            f"{source}: profile schema_version {data.get('schema_version')} is not supported "
+            f"(this stairwise reads {PROFILE_SCHEMA})"
+        )
+    try:
+        return _ProfileFile.model_validate({"profile": data}).profile
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"][1:] if p not in ("vllm", "api"))
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"{source}: {loc or 'profile'}: {message}") from None
+
+
+def save_profile(profile: VllmProfile | ApiProfile, path: Path) -> None:
+    path.write_text(json.dumps(profile.model_dump(mode="json"), indent=2) + "\n")

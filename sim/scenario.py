@@ -1,0 +1,399 @@
+"""The scenario file: servers, network, topology, workload, prices — one validated model.
+
+Everything a run needs is here, so the same file drives ``simulate`` and ``run``. Models
+forbid unknown keys and pick variants by a ``kind``/``dist`` field, so a typo is an error
+naming the field, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.distributions import FixedLatency, FixedTokens, LatencyDist, TokenDist
+from sim.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- servers ------------------------------------------------------------------------------
+
+
+class ServerBase(Strict):
+    profile: str = Field(description="a shipped profile's name or a path to a profile JSON")
+    endpoint: str | None = Field(None, description="OpenAI-compatible base URL for live runs")
+    model: str | None = Field(None, description="model name the endpoint serves")
+    api: Literal["chat", "completions"] = "chat"
+    api_key_env: str | None = Field(None, description="environment variable holding the key")
+    replicas: int = Field(1, ge=1, description="identical copies; requests are spread over them")
+    prefix_caching: bool = True
+    network: LatencyDist | None = Field(None, description="overrides network.latency")
+
+
+class VllmServer(ServerBase):
+    kind: Literal["vllm"] = "vllm"
+    max_num_seqs: int = Field(128, ge=1)
+    max_num_batched_tokens: int = Field(2048, ge=1)
+    kv_capacity_tokens: int | None = Field(None, ge=1, description="default: the profile's")
+
+
+class ApiServer(ServerBase):
+    kind: Literal["api"]
+    max_concurrency: int | None = Field(None, ge=1, description="requests served at once")
+
+
+Server = Annotated[VllmServer | ApiServer, Field(discriminator="kind")]
+
+
+class Network(Strict):
+    latency: LatencyDist = Field(default_factory=lambda: FixedLatency(value_ms=0.0))
+
+
+# --- agents and topologies ------------------------------------------------------------------
+
+
+class AgentSettings(Strict):
+    """Per-agent settings; every field may be left out to inherit from ``topology.agent``."""
+
+    server: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    system_prompt: str | None = None
+    temperature: float | None = Field(None, ge=0)
+
+
+Schedule = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+
+
+class MoaChunks(Strict):
+    proposer: Schedule = Field(default_factory=lambda: [8, 128, 256])
+    aggregator: Schedule = Field(default_factory=lambda: [8, 128, 128])
+
+
+Mode = Literal["staircase", "standard"]
+Template = Literal["standard", "prefix_cache"]
+
+
+class MoaTopology(Strict):
+    """N proposers (``layers`` layers of them) feeding one aggregator."""
+
+    kind: Literal["moa"]
+    mode: Mode = "staircase"
+    proposers: int = Field(3, ge=1)
+    layers: int = Field(1, ge=1)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    proposer: AgentSettings | list[AgentSettings] = Field(default_factory=AgentSettings)
+    aggregator: AgentSettings = Field(default_factory=AgentSettings)
+    chunks: MoaChunks = Field(default_factory=MoaChunks)
+    redundancy: int = Field(0, ge=0)
+    template: Template = "standard"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MoaTopology:
+        if self.redundancy >= self.proposers:
+            raise ValueError(
+                f"redundancy ({self.redundancy}) must be less than proposers ({self.proposers})"
+            )
+        if isinstance(self.proposer, list) and len(self.proposer) != self.proposers:
+            raise ValueError(
+                f"proposer lists {len(self.proposer)} agents but proposers is {self.proposers}"
+            )
+        return self
+
+
+class DebateTopology(Strict):
+    """N agents x R rounds; each round's agents read every answer of the round before.
+
+    The user sees agent 1's answer in the last round.
+    """
+
+    kind: Literal["debate"]
+    mode: Mode = "staircase"
+    agents: int = Field(3, ge=1)
+    rounds: int = Field(2, ge=1)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    chunks: Schedule = Field(default_factory=lambda: [8, 128, 256])
+    redundancy: int = Field(0, ge=0)
+    template: Template = "standard"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DebateTopology:
+        if self.redundancy >= self.agents:
+            raise ValueError(
+                f"redundancy ({self.redundancy}) must be less than agents ({self.agents})"
+            )
+        return self
+
+
+class StepUnit(Strict):
+    """Upstream output is forwarded in reasoning steps of ``tokens`` tokens each."""
+
+    kind: Literal["step"] = "step"
+    tokens: int = Field(64, ge=1)
+
+
+class GraphAgent(Strict):
+    """One node of a graph; it answers in ``steps`` steps of ``unit.tokens`` tokens."""
+
+    next: list[str] = Field(default_factory=list)
+    steps: int = Field(8, ge=1)
+    server: str | None = None
+    system_prompt: str | None = None
+    temperature: float | None = Field(None, ge=0)
+
+
+class GraphTopology(Strict):
+    """Any DAG of agents; ``stream`` forwards each finished step, ``serial`` whole answers."""
+
+    kind: Literal["graph"]
+    mode: Literal["stream", "serial"] = "stream"
+    unit: StepUnit = Field(default_factory=StepUnit)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    agents: dict[str, GraphAgent] = Field(min_length=1)
+    output: str | None = Field(None, description="the agent whose answer the user sees")
+    redundancy: int = Field(0, ge=0)
+    template: Template = "standard"
+
+    @model_validator(mode="after")
+    def _is_a_dag(self) -> GraphTopology:
+        for name, spec in self.agents.items():
+            for nxt in spec.next:
+                if nxt not in self.agents:
+                    raise ValueError(f"agents.{name}.next names unknown agent {nxt!r}")
+        cycle = _find_cycle({n: a.next for n, a in self.agents.items()})
+        if cycle:
+            raise ValueError(f"agents form a cycle: {' -> '.join(cycle)}")
+        sinks = [n for n, a in self.agents.items() if not a.next]
+        if self.output is None and len(sinks) != 1:
+            raise ValueError(f"graph has sinks {sinks}; name the user-facing one in output")
+        if self.output is not None and self.output not in self.agents:
+            raise ValueError(f"output names unknown agent {self.output!r}")
+        return self
+
+
+def _find_cycle(edges: dict[str, list[str]]) -> list[str]:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges[node]:
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in edges:
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+Topology = Annotated[MoaTopology | DebateTopology | GraphTopology, Field(discriminator="kind")]
+
+
+# --- workload ------------------------------------------------------------------------------
+
+
+class PoissonArrival(Strict):
+    kind: Literal["poisson"]
+    rate_per_s: float = Field(gt=0)
+
+
+class ClosedArrival(Strict):
+    """``concurrency`` users, each sending its next request when the last one ends."""
+
+    kind: Literal["closed"]
+    concurrency: int = Field(1, ge=1)
+    think_time_s: float = Field(0.0, ge=0)
+
+
+class FixedRateArrival(Strict):
+    kind: Literal["constant"]
+    rate_per_s: float = Field(gt=0)
+
+
+Arrival = Annotated[PoissonArrival | ClosedArrival | FixedRateArrival, Field(discriminator="kind")]
+
+
+class Workload(Strict):
+    requests: int = Field(20, ge=1)
+    arrival: Arrival = Field(default_factory=lambda: ClosedArrival(kind="closed"))
+    prompt_tokens: TokenDist = Field(default_factory=lambda: FixedTokens(value=64))
+    output_tokens: Literal["max"] | TokenDist = "max"
+    file: str | None = Field(
+        None,
+        description="JSONL of requests (prompt_tokens, optional prompt, output_tokens, "
+        "arrival_s); overrides the distributions and, where given, the arrival times",
+    )
+
+
+class Prices(Strict):
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0, description="default: input price")
+
+
+# --- the scenario ------------------------------------------------------------------------------
+
+
+class Scenario(Strict):
+    name: str = "scenario"
+    seed: int = 0
+    servers: dict[str, Server] = Field(min_length=1)
+    network: Network = Field(default_factory=Network)
+    topology: Topology
+    workload: Workload = Field(default_factory=Workload)
+    prices: Prices = Field(default_factory=Prices)
+
+    @model_validator(mode="after")
+    def _servers_exist(self) -> Scenario:
+        for where, server in _agent_servers(self.topology):
+            if server is not None and server not in self.servers:
+                raise ValueError(
+                    f"{where}.server names unknown server {server!r} "
+                    f"(known: {', '.join(self.servers)})"
+                )
+        if len(self.servers) > 1 and _default_server(self.topology) is None:
+            raise ValueError(
+                "topology.agent.server is required when the scenario has several servers"
+            )
+        return self
+
+
+def _default_server(topology: Any) -> str | None:
+    server: str | None = topology.agent.server
+    return server
+
+
+def _agent_servers(topology: Any) -> list[tuple[str, str | None]]:
+    found = [("topology.agent", topology.agent.server)]
+    if isinstance(topology, MoaTopology):
+        proposers = (
+            topology.proposer if isinstance(topology.proposer, list) else [topology.proposer]
+        )
+        found += [(f"topology.proposer[{i}]", p.server) for i, p in enumerate(proposers)]
+        found.append(("topology.aggregator", topology.aggregator.server))
+    if isinstance(topology, GraphTopology):
+        found += [(f"topology.agents.{n}", a.server) for n, a in topology.agents.items()]
+    return found
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.0=value`` → (["a", "b", "0"], parsed YAML value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or not re.fullmatch(r"[\w.-]+", key):
+        raise ConfigError(f"--set {text!r}: expected dotted.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({_first_line(exc)})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` strings to a raw scenario dict (before validation)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            node = _child(node, part, path[: i + 1], create=True)
+        last = path[-1]
+        if isinstance(node, list):
+            index = _index(node, last, path)
+            node[index] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:-1])} is not a mapping")
+    return data
+
+
+def _child(node: Any, part: str, path: list[str], create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:-1])} is not a mapping")
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def _index(node: list[Any], part: str, path: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {'.'.join(path)}: no item {part} in a list of {len(node)}")
+    return int(part)
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """The first pydantic error as one line: ``file: topology.redundancy: message``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not _is_variant_tag(p))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif err["type"] == "missing":
+        message = "required field missing"
+    extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {loc or 'scenario'}: {message}{extra}"
+
+
+def _is_variant_tag(part: Any) -> bool:
+    # pydantic puts the chosen union member into the location ("moa", "function-after[...]").
+    return isinstance(part, str) and (
+        part in {"moa", "debate", "graph", "vllm", "api", "poisson", "closed", "constant"}
+        or part in {"fixed", "uniform", "normal", "lognormal", "gamma", "empirical"}
+        or "[" in part
+        or part.startswith("list[")
+    )
+
+
+def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a scenario must be a mapping, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or _first_line(exc)
+        raise ConfigError(f"{where}: malformed YAML ({problem})") from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    data = read_yaml(path)
+    if isinstance(data, dict) and overrides:
+        data = apply_overrides(data, overrides)
+    scenario = scenario_from_dict(data, str(path))
+    if scenario.workload.file and not Path(scenario.workload.file).is_absolute():
+        resolved = (Path(path).parent / scenario.workload.file).resolve()
+        scenario.workload.file = str(resolved)
+    return scenario

@@ -1,0 +1,116 @@
+"""The trace: one JSON-lines file per run, the same schema for simulated and live runs.
+
+Line 1 is a header (scenario, seed, versions, hardware, profiles); then one record per event,
+each with ``type`` and ``t`` (seconds since the run started):
+
+* ``request``      {req, t, prompt_tokens}                      — the user's request is sent
+* ``call``         {req, call, agent, round, server, t, tokens, final, prompt_tokens}
+* ``unit``         {req, agent, unit, tokens, t}                  — a unit released downstream
+* ``deltas``       {req, call, t: [..], n: [..]}                 — streamed pieces received
+* ``call_end``     {req, call, t, status, prompt_tokens, cached_tokens, completion_tokens,
+                    queued_s, reason}                             — status ok|cancelled|failed
+* ``request_end``  {req, t, ok, reason}
+* ``server_metrics`` {server, when, values}                      — live: /metrics snapshots
+* ``end``          {t, interrupted}
+
+Records are written (and flushed) as they happen, so an interrupted run keeps everything it
+recorded. ``deltas`` may batch several pieces; a simulated trace records the deltas of the
+final answer only (other calls keep their token counts in ``call_end``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sim.errors import ConfigError
+
+TRACE_SCHEMA = 1
+Record = dict[str, Any]
+
+
+def make_header(source: str, scenario: dict[str, Any], **extra: Any) -> Record:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own_version = version("stairwise")
+    except PackageNotFoundError:
+        own_version = "dev"
+    return {
+        "type": "header",
+        "schema": TRACE_SCHEMA,
+        "source": source,
+        "name": scenario.get("name", ""),
+        "seed": scenario.get("seed"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {"stairwise": own_version, "python": platform.python_version()},
+        "hardware": {"machine": platform.machine(), "system": platform.system()},
+        "scenario": scenario,
+        **extra,
+    }
+
+
+class TraceWriter:
+    """Keeps every record in memory and, given a path, appends it to the file at once."""
+
+    def __init__(self, header: Record, path: str | Path | None = None, flush: bool = True):
+        self.records: list[Record] = []
+        self._flush = flush
+        self._file: IO[str] | None = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "w")  # noqa: SIM115 - closed in close()
+        self.write(header)
+
+    @property
+    def header(self) -> Record:
+        return self.records[0]
+
+    def write(self, record: Record) -> None:
+        self.records.append(record)
+        if self._file is not None:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            if self._flush:
+                self._file.flush()
+
+    def close(self, t: float, interrupted: bool = False) -> None:
+        self.write({"type": "end", "t": t, "interrupted": interrupted})
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_trace(path: str | Path) -> list[Record]:
+    """Records of a trace file; a malformed line is an error naming the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read trace ({exc.strerror})") from None
+    records = list(parse_trace_lines(lines, str(path)))
+    if not records:
+        raise ConfigError(f"{path}: empty trace")
+    return records
+
+
+def parse_trace_lines(lines: Iterable[str], source: str) -> Iterable[Record]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}:{number}: not a JSON record ({exc.msg})") from None
+        if not isinstance(record, dict) or "type" not in record:
+            raise ConfigError(f"{source}:{number}: a trace record needs a 'type'")
+        if number == 1 and record["type"] != "header":
+            raise ConfigError(f"{source}:1: not a stairwise trace (no header)")
+        if number == 1 and record.get("schema") != TRACE_SCHEMA:
+            raise ConfigError(
+                f"{source}:1: trace schema {record.get('schema')} is not {TRACE_SCHEMA}"
+            )
+        yield record
