@@ -1,0 +1,1 @@
+"""Turning results into things people read: terminal tables, HTML reports, sweep maps."""

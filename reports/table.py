@@ -1,0 +1,86 @@
+"""A run summary as terminal tables (rich)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+LATENCY_ROWS = [
+    ("TTFT", "ttft_s"),
+    ("ITL", "itl_s"),
+    ("TPOT", "tpot_s"),
+    ("E2E", "e2e_s"),
+    ("stall (longest pause)", "stall_s"),
+]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1e3:,.1f}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    title = f"{summary['scenario']} ({summary['source']}): {summary['requests']} requests"
+    if summary.get("failed_requests"):
+        title += f", {summary['failed_requests']} failed"
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for column in ("mean", "p50", "p90", "p99"):
+        table.add_column(column, justify="right")
+    rows = list(LATENCY_ROWS)
+    k = summary["time_to_k_tokens_s"]["k"]
+    rows.append((f"time to token {k}", "time_to_k_tokens_s"))
+    for label, key in rows:
+        s = summary[key]
+        table.add_row(f"{label} (ms)", *(_ms(s[c]) for c in ("mean", "p50", "p90", "p99")))
+    tps = summary["tps"]
+    table.add_row("TPS (tok/s per request)", *(_num(tps[c]) for c in ("mean", "p50", "p90", "p99")))
+    console.print(table)
+
+    totals = Table(show_header=False, box=None, pad_edge=False)
+    totals.add_column()
+    totals.add_column(justify="right")
+    totals.add_row("system throughput (tok/s, all agents)", _num(summary["throughput_tok_s"]))
+    totals.add_row("answer throughput (tok/s)", _num(summary["output_throughput_tok_s"]))
+    totals.add_row("requests/s", _num(summary["request_throughput_per_s"], 3))
+    totals.add_row("prefix-cache hit ratio", f"{summary['prefix_cache_hit_ratio']:.1%}")
+    totals.add_row(
+        "tokens (prompt / cached / generated)",
+        f"{summary['prompt_tokens']:,} / {summary['cached_tokens']:,} / "
+        f"{summary['generated_tokens']:,}",
+    )
+    cost = summary["cost_usd"]
+    totals.add_row(
+        "cost (total / per request)", f"${cost['total']:.4f} / ${cost['per_request']:.6f}"
+    )
+    console.print(totals)
+
+    agents = Table(title="per agent (means)", title_justify="left")
+    for column in (
+        "agent",
+        "calls",
+        "prompt tok",
+        "cached tok",
+        "generated",
+        "starts (s)",
+        "ends (s)",
+    ):
+        left = column == "agent"
+        agents.add_column(column, justify="left" if left else "right", no_wrap=left)
+    for name, a in summary["agents"].items():
+        agents.add_row(
+            name,
+            str(a["calls"]) + (f" ({a['failed_calls']} failed)" if a["failed_calls"] else ""),
+            _num(a["prompt_tokens_mean"], 0),
+            _num(a["cached_tokens_mean"], 0),
+            f"{a['generated_tokens']:,}",
+            _num(a["first_start_s_mean"], 2),
+            _num(a["last_end_s_mean"], 2),
+        )
+    console.print(agents)
