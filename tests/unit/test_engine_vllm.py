@@ -1,0 +1,157 @@
+"""The vLLM engine model: step arithmetic, batching, prefix cache, chunked prefill, KV limits."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim import Simulator, scenario_from_dict
+from sim.profile import StepCost
+from sim.texts import estimate_tokens
+from tests.helpers import vllm_profile, write_profile
+
+COST = StepCost(**vllm_profile()["step"])
+
+
+def solo(tmp_path: Path, **kwargs: Any):
+    return solo_simulator(tmp_path, **kwargs).run()
+
+
+def solo_simulator(
+    tmp_path: Path,
+    tokens: int = 32,
+    requests: int = 1,
+    concurrency: int = 1,
+    server: dict[str, Any] | None = None,
+    system_prompt: str | None = None,
+    profile: dict[str, Any] | None = None,
+    arrival: dict[str, Any] | None = None,
+    prompt: int = 64,
+):
+    """One agent answering ``tokens`` tokens per request on one simulated vLLM server."""
+    path = write_profile(tmp_path, profile or vllm_profile())
+    agent: dict[str, Any] = {"steps": 1}
+    if system_prompt is not None:
+        agent["system_prompt"] = system_prompt
+    scenario = scenario_from_dict(
+        {
+            "servers": {"gpu": {"kind": "vllm", "profile": path, **(server or {})}},
+            "topology": {"kind": "graph", "unit": {"tokens": tokens}, "agents": {"solo": agent}},
+            "workload": {
+                "requests": requests,
+                "prompt_tokens": {"dist": "fixed", "value": prompt},
+                "arrival": arrival or {"kind": "closed", "concurrency": concurrency},
+            },
+        }
+    )
+    return Simulator(scenario)
+
+
+def calls(result):
+    return [r for r in result.records if r["type"] == "call"]
+
+
+def answers(result):
+    return [r["t"] for r in result.records if r["type"] == "deltas"]
+
+
+def test_one_request_on_an_idle_engine_follows_the_step_cost(tmp_path):
+    result = solo(tmp_path, tokens=32)
+    (call,) = calls(result)
+    (times,) = answers(result)
+    p = call["prompt_tokens"]
+    ttft = COST.seconds(p, p * p, 0, 0)
+    decode = sum(COST.seconds(0, 0, 1, p + k) for k in range(1, 32))
+    assert times[0] == pytest.approx(ttft, rel=1e-9)
+    assert times[-1] == pytest.approx(ttft + decode, rel=1e-9)
+    assert len(times) == 32
+
+
+def test_concurrent_requests_share_steps(tmp_path):
+    result = solo(tmp_path, tokens=16, requests=4, concurrency=4)
+    p = calls(result)[0]["prompt_tokens"]
+    ttft = COST.seconds(4 * p, 4 * p * p, 0, 0)
+    decode = sum(COST.seconds(0, 0, 4, 4 * (p + k)) for k in range(1, 16))
+    for times in answers(result):
+        assert times[0] == pytest.approx(ttft)
+        assert times[-1] == pytest.approx(ttft + decode)
+
+
+def test_a_repeated_prefix_is_served_from_the_cache(tmp_path):
+    system = "You answer briefly. " * 30
+    result = solo(tmp_path, tokens=4, requests=2, system_prompt=system)
+    first, second = (r for r in result.records if r["type"] == "call_end")
+    # system message framing (3 + 2) and the user message opening (3) precede the query
+    shared = estimate_tokens(system) + 8
+    assert first["cached_tokens"] == 0
+    assert second["cached_tokens"] == shared // 16 * 16
+    p, c = second["prompt_tokens"], second["cached_tokens"]
+    sent = [r["t"] for r in result.records if r["type"] == "request"]
+    ttft = answers(result)[1][0] - sent[1]
+    assert ttft == pytest.approx(COST.seconds(p - c, (p - c) * p, 0, 0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(system_words=st.integers(0, 120), prompt=st.integers(1, 300))
+def test_cached_tokens_never_cost_prefill_time(tmp_path_factory, system_words, prompt):
+    tmp_path = tmp_path_factory.mktemp("cache")
+    system = "word " * system_words or "x"
+    result = solo(tmp_path, tokens=2, requests=2, system_prompt=system, prompt=prompt)
+    end = [r for r in result.records if r["type"] == "call_end"][1]
+    p, c = end["prompt_tokens"], end["cached_tokens"]
+    sent = [r["t"] for r in result.records if r["type"] == "request"][1]
+    assert answers(result)[1][0] - sent == pytest.approx(COST.seconds(p - c, (p - c) * p, 0, 0))
+
+
+def test_long_prompts_are_prefilled_in_chunks_of_the_token_budget(tmp_path):
+    result = solo(tmp_path, tokens=2, prompt=600, server={"max_num_batched_tokens": 256})
+    p = calls(result)[0]["prompt_tokens"]
+    expected, done = 0.0, 0
+    while done < p:
+        chunk = min(256, p - done)
+        expected += COST.seconds(chunk, chunk * (done + chunk), 0, 0)
+        done += chunk
+    assert answers(result)[0][0] == pytest.approx(expected)
+
+
+def test_decode_steps_are_advanced_in_few_events(tmp_path):
+    result = solo(tmp_path, tokens=1024)
+    assert len(answers(result)[0]) == 1024
+    assert result.events < 20
+
+
+def test_a_full_kv_cache_preempts_but_every_token_is_still_produced(tmp_path):
+    profile = vllm_profile()
+    profile["kv_capacity_tokens"] = 16 * 30  # 30 blocks for 4 sequences of ~13 blocks each
+    simulator = solo_simulator(tmp_path, tokens=128, requests=4, concurrency=4, profile=profile)
+    result = simulator.run()
+    assert simulator.engines["gpu"][0].preemptions > 0
+    assert [len(t) for t in answers(result)] == [128] * 4
+    assert result.summary["requests"] == 4
+
+
+def test_prefill_first_scheduling_stalls_running_decodes(tmp_path):
+    def longest_gap_of_first_request(scheduler: str) -> float:
+        profile = vllm_profile()
+        profile["scheduler"] = scheduler
+        result = solo(
+            tmp_path,
+            tokens=64,
+            requests=2,
+            prompt=1500,
+            profile=profile,
+            arrival={"kind": "constant", "rate_per_s": 1.0},
+        )
+        first = answers(result)[0]
+        return max(b - a for a, b in itertools.pairwise(first))
+
+    prefill = COST.seconds(1500, 1500 * 1500, 0, 0)
+    mixed = longest_gap_of_first_request("mixed")
+    prefill_first = longest_gap_of_first_request("prefill_first")
+    assert mixed >= prefill * 0.95  # the arriving prompt shares (and slows) the decode step
+    assert prefill_first > mixed  # an extra prefill-only step before decoding resumes

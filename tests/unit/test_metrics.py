@@ -1,0 +1,108 @@
+"""Metric definitions on hand-written traces (vllm bench serve semantics + stall)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.metrics import summarize
+from sim.trace import make_header
+
+
+def trace(deltas_t, deltas_n, calls_extra=()):
+    header = make_header(
+        "live",
+        {
+            "name": "hand",
+            "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "cached_input_per_mtok": 0.5},
+        },
+    )
+    return [
+        header,
+        {"type": "request", "req": 0, "t": 1.0, "prompt_tokens": 10},
+        {
+            "type": "call",
+            "req": 0,
+            "call": "p1#1",
+            "agent": "p1",
+            "round": 1,
+            "server": "s",
+            "t": 1.0,
+            "tokens": 50,
+            "final": False,
+            "prompt_tokens": 20,
+        },
+        {
+            "type": "call",
+            "req": 0,
+            "call": "agg#1",
+            "agent": "agg",
+            "round": 1,
+            "server": "s",
+            "t": 1.2,
+            "tokens": 5,
+            "final": True,
+            "prompt_tokens": 100,
+        },
+        {"type": "deltas", "req": 0, "call": "agg#1", "t": deltas_t, "n": deltas_n},
+        {
+            "type": "call_end",
+            "req": 0,
+            "call": "p1#1",
+            "t": 2.0,
+            "status": "ok",
+            "prompt_tokens": 20,
+            "cached_tokens": 0,
+            "completion_tokens": 50,
+            "queued_s": 0.0,
+        },
+        {
+            "type": "call_end",
+            "req": 0,
+            "call": "agg#1",
+            "t": 4.0,
+            "status": "ok",
+            "prompt_tokens": 100,
+            "cached_tokens": 60,
+            "completion_tokens": sum(deltas_n),
+            "queued_s": 0.0,
+        },
+        {"type": "request_end", "req": 0, "t": 4.0, "ok": True, "reason": ""},
+        *calls_extra,
+    ]
+
+
+def test_latency_definitions():
+    s = summarize(trace([1.5, 1.6, 3.6, 3.7, 4.0], [1, 1, 1, 1, 1]), k=3)
+    assert s["ttft_s"]["p50"] == pytest.approx(0.5)
+    assert s["e2e_s"]["p50"] == pytest.approx(3.0)
+    assert s["tpot_s"]["p50"] == pytest.approx(2.5 / 4)
+    assert s["tps"]["p50"] == pytest.approx(5 / 2.5)
+    assert s["stall_s"]["p50"] == pytest.approx(2.0)
+    assert s["itl_s"]["count"] == 4 and s["itl_s"]["mean"] == pytest.approx(2.5 / 4)
+    assert s["time_to_k_tokens_s"]["p50"] == pytest.approx(2.6)
+
+
+def test_a_delta_carrying_several_tokens_is_one_gap():
+    s = summarize(trace([1.5, 2.5], [4, 1]), k=4)
+    assert s["itl_s"]["count"] == 1
+    assert s["tpot_s"]["p50"] == pytest.approx(1.0 / 4)
+    assert s["time_to_k_tokens_s"]["p50"] == pytest.approx(0.5)
+
+
+def test_throughput_cache_ratio_and_cost():
+    s = summarize(trace([1.5, 4.0], [1, 1]))
+    assert s["generated_tokens"] == 52
+    assert s["throughput_tok_s"] == pytest.approx(52 / 3.0)
+    assert s["prefix_cache_hit_ratio"] == pytest.approx(60 / 120)
+    expected = (60 * 1.0 + 60 * 0.5 + 52 * 2.0) / 1e6
+    assert s["cost_usd"]["total"] == pytest.approx(expected)
+    assert s["agents"]["agg"]["first_start_s_mean"] == pytest.approx(0.2)
+
+
+def test_failed_and_unfinished_requests_are_counted_but_not_measured():
+    records = trace([1.5, 4.0], [1, 1])
+    records[-1] = {"type": "request_end", "req": 0, "t": 4.0, "ok": False, "reason": "agg: 500"}
+    records.append({"type": "request", "req": 1, "t": 2.0, "prompt_tokens": 10})
+    s = summarize(records)
+    assert (s["requests"], s["failed_requests"]) == (0, 2)
+    assert s["ttft_s"]["count"] == 0 and s["ttft_s"]["p50"] is None

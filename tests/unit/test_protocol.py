@@ -1,0 +1,127 @@
+"""The sans-IO protocol on its own: which calls start when, with which prompts."""
+
+from __future__ import annotations
+
+import itertools
+
+from sim.plan import build_plan, unit_boundaries
+from sim.protocol import CancelCall, FinishRequest, ReleaseUnit, RequestProtocol, Span, StartCall
+from tests.helpers import api_profile, moa
+
+SERVERS = {"s": {"kind": "api", "profile": "unused"}}
+
+
+def plan_for(**topology):
+    return build_plan(moa(SERVERS, **topology))
+
+
+def starts(actions):
+    return [a for a in actions if isinstance(a, StartCall)]
+
+
+def test_unit_boundaries_repeat_the_last_size_and_truncate():
+    assert unit_boundaries((8, 128, 256), 256) == [8, 136, 256]
+    assert unit_boundaries((8, 16), 50) == [8, 24, 40, 50]
+    assert unit_boundaries((64,), 64) == [64]
+
+
+def test_staircase_aggregator_starts_on_first_chunks_and_cancels_spent_proposers():
+    plan = plan_for(
+        mode="staircase", proposers=3, agent={"max_tokens": 256}, aggregator={"max_tokens": 128}
+    )
+    proto = RequestProtocol(plan, {})
+    first = starts(proto.start())
+    assert [c.agent for c in first] == ["p1", "p2", "p3"]
+    assert all(c.watch == (8, 136) and c.tokens == 256 for c in first)
+
+    assert not starts(proto.tokens("p1#1", 8) + proto.tokens("p2#1", 8))
+    actions = proto.tokens("p3#1", 8)
+    assert [a.unit for a in actions if isinstance(a, ReleaseUnit)] == [1]
+    (round1,) = starts(actions)
+    assert (round1.agent, round1.tokens, round1.final) == ("aggregator", 8, True)
+    upstream = [p for m in round1.messages for p in m.parts if p.stream[0] == "output"]
+    assert upstream == [Span(("output", f"p{i}"), 0, 8) for i in (1, 2, 3)]
+
+    assert not starts(proto.finished("aggregator#1"))  # round 2 needs the second chunks
+    proto.tokens("p1#1", 136)
+    proto.tokens("p2#1", 136)
+    actions = proto.tokens("p3#1", 136)
+    (round2,) = starts(actions)
+    assert (round2.tokens, round2.out_start, round2.continue_final) == (120, 8, True)
+    # round 2 is the aggregator's last call: the proposers' remaining tokens are never read
+    assert {a.call_id for a in actions if isinstance(a, CancelCall)} == {"p1#1", "p2#1", "p3#1"}
+    assert proto.finished("aggregator#2")[-1] == FinishRequest(ok=True)
+    assert proto.done
+
+
+def test_redundancy_skips_the_slowest_proposer_for_a_round():
+    plan = plan_for(mode="staircase", proposers=3, redundancy=1)
+    proto = RequestProtocol(plan, {})
+    proto.start()
+    proto.tokens("p1#1", 8)
+    (round1,) = starts(proto.tokens("p3#1", 8))
+    sources = {p.stream[1] for m in round1.messages for p in m.parts if p.stream[0] == "output"}
+    assert sources == {"p1", "p3"}
+
+
+def test_standard_moa_waits_for_every_complete_answer():
+    plan = plan_for(mode="standard", proposers=2, agent={"max_tokens": 64})
+    proto = RequestProtocol(plan, {})
+    proto.start()
+    assert not starts(proto.tokens("p1#1", 64) + proto.finished("p1#1"))
+    (agg,) = starts(proto.finished("p2#1"))
+    assert agg.tokens == 64 and agg.round == 1
+    upstream = [p for m in agg.messages for p in m.parts if p.stream[0] == "output"]
+    assert upstream == [Span(("output", "p1"), 0, 64), Span(("output", "p2"), 0, 64)]
+
+
+def test_prefix_cache_template_only_appends_to_the_previous_prompt():
+    plan = plan_for(
+        mode="staircase",
+        proposers=2,
+        template="prefix_cache",
+        chunks={"proposer": [8, 32], "aggregator": [8, 8]},
+        agent={"max_tokens": 128},
+        aggregator={"max_tokens": 32},
+    )
+    proto = RequestProtocol(plan, {})
+    proto.start()
+    prompts = []
+    for unit_end in (8, 40, 72, 104):
+        actions = proto.tokens("p1#1", unit_end) + proto.tokens("p2#1", unit_end)
+        (call,) = starts(actions)
+        prompts.append(call)
+        proto.finished(call.call_id)
+    for before, after in itertools.pairwise(prompts):
+        # the next prompt = previous prompt + own chunk (+ new units): a pure extension
+        assert after.messages[: len(before.messages)] == before.messages
+        assert after.messages[len(before.messages)].role == "assistant"
+
+
+def test_a_failed_proposer_is_dropped_and_a_failed_aggregator_fails_the_request():
+    plan = plan_for(mode="staircase", proposers=2)
+    proto = RequestProtocol(plan, {})
+    proto.start()
+    proto.tokens("p1#1", 8)
+    (round1,) = starts(proto.failed("p2#1", "connection reset"))
+    assert round1.agent == "aggregator"
+    actions = proto.failed("aggregator#1", "HTTP 500")
+    assert actions[-1] == FinishRequest(ok=False, reason="aggregator: HTTP 500")
+    assert CancelCall("p1#1", "request finished") in actions
+    assert proto.done
+
+
+def test_early_stop_shortens_the_answer():
+    plan = plan_for(mode="standard", proposers=1, agent={"max_tokens": 64})
+    proto = RequestProtocol(plan, {})
+    proto.start()
+    (agg,) = starts(proto.finished("p1#1", produced=10))
+    assert [p for m in agg.messages for p in m.parts if p.stream[0] == "output"] == [
+        Span(("output", "p1"), 0, 10)
+    ]
+
+
+def test_api_profile_helper_is_valid():
+    from sim.profile import parse_profile
+
+    assert parse_profile(api_profile(), "test").kind == "api"
