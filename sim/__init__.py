@@ -1,4 +1,4 @@
-"""stairwise's model and shared vocabulary: scenarios, plans, the protocol, traces, metrics.
+"""stairwise's model and shared vocabulary: scenarios, agent DAGs, the protocol, traces, metrics.
 
 ``sim`` imports nothing from ``live``, ``calibration`` or ``reports``.
 """

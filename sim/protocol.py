@@ -17,7 +17,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sim.plan import AgentNode, Plan, unit_boundaries
+from sim.dag import AgentNode, Dag, unit_boundaries
 from sim.texts import AGGREGATE_HEADER, answer_label
 
 Role = Literal["system", "user", "assistant"]
@@ -99,18 +99,18 @@ class _Agent:
 
 
 class RequestProtocol:
-    """One request through the plan. ``output_tokens`` is each agent's answer length."""
+    """One request through the DAG. ``output_tokens`` is each agent's answer length."""
 
-    def __init__(self, plan: Plan, output_tokens: Mapping[str, int]) -> None:
-        self.plan = plan
+    def __init__(self, dag: Dag, output_tokens: Mapping[str, int]) -> None:
+        self.dag = dag
         self.agents: dict[str, _Agent] = {}
-        for node in plan.agents:
+        for node in dag.agents:
             total = min(node.max_tokens, max(1, output_tokens.get(node.name, node.max_tokens)))
             self.agents[node.name] = _Agent(
                 node=node,
                 total=total,
                 boundaries=unit_boundaries(node.chunks, total),
-                consumers=[c.name for c in plan.consumers(node.name)],
+                consumers=[c.name for c in dag.consumers(node.name)],
             )
         self._calls: dict[str, str] = {}  # call id -> agent
         self.outcome: FinishRequest | None = None
@@ -148,7 +148,7 @@ class RequestProtocol:
         del self._calls[call_id]
         if agent.generated >= agent.total:
             agent.done = True
-            if agent.node.name == self.plan.output:
+            if agent.node.name == self.dag.output:
                 return actions + self._finish(FinishRequest(ok=True))
             actions += self._after_done(agent)
         else:
@@ -163,7 +163,7 @@ class RequestProtocol:
         del self._calls[call_id]
         agent.call = None
         agent.done = agent.dropped = True
-        if agent.node.name == self.plan.output:
+        if agent.node.name == self.dag.output:
             return self._finish(FinishRequest(ok=False, reason=f"{agent.node.name}: {reason}"))
         return self._after_done(agent) + self._cancel_unneeded()
 
@@ -235,7 +235,7 @@ class RequestProtocol:
                 tokens=end - start,
                 out_start=start,
                 watch=watch,
-                final=agent.node.name == self.plan.output,
+                final=agent.node.name == self.dag.output,
             )
         ]
 

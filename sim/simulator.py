@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.dag import Dag, build_dag
 from sim.engines.api import ApiEngine
 from sim.engines.base import CallResult, Engine, EngineCall
 from sim.engines.vllm import VllmEngine
@@ -22,7 +23,6 @@ from sim.errors import ConfigError
 from sim.kv_cache import TokenRun
 from sim.metrics import DEFAULT_K, summarize
 from sim.network import DeltaStream, Link
-from sim.plan import Plan, build_plan
 from sim.profile import ApiProfile, VllmProfile, load_profile
 from sim.protocol import (
     Action,
@@ -78,12 +78,12 @@ class Simulator:
     ) -> None:
         self.scenario = scenario
         self.env = simpy.Environment()
-        self.plan: Plan = build_plan(scenario)
+        self.dag: Dag = build_dag(scenario)
         arrivals_rng, lengths_rng, network_rng, engine_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(4)
         )
         self.requests = requests or build_requests(
-            scenario.workload, self.plan, arrivals_rng, lengths_rng
+            scenario.workload, self.dag, arrivals_rng, lengths_rng
         )
         self.profiles = {
             name: load_profile(server.profile, profile_dir)
@@ -97,7 +97,7 @@ class Simulator:
                 self._engine(server, profile, engine_rng) for _ in range(server.replicas)
             ]
             self.links[name] = Link(server.network or scenario.network.latency, network_rng)
-        self._system_tokens = {a.name: estimate_tokens(a.system_prompt) for a in self.plan.agents}
+        self._system_tokens = {a.name: estimate_tokens(a.system_prompt) for a in self.dag.agents}
         self._calls: dict[tuple[int, str], _Call] = {}
         self._states: dict[int, _Request] = {}
         self.events = 0
@@ -166,7 +166,7 @@ class Simulator:
                 yield self.env.timeout(think)
 
     def _request(self, spec: RequestSpec) -> Generator[simpy.Event, Any, None]:
-        state = _Request(spec, RequestProtocol(self.plan, spec.output_tokens), self.env.event())
+        state = _Request(spec, RequestProtocol(self.dag, spec.output_tokens), self.env.event())
         self._states[spec.index] = state
         self.trace.write(
             {
@@ -221,7 +221,7 @@ class Simulator:
 
     def _start_call(self, state: _Request, action: StartCall) -> None:
         req = state.spec.index
-        server = self.plan.agent(action.agent).server
+        server = self.dag.agent(action.agent).server
         if server not in state.replicas:  # a request stays on one replica: its cache is there
             state.replicas[server] = min(self.engines[server], key=lambda e: e.load())
         engine = state.replicas[server]

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from sim.dag import Dag
 from sim.errors import ConfigError
-from sim.plan import Plan
 from sim.scenario import ClosedArrival, FixedRateArrival, PoissonArrival, Workload
 from sim.texts import estimate_tokens
 
@@ -27,7 +27,7 @@ class RequestSpec:
 
 def build_requests(
     workload: Workload,
-    plan: Plan,
+    dag: Dag,
     arrivals_rng: np.random.Generator,
     lengths_rng: np.random.Generator,
 ) -> list[RequestSpec]:
@@ -41,7 +41,7 @@ def build_requests(
             if workload.output_tokens == "max"
             else np.minimum(workload.output_tokens.sample(lengths_rng, n), agent.max_tokens)
         )
-        for agent in plan.agents
+        for agent in dag.agents
     }
     requests = []
     for i in range(n):
@@ -49,7 +49,7 @@ def build_requests(
         per_agent = {name: int(values[i]) for name, values in outputs.items()}
         given = row.get("output_tokens")
         if isinstance(given, int):
-            per_agent = {a.name: min(given, a.max_tokens) for a in plan.agents}
+            per_agent = {a.name: min(given, a.max_tokens) for a in dag.agents}
         elif isinstance(given, dict):
             per_agent.update({k: int(v) for k, v in given.items() if k in per_agent})
         prompt = row.get("prompt")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import itertools
 
-from sim.plan import build_plan, unit_boundaries
+from sim.dag import build_dag, unit_boundaries
 from sim.protocol import CancelCall, FinishRequest, ReleaseUnit, RequestProtocol, Span, StartCall
 from tests.helpers import api_profile, moa
 
 SERVERS = {"s": {"kind": "api", "profile": "unused"}}
 
 
-def plan_for(**topology):
-    return build_plan(moa(SERVERS, **topology))
+def dag_for(**topology):
+    return build_dag(moa(SERVERS, **topology))
 
 
 def starts(actions):
@@ -26,10 +26,10 @@ def test_unit_boundaries_repeat_the_last_size_and_truncate():
 
 
 def test_staircase_aggregator_starts_on_first_chunks_and_cancels_spent_proposers():
-    plan = plan_for(
+    dag = dag_for(
         mode="staircase", proposers=3, agent={"max_tokens": 256}, aggregator={"max_tokens": 128}
     )
-    proto = RequestProtocol(plan, {})
+    proto = RequestProtocol(dag, {})
     first = starts(proto.start())
     assert [c.agent for c in first] == ["p1", "p2", "p3"]
     assert all(c.watch == (8, 136) and c.tokens == 256 for c in first)
@@ -55,8 +55,8 @@ def test_staircase_aggregator_starts_on_first_chunks_and_cancels_spent_proposers
 
 
 def test_redundancy_skips_the_slowest_proposer_for_a_round():
-    plan = plan_for(mode="staircase", proposers=3, redundancy=1)
-    proto = RequestProtocol(plan, {})
+    dag = dag_for(mode="staircase", proposers=3, redundancy=1)
+    proto = RequestProtocol(dag, {})
     proto.start()
     proto.tokens("p1#1", 8)
     (round1,) = starts(proto.tokens("p3#1", 8))
@@ -65,8 +65,8 @@ def test_redundancy_skips_the_slowest_proposer_for_a_round():
 
 
 def test_standard_moa_waits_for_every_complete_answer():
-    plan = plan_for(mode="standard", proposers=2, agent={"max_tokens": 64})
-    proto = RequestProtocol(plan, {})
+    dag = dag_for(mode="standard", proposers=2, agent={"max_tokens": 64})
+    proto = RequestProtocol(dag, {})
     proto.start()
     assert not starts(proto.tokens("p1#1", 64) + proto.finished("p1#1"))
     (agg,) = starts(proto.finished("p2#1"))
@@ -76,7 +76,7 @@ def test_standard_moa_waits_for_every_complete_answer():
 
 
 def test_prefix_cache_template_only_appends_to_the_previous_prompt():
-    plan = plan_for(
+    dag = dag_for(
         mode="staircase",
         proposers=2,
         template="prefix_cache",
@@ -84,7 +84,7 @@ def test_prefix_cache_template_only_appends_to_the_previous_prompt():
         agent={"max_tokens": 128},
         aggregator={"max_tokens": 32},
     )
-    proto = RequestProtocol(plan, {})
+    proto = RequestProtocol(dag, {})
     proto.start()
     prompts = []
     for unit_end in (8, 40, 72, 104):
@@ -99,8 +99,8 @@ def test_prefix_cache_template_only_appends_to_the_previous_prompt():
 
 
 def test_a_failed_proposer_is_dropped_and_a_failed_aggregator_fails_the_request():
-    plan = plan_for(mode="staircase", proposers=2)
-    proto = RequestProtocol(plan, {})
+    dag = dag_for(mode="staircase", proposers=2)
+    proto = RequestProtocol(dag, {})
     proto.start()
     proto.tokens("p1#1", 8)
     (round1,) = starts(proto.failed("p2#1", "connection reset"))
@@ -112,8 +112,8 @@ def test_a_failed_proposer_is_dropped_and_a_failed_aggregator_fails_the_request(
 
 
 def test_early_stop_shortens_the_answer():
-    plan = plan_for(mode="standard", proposers=1, agent={"max_tokens": 64})
-    proto = RequestProtocol(plan, {})
+    dag = dag_for(mode="standard", proposers=1, agent={"max_tokens": 64})
+    proto = RequestProtocol(dag, {})
     proto.start()
     (agg,) = starts(proto.finished("p1#1", produced=10))
     assert [p for m in agg.messages for p in m.parts if p.stream[0] == "output"] == [

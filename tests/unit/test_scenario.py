@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sim.dag import build_dag
 from sim.errors import ConfigError
-from sim.plan import build_plan
 from sim.scenario import apply_overrides, load_scenario, scenario_from_dict
 
 BASE = {
@@ -52,8 +52,8 @@ def test_bad_scenarios_name_the_field(change, needle):
     assert needle in message and message.startswith("file.yaml: ") and "\n" not in message
 
 
-def test_plans_of_each_topology():
-    moa2 = build_plan(scenario_from_dict({**BASE, "topology": {"kind": "moa", "layers": 2}}))
+def test_dags_of_each_topology():
+    moa2 = build_dag(scenario_from_dict({**BASE, "topology": {"kind": "moa", "layers": 2}}))
     assert [a.name for a in moa2.agents] == [
         "l1.p1",
         "l1.p2",
@@ -64,11 +64,11 @@ def test_plans_of_each_topology():
         "aggregator",
     ]
     assert moa2.agent("l2.p1").inputs == ("l1.p1", "l1.p2", "l1.p3")
-    debate = build_plan(
+    debate = build_dag(
         scenario_from_dict({**BASE, "topology": {"kind": "debate", "agents": 2, "rounds": 3}})
     )
     assert debate.output == "r3.a1" and debate.agent("r2.a2").inputs == ("r1.a1", "r1.a2")
-    tree = build_plan(
+    tree = build_dag(
         scenario_from_dict(
             {
                 **BASE,

@@ -1,7 +1,7 @@
 """Topologies unrolled into one vocabulary: a DAG of agents whose edges stream units.
 
-``build_plan`` turns any topology of a scenario into a :class:`Plan`; the protocol, the
-simulator and the live runner only ever see plans.
+``build_dag`` turns any topology of a scenario into a :class:`Dag`; the protocol, the
+simulator and the live runner only ever see DAGs.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class AgentNode:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Dag:
     agents: tuple[AgentNode, ...]  # in topological order
     output: str  # the agent whose answer the user sees
 
@@ -62,7 +62,7 @@ def unit_boundaries(chunks: tuple[int, ...], total: int) -> list[int]:
     return ends
 
 
-def build_plan(scenario: Scenario) -> Plan:
+def build_dag(scenario: Scenario) -> Dag:
     topology = scenario.topology
     default_server = next(iter(scenario.servers))
     if isinstance(topology, MoaTopology):
@@ -109,7 +109,7 @@ def _node(
     )
 
 
-def _moa(t: MoaTopology, default_server: str) -> Plan:
+def _moa(t: MoaTopology, default_server: str) -> Dag:
     wait: WaitMode = "stream" if t.mode == "staircase" else "all"
     proposer_settings = t.proposer if isinstance(t.proposer, list) else [t.proposer] * t.proposers
     agents: list[AgentNode] = []
@@ -138,10 +138,10 @@ def _moa(t: MoaTopology, default_server: str) -> Plan:
             t.template,
         )
     )
-    return Plan(tuple(agents), "aggregator")
+    return Dag(tuple(agents), "aggregator")
 
 
-def _debate(t: DebateTopology, default_server: str) -> Plan:
+def _debate(t: DebateTopology, default_server: str) -> Dag:
     wait: WaitMode = "stream" if t.mode == "staircase" else "all"
     settings = _settings(default_server, t.agent)
     agents: list[AgentNode] = []
@@ -153,10 +153,10 @@ def _debate(t: DebateTopology, default_server: str) -> Plan:
             for n in names
         ]
         previous = names
-    return Plan(tuple(agents), f"r{t.rounds}.a1")
+    return Dag(tuple(agents), f"r{t.rounds}.a1")
 
 
-def _graph(t: GraphTopology, default_server: str) -> Plan:
+def _graph(t: GraphTopology, default_server: str) -> Dag:
     wait: WaitMode = "stream" if t.mode == "stream" else "all"
     inputs: dict[str, list[str]] = {name: [] for name in t.agents}
     for name, spec in t.agents.items():
@@ -192,4 +192,4 @@ def _graph(t: GraphTopology, default_server: str) -> Plan:
             )
         )
     sinks = [n for n, spec in t.agents.items() if not spec.next]
-    return Plan(tuple(agents), t.output or sinks[0])
+    return Dag(tuple(agents), t.output or sinks[0])
