@@ -146,7 +146,14 @@ def summarize(
             "per_request": cost / len(per_request) if per_request else 0.0,
         },
         "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
+        **_client_overhead(records),
     }
+
+
+def _client_overhead(records: list[Record]) -> dict[str, Any]:
+    """Live runs record the runner's own CPU use and event-loop lag in the end record."""
+    end = records[-1] if records and records[-1]["type"] == "end" else {}
+    return {"client": end["client"]} if "client" in end else {}
 
 
 def _cost(prompt: int, cached: int, generated: int, prices: dict[str, Any]) -> float:

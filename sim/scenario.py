@@ -243,6 +243,21 @@ class Prices(Strict):
     cached_input_per_mtok: float | None = Field(None, ge=0, description="default: input price")
 
 
+class LiveSettings(Strict):
+    """How ``stairwise run`` treats slow or failing calls (the simulator ignores this)."""
+
+    timeout_s: float = Field(300.0, gt=0, description="a whole call")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    first_token_timeout_s: float = Field(120.0, gt=0, description="queueing + prefill")
+    stall_timeout_s: float = Field(30.0, gt=0, description="between tokens; then it is dropped")
+    retries: int = Field(2, ge=0, description="for connection errors before the first token")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubling")
+    cold_cache: bool = Field(
+        False, description="empty vLLM prefix caches first (POST /reset_prefix_cache), as the "
+        "simulator starts empty",
+    )
+
+
 # --- the scenario ------------------------------------------------------------------------------
 
 
@@ -254,6 +269,7 @@ class Scenario(Strict):
     topology: Topology
     workload: Workload = Field(default_factory=Workload)
     prices: Prices = Field(default_factory=Prices)
+    live: LiveSettings = Field(default_factory=LiveSettings)
 
     @model_validator(mode="after")
     def _servers_exist(self) -> Scenario:

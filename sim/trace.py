@@ -8,10 +8,10 @@ each with ``type`` and ``t`` (seconds since the run started):
 * ``unit``         {req, agent, unit, tokens, t}                  — a unit released downstream
 * ``deltas``       {req, call, t: [..], n: [..]}                 — streamed pieces received
 * ``call_end``     {req, call, t, status, prompt_tokens, cached_tokens, completion_tokens,
-                    queued_s, reason}                             — status ok|cancelled|failed
+                    queued_s, reason, attempts?}                  — status ok|cancelled|failed
 * ``request_end``  {req, t, ok, reason}
 * ``server_metrics`` {server, when, values}                      — live: /metrics snapshots
-* ``end``          {t, interrupted}
+* ``end``          {t, interrupted, client?}                    — live: the runner's overhead
 
 Records are written (and flushed) as they happen, so an interrupted run keeps everything it
 recorded. ``deltas`` may batch several pieces; a simulated trace records the deltas of the
@@ -77,8 +77,8 @@ class TraceWriter:
             if self._flush:
                 self._file.flush()
 
-    def close(self, t: float, interrupted: bool = False) -> None:
-        self.write({"type": "end", "t": t, "interrupted": interrupted})
+    def close(self, t: float, interrupted: bool = False, **extra: Any) -> None:
+        self.write({"type": "end", "t": t, "interrupted": interrupted, **extra})
         if self._file is not None:
             self._file.close()
             self._file = None

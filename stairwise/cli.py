@@ -1,8 +1,12 @@
 """The ``stairwise`` console script: the app with every command module registered."""
 
 from stairwise.app import app
-from stairwise.commands import simulate  # noqa: F401
+from stairwise.commands import run, simulate  # noqa: F401
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Real execution: the same scenario against OpenAI-compatible servers (vLLM), traced."""

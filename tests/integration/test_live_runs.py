@@ -1,0 +1,107 @@
+"""Real runs on the local vLLM server: the staircase effect, the prefix cache, step streaming."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+
+from live.runner import LiveRunner
+from tests.integration.conftest import live_scenario
+
+pytestmark = pytest.mark.live
+
+MOA = {
+    "kind": "moa",
+    "proposers": 3,
+    "agent": {"max_tokens": 64},
+    "aggregator": {"max_tokens": 32},
+    "chunks": {"proposer": [8, 32], "aggregator": [8, 24]},
+}
+
+
+def run(scenario):
+    return asyncio.run(LiveRunner(scenario).run())
+
+
+def assert_every_token_is_traced(records):
+    received = defaultdict(int)
+    for r in records:
+        if r["type"] == "deltas":
+            received[(r["req"], r["call"])] += sum(r["n"])
+    asked = {(r["req"], r["call"]): r["tokens"] for r in records if r["type"] == "call"}
+    for end in (r for r in records if r["type"] == "call_end"):
+        key = (end["req"], end["call"])
+        assert received[key] == end["completion_tokens"]
+        if end["status"] == "ok":
+            assert end["completion_tokens"] == asked[key]
+
+
+def test_staircase_moa_answers_sooner_than_standard_on_the_same_prompts(vllm_url):
+    staircase = run(live_scenario(vllm_url, {**MOA, "mode": "staircase"}))
+    standard = run(live_scenario(vllm_url, {**MOA, "mode": "standard"}))
+    for result in (staircase, standard):
+        assert result.summary["requests"] == 2 and result.summary["failed_requests"] == 0
+        assert_every_token_is_traced(result.records)
+        answer = [
+            r for r in result.records if r["type"] == "deltas" and r["call"].startswith("agg")
+        ]
+        assert sum(sum(r["n"]) for r in answer) == 2 * 32
+    prompts = [
+        [r["prompt_tokens"] for r in result.records if r["type"] == "request"]
+        for result in (staircase, standard)
+    ]
+    assert prompts[0] == prompts[1]
+    assert staircase.summary["ttft_s"]["p50"] < 0.6 * standard.summary["ttft_s"]["p50"]
+
+
+def metric_delta(records, name):
+    snapshots = {r["when"]: r["values"] for r in records if r["type"] == "server_metrics"}
+    return snapshots["after"].get(name, 0.0) - snapshots["before"].get(name, 0.0)
+
+
+def test_the_prefix_cache_template_is_served_from_the_cache(vllm_url):
+    topology = {
+        **MOA,
+        "mode": "staircase",
+        "agent": {"max_tokens": 192},
+        "aggregator": {"max_tokens": 32},
+        "chunks": {"proposer": [16, 64], "aggregator": [8, 8]},
+    }
+    computed = {}
+    for template in ("prefix_cache", "standard"):
+        result = run(live_scenario(vllm_url, {**topology, "template": template}))
+        assert result.summary["failed_requests"] == 0
+        hits = metric_delta(result.records, "vllm:prefix_cache_hits_total")
+        computed[template] = metric_delta(
+            result.records, "vllm:request_prefill_kv_computed_tokens_sum"
+        )
+        if template == "prefix_cache":
+            assert hits > 0
+            assert result.summary["cached_tokens"] > 0
+    assert computed["prefix_cache"] < computed["standard"]
+
+
+def test_a_streaming_chain_forwards_steps_before_upstream_agents_finish(vllm_url):
+    topology = {
+        "kind": "graph",
+        "mode": "stream",
+        "unit": {"tokens": 16},
+        "agents": {
+            "plan": {"next": ["solve"], "steps": 3},
+            "solve": {"next": ["check"], "steps": 3},
+            "check": {"steps": 3},
+        },
+    }
+    result = run(live_scenario(vllm_url, topology, workload={"requests": 1}))
+    records = result.records
+    assert result.summary["requests"] == 1
+    first_start = {r["agent"]: r["t"] for r in reversed(records) if r["type"] == "call"}
+    last_end = {}
+    for r in records:
+        if r["type"] == "call_end":
+            last_end[r["call"].split("#")[0]] = r["t"]
+    assert first_start["solve"] < last_end["plan"]
+    assert first_start["check"] < last_end["solve"]
+    assert_every_token_is_traced(records)
