@@ -158,7 +158,7 @@ class LiveRunner:
         prompts: dict[int, tuple[str, int]] = {}
         for spec in self.requests:
             if spec.prompt is not None:
-                prompts[spec.index] = (spec.prompt, spec.prompt_tokens)
+                prompts[spec.index] = (spec.prompt, await maker.count(http, spec.prompt))
             else:
                 prompts[spec.index] = await maker.make(http, spec.index, spec.prompt_tokens)
         return prompts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 
 import pytest
@@ -94,14 +95,34 @@ def test_a_streaming_chain_forwards_steps_before_upstream_agents_finish(vllm_url
             "check": {"steps": 3},
         },
     }
-    result = run(live_scenario(vllm_url, topology, workload={"requests": 1}))
+    workload = {"requests": 2, "arrival": {"kind": "poisson", "rate_per_s": 4.0}}
+    result = run(live_scenario(vllm_url, topology, workload=workload))
     records = result.records
-    assert result.summary["requests"] == 1
-    first_start = {r["agent"]: r["t"] for r in reversed(records) if r["type"] == "call"}
+    assert result.summary["requests"] == 2
+    first_start = {
+        r["agent"]: r["t"] for r in reversed(records) if r["type"] == "call" and r["req"] == 0
+    }
     last_end = {}
     for r in records:
-        if r["type"] == "call_end":
+        if r["type"] == "call_end" and r["req"] == 0:
             last_end[r["call"].split("#")[0]] = r["t"]
     assert first_start["solve"] < last_end["plan"]
     assert first_start["check"] < last_end["solve"]
     assert_every_token_is_traced(records)
+
+
+def test_prompts_from_a_workload_file_are_sent_as_given(vllm_url, tmp_path):
+    rows = [
+        {"prompt": "Name three rivers.", "output_tokens": 8},
+        {"prompt": "Why is the sky blue? Answer briefly.", "output_tokens": 8},
+    ]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    topology = {"kind": "graph", "unit": {"tokens": 8}, "agents": {"solo": {"steps": 1}}}
+    result = run(live_scenario(vllm_url, topology, workload={"file": str(path)}))
+    assert result.summary["requests"] == 2
+    sent = [r["prompt_tokens"] for r in result.records if r["type"] == "request"]
+    called = [r["prompt_tokens"] for r in result.records if r["type"] == "call_end"]
+    # the server counts the query plus the chat framing and the system prompt
+    assert all(0 < q < c for q, c in zip(sent, called, strict=True))
+    assert sent[0] < sent[1]
