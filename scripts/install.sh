@@ -11,6 +11,16 @@ VENV=${VENV:-.venv}
 EXTRAS=local
 [ "${1:-}" = "--dev" ] && EXTRAS=local,dev,ray
 
+# The browser test drives Debian's chromium (its own browser download does not work here):
+# install it when missing, as root with apt-get; otherwise that test skips with its reason.
+if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the browser test" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } \
+        >/dev/null 2>&1 || echo "warning: could not install chromium; the browser test will skip" >&2
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
