@@ -1,44 +1,26 @@
-"""Snapshots of a vLLM server's Prometheus /metrics, recorded before and after a run.
+"""Snapshots of a server's Prometheus /metrics, recorded before and after a live run.
 
-Only ``vllm:`` series are kept, summed over label sets (one model per server here);
-histograms keep ``_sum`` and ``_count``, so a before/after difference gives totals and means
-(e.g. prefix-cache hits, mean queue time) for the run alone.
+Kept as one number per ``vllm:`` series name (summed over label sets; histograms keep
+``_sum`` and ``_count``), so a before/after difference gives the run's own totals and means
+(prefix-cache hits, mean queue time) — the same flattening calibration reads from files.
 """
 
 from __future__ import annotations
 
-import math
-
 import httpx
 
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("vllm:"):
-            continue
-        name_and_labels, _, rest = line.rpartition(" ")
-        if not name_and_labels:
-            continue
-        name = name_and_labels.split("{", 1)[0]
-        if name.endswith("_bucket"):
-            continue
-        try:
-            value = float(rest)
-        except ValueError:
-            continue
-        if math.isfinite(value):
-            values[name] = values.get(name, 0.0) + value
-    return values
+from calibration.readers.prometheus import parse_metrics
+from sim.errors import ConfigError
 
 
 async def scrape(client: httpx.AsyncClient, endpoint: str) -> dict[str, float] | None:
-    """The server's vllm:* metrics, or None if it has no /metrics (e.g. a hosted API)."""
+    """The server's vllm:* totals, or None if it offers no readable /metrics (hosted APIs)."""
     url = endpoint.rstrip("/").removesuffix("/v1") + "/metrics"
     try:
         response = await client.get(url, timeout=5.0)
-    except httpx.HTTPError:
+        if response.status_code != 200:
+            return None
+        totals = parse_metrics(response.text, url).totals()
+    except (httpx.HTTPError, ConfigError):
         return None
-    if response.status_code != 200:
-        return None
-    return parse_prometheus(response.text)
+    return {name: value for name, value in totals.items() if name.startswith("vllm:")}

@@ -108,7 +108,7 @@ def shipped_profiles() -> list[str]:
 def load_profile(name_or_path: str, base_dir: Path | None = None) -> VllmProfile | ApiProfile:
     """A shipped profile by name, or a profile JSON by path (relative to ``base_dir``)."""
     path = Path(name_or_path)
-    if not path.suffix and (SHIPPED_DIR / f"{name_or_path}.json").exists():
+    if "/" not in name_or_path and (SHIPPED_DIR / f"{name_or_path}.json").exists():
         path = SHIPPED_DIR / f"{name_or_path}.json"
     elif not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
         path = base_dir / path

@@ -75,7 +75,10 @@ class Simulator:
         requests: list[RequestSpec] | None = None,
         trace_path: str | Path | None = None,
         profile_dir: Path | None = None,
+        profiles: dict[str, VllmProfile | ApiProfile] | None = None,
     ) -> None:
+        """``profiles`` replaces named servers' profiles with objects (calibration tries many
+        candidate profiles without writing files)."""
         self.scenario = scenario
         self.env = simpy.Environment()
         self.dag: Dag = build_dag(scenario)
@@ -85,8 +88,9 @@ class Simulator:
         self.requests = requests or build_requests(
             scenario.workload, self.dag, arrivals_rng, lengths_rng
         )
+        given = profiles or {}
         self.profiles = {
-            name: load_profile(server.profile, profile_dir)
+            name: given[name] if name in given else load_profile(server.profile, profile_dir)
             for name, server in scenario.servers.items()
         }
         self.engines: dict[str, list[Engine]] = {}

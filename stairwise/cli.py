@@ -1,7 +1,7 @@
 """The ``stairwise`` console script: the app with every command module registered."""
 
 from stairwise.app import app
-from stairwise.commands import report, run, simulate  # noqa: F401
+from stairwise.commands import calibrate, report, run, simulate  # noqa: F401
 
 
 def main() -> None:

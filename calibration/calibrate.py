@@ -1,0 +1,194 @@
+"""From tables to a profile: pick the route, fit, and record provenance and fit quality.
+
+Routes (``method``): ``direct`` fits the step cost to step rows (isolating measurements);
+``replay`` fits it by replaying request rows in the simulator; ``auto`` takes ``direct`` when
+the sources have step rows and ``replay`` otherwise. An ``api`` profile is fitted from
+request rows alone (TTFT line + jitter, ITL distribution).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from calibration.fit_latency import fit_api, fit_network
+from calibration.fit_replay import REPLAY_PARAMS, Progress, fit_by_replay, initial_step_cost
+from calibration.fit_steps import fit_step_cost
+from calibration.replay import EngineSettings
+from calibration.table import STEP_PARAMS, TraceTable
+from sim.errors import ConfigError
+from sim.profile import ApiProfile, Provenance, StepCost, VllmProfile
+
+Profile = VllmProfile | ApiProfile
+PROVENANCE_FIELDS = ("engine", "engine_version", "model", "hardware")  # not repeated in settings
+
+
+class CalibrationOptions(BaseModel):
+    """What the sources do not say (or what to say instead of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    kind: Literal["vllm", "api"] = "vllm"
+    method: Literal["auto", "direct", "replay"] = "auto"
+    model: str | None = None
+    hardware: str | None = None
+    engine: str | None = None
+    engine_version: str | None = None
+    scheduler: Literal["mixed", "prefill_first"] | None = None
+    block_size: int | None = Field(None, ge=1)
+    kv_capacity_tokens: int | None = Field(None, ge=1)
+    engine_limits: EngineSettings = Field(default_factory=EngineSettings)
+    params: tuple[str, ...] | None = Field(None, description="step coefficients to fit")
+    initial: VllmProfile | None = Field(None, description="start (and fixed values) of the fit")
+    max_evaluations: int = Field(150, ge=5, description="simulations a replay fit may run")
+    description: str = ""
+    notes: str = ""
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = [p for p in params or () if p not in STEP_PARAMS]
+        if unknown:
+            raise ValueError(
+                f"unknown step parameter(s) {', '.join(unknown)} (known: {', '.join(STEP_PARAMS)})"
+            )
+        return params
+
+
+def calibrate(
+    tables: list[TraceTable], options: CalibrationOptions, progress: Progress | None = None
+) -> Profile:
+    if options.kind == "api":
+        return _api_profile(tables, options)
+    settings = _settings(tables)
+    method = options.method
+    if method == "auto":
+        method = "direct" if any(t.steps for t in tables) else "replay"
+    start = _start(tables, options, settings)
+    fit: dict[str, Any] = {"method": method}
+    if method == "direct":
+        result = fit_step_cost(
+            [s for t in tables for s in t.steps], options.params or STEP_PARAMS, start.step
+        )
+        profile = start.model_copy(update={"step": result.cost})
+        fit.update(
+            fitted=result.fitted, not_identifiable=result.not_identifiable, steps=result.quality
+        )
+    else:
+        replayed = fit_by_replay(
+            tables,
+            start,
+            options.engine_limits,
+            options.params or REPLAY_PARAMS,
+            options.max_evaluations,
+            progress,
+        )
+        profile = replayed.profile
+        fit.update(fitted=replayed.fitted, replay=replayed.quality)
+    network = fit_network(tables)
+    if network is not None:
+        profile = profile.model_copy(update={"network": network[0]})
+        fit["network"] = network[1]
+    return profile.model_copy(update={"fit": fit})
+
+
+def _settings(tables: list[TraceTable]) -> dict[str, Any]:
+    """What the sources say about the engine, where they agree (a per-file fact such as one
+    run's request rate is left out)."""
+    merged: dict[str, Any] = {}
+    conflicting: set[str] = set()
+    for table in tables:
+        for key, value in table.settings.items():
+            if key in merged and merged[key] != value:
+                conflicting.add(key)
+            merged.setdefault(key, value)
+    return {key: value for key, value in merged.items() if key not in conflicting}
+
+
+def _start(
+    tables: list[TraceTable], options: CalibrationOptions, settings: dict[str, Any]
+) -> VllmProfile:
+    """The profile the fit starts from: ``--initial``, or one made from the sources' facts."""
+    limits = options.engine_limits
+    scheduler = options.scheduler or settings.get("scheduler") or "mixed"
+    if options.initial is not None:
+        step = options.initial.step
+    elif any(t.steps for t in tables) or options.method == "direct":
+        step = StepCost(base_s=0.0)
+    else:
+        step = initial_step_cost(tables)
+    recorded = {
+        "scheduler": scheduler,
+        "max_num_seqs": limits.max_num_seqs or settings.get("max_num_seqs"),
+        "max_num_batched_tokens": limits.max_num_batched_tokens
+        or settings.get("max_num_batched_tokens"),
+        **{k: v for k, v in settings.items() if _scalar(v) and k not in PROVENANCE_FIELDS},
+    }
+    base = options.initial
+    return VllmProfile(
+        name=options.name,
+        description=options.description or (base.description if base else ""),
+        provenance=_provenance(tables, options, settings, recorded),
+        block_size=options.block_size or (base.block_size if base else 16),
+        kv_capacity_tokens=options.kv_capacity_tokens
+        or (base.kv_capacity_tokens if base else 1_000_000),
+        scheduler=scheduler,
+        step=step,
+        request_overhead_s=base.request_overhead_s if base else 0.0,
+    )
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) and value != ""
+
+
+def _provenance(
+    tables: list[TraceTable],
+    options: CalibrationOptions,
+    settings: dict[str, Any],
+    recorded: dict[str, Any],
+) -> Provenance:
+    model = options.model or settings.get("model")
+    hardware = options.hardware or settings.get("hardware")
+    if not model or not hardware:
+        missing = " and ".join(
+            n for n, v in (("--model", model), ("--hardware", hardware)) if not v
+        )
+        raise ConfigError(
+            f"the sources do not say which model/hardware they measured: pass {missing}"
+        )
+    return Provenance(
+        engine=options.engine or str(settings.get("engine", "vllm")),
+        engine_version=options.engine_version or str(settings.get("engine_version", "")),
+        model=str(model),
+        hardware=str(hardware),
+        settings={k: v for k, v in recorded.items() if v is not None},
+        date=date.today().isoformat(),
+        sources=[t.source for t in tables],
+        notes=options.notes,
+    )
+
+
+def _api_profile(tables: list[TraceTable], options: CalibrationOptions) -> ApiProfile:
+    settings = _settings(tables)
+    fitted = fit_api(tables)
+    network = fit_network(tables)
+    fit: dict[str, Any] = {"method": "api", **fitted.quality}
+    if network is not None:
+        fit["network"] = network[1]
+    return ApiProfile(
+        kind="api",
+        name=options.name,
+        description=options.description,
+        provenance=_provenance(tables, options, settings, {}),
+        block_size=options.block_size or 16,
+        network=network[0] if network else None,
+        ttft_base_s=fitted.ttft_base_s,
+        ttft_per_uncached_token_s=fitted.ttft_per_uncached_token_s,
+        ttft_jitter=fitted.ttft_jitter,
+        itl=fitted.itl,
+        fit=fit,
+    )

@@ -1,0 +1,306 @@
+"""The simulation-based route: fit the step cost that makes a replay reproduce a trace.
+
+Any request-level trace (a ``vllm bench`` run, DistServe's, LLMServingSim's, a stairwise run)
+is replayed in the simulator — same send times, prompt and output lengths, same scheduler
+generation — and the step-cost coefficients are adjusted until the replay's TTFT and TPOT
+quantiles match the measured ones. Coefficients are searched as log-multipliers of a start
+(so they stay positive and scale-free), with a weak pull towards the start for directions
+the quantiles cannot see. A replay's quantiles jump a little as events reorder, so the search
+is derivative-free (Nelder–Mead, restarted from its result while that still improves).
+Each evaluation is one simulation; a fit takes a few dozen to a few hundred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from calibration.fit_steps import fit_step_cost
+from calibration.replay import EngineSettings, ReplayPlan, plan, replay
+from calibration.table import STEP_FEATURES, STEP_PARAMS, RequestRow, StepRow, TraceTable
+from sim.errors import ConfigError
+from sim.metrics import request_metrics
+from sim.profile import StepCost, VllmProfile
+
+OVERALL_LEVELS = (0.1, 0.5, 0.9)
+GROUP_LEVELS = (0.5, 0.9)
+METRICS = ("ttft_s", "tpot_s")
+MISSING_PENALTY = 3.0  # a quantile the replay did not produce: a log-error of 3 (×20)
+REPLAY_PARAMS = STEP_PARAMS  # those the start sets to 0 stay 0
+PRIOR_WEIGHT = 0.01  # a ×e move costs what one 1 % quantile error does
+SEARCH_RANGE = 6.0  # log-multipliers within ±6 (×0.0025 … ×400)
+FIRST_MOVE = 0.3  # the initial simplex tries each coefficient ×1.35
+RESTART_GAIN = 0.01  # Nelder–Mead restarts from its result while that gains >= 1 %
+START_SHARE = 0.05  # a negligible start coefficient starts at 5 % of a typical step's time
+NEGLIGIBLE = 0.005  # … where negligible is under 0.5 % of it
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ReplayFit:
+    profile: VllmProfile
+    fitted: list[str]
+    quality: dict[str, Any] = field(default_factory=dict)
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
+def fit_by_replay(
+    tables: list[TraceTable],
+    start: VllmProfile,
+    engine: EngineSettings,
+    params: tuple[str, ...] = REPLAY_PARAMS,
+    max_evaluations: int = 150,
+    progress: Progress | None = None,
+) -> ReplayFit:
+    plans = [plan(t, "vllm", engine) for t in tables]
+    targets = [_Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    names = [p for p in params if getattr(start.step, p) > 0]
+    if not names:
+        raise ConfigError("nothing to fit: every chosen step parameter starts at 0")
+    origin = np.array([getattr(start.step, p) for p in names])
+
+    def profile_at(x: np.ndarray) -> VllmProfile:
+        update = {n: float(v) for n, v in zip(names, origin * np.exp(x), strict=True)}
+        return start.model_copy(update={"step": start.step.model_copy(update=update)})
+
+    best: dict[str, Any] = {"cost": np.inf, "x": np.zeros(len(names)), "evaluations": 0}
+
+    def objective(x: np.ndarray) -> float:
+        if best["evaluations"] >= max_evaluations:
+            raise _BudgetSpent
+        best["evaluations"] += 1
+        if progress is not None:
+            progress(best["evaluations"], max_evaluations)
+        profile = profile_at(x)
+        errors = [
+            target.log_errors(replay(p, profile), len(p.specs))
+            for p, target in zip(plans, targets, strict=True)
+        ]
+        result = np.concatenate([*errors, PRIOR_WEIGHT * x])
+        cost = float(result @ result)
+        if cost < best["cost"]:
+            best.update(cost=cost, x=x.copy())
+        return cost
+
+    dimensions = len(names)
+    try:
+        objective(best["x"])
+        previous = np.inf
+        while best["cost"] < previous * (1 - RESTART_GAIN):  # restart where the last run stopped
+            previous = best["cost"]
+            start_x = best["x"].copy()
+            simplex = np.vstack([start_x, start_x + FIRST_MOVE * np.eye(dimensions)])
+            minimize(
+                objective,
+                start_x,
+                method="Nelder-Mead",
+                bounds=[(-SEARCH_RANGE, SEARCH_RANGE)] * dimensions,
+                options={
+                    "initial_simplex": simplex,
+                    "maxfev": max_evaluations,
+                    "xatol": 0.01,
+                    "fatol": 1e-5,
+                },
+            )
+    except _BudgetSpent:
+        pass
+    fitted = profile_at(best["x"])
+    return ReplayFit(
+        profile=fitted,
+        fitted=names,
+        quality={
+            "evaluations": best["evaluations"],
+            **replay_quality(plans, targets, fitted),
+        },
+    )
+
+
+class _Target:
+    """The measured quantiles a replay must reproduce, and how to take the same ones from a
+    replay: TTFT and TPOT overall (p10/p50/p90), and p50/p90 within terciles of prompt length
+    (TTFT) and of load during the decode (TPOT) — so the fit sees how latency grows with
+    length and with load, not only its overall spread."""
+
+    def __init__(self, table: TraceTable, replay_plan: ReplayPlan) -> None:
+        self.source = table.source
+        rows = replay_plan.rows
+        self.groups = {
+            "ttft_s": _terciles(np.array([r.prompt_tokens for r in rows], dtype=float)),
+            "tpot_s": _terciles(_decode_load(rows)),
+        }
+        measured = {
+            "ttft_s": np.array([_value(r.ttft_s if r.ok else None) for r in rows]),
+            "tpot_s": np.array([_value(r.tpot_s if r.ok else None) for r in rows]),
+        }
+        self.observed = self.vector(measured)
+        if np.any(~np.isfinite(self.observed)) or np.any(self.observed <= 0):
+            raise ConfigError(f"{table.source}: too few served requests with TTFT and TPOT to fit")
+
+    def vector(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        parts = []
+        for metric in METRICS:
+            column = values[metric]
+            parts.append(_quantiles(column, OVERALL_LEVELS))
+            for members in self.groups[metric]:
+                parts.append(_quantiles(column[members], GROUP_LEVELS))
+        return np.concatenate(parts)
+
+    def labels(self) -> list[str]:
+        names = []
+        for metric in METRICS:
+            short = metric.removesuffix("_s")
+            names += [f"{short}_p{round(q * 100)}" for q in OVERALL_LEVELS]
+            for group, _ in enumerate(self.groups[metric], 1):
+                names += [f"{short}_g{group}_p{round(q * 100)}" for q in GROUP_LEVELS]
+        return names
+
+    def predicted(self, records: list[dict[str, Any]], count: int) -> np.ndarray:
+        ttft = np.full(count, np.nan)
+        tpot = np.full(count, np.nan)
+        for m in request_metrics(records):
+            if m.ok:
+                ttft[m.req] = _value(m.ttft)
+                tpot[m.req] = _value(m.tpot)
+        return self.vector({"ttft_s": ttft, "tpot_s": tpot})
+
+    def log_errors(self, records: list[dict[str, Any]], count: int) -> np.ndarray:
+        predicted = self.predicted(records, count)
+        errors = np.log(np.maximum(predicted, 1e-9) / self.observed)
+        return np.where(np.isfinite(errors), errors, MISSING_PENALTY)
+
+
+def _value(x: float | None) -> float:
+    return np.nan if x is None else float(x)
+
+
+def _quantiles(values: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    present = values[np.isfinite(values)]
+    return np.quantile(present, levels) if len(present) else np.full(len(levels), np.nan)
+
+
+def _terciles(key: np.ndarray) -> list[np.ndarray]:
+    """Index sets of the lower, middle and upper third by ``key`` (NaN keys left out)."""
+    known = np.isfinite(key)
+    low, high = np.quantile(key[known], [1 / 3, 2 / 3]) if known.any() else (0.0, 0.0)
+    groups = [
+        np.flatnonzero(known & (key <= low)),
+        np.flatnonzero(known & (key > low) & (key <= high)),
+        np.flatnonzero(known & (key > high)),
+    ]
+    return [g for g in groups if len(g)]  # equal keys (one prompt length) leave one group
+
+
+def _decode_load(rows: list[RequestRow]) -> np.ndarray:
+    """Per request: how many requests were in flight, on average, while it decoded."""
+    spans = np.array([(r.arrival_s or 0.0, (r.arrival_s or 0.0) + (r.e2e_s or 0.0)) for r in rows])
+    load = np.full(len(rows), np.nan)
+    for i, row in enumerate(rows):
+        if row.tpot_s is None or row.ttft_s is None or not row.ok:
+            continue
+        begin, end = spans[i, 0] + row.ttft_s, spans[i, 1]
+        overlap = np.clip(np.minimum(spans[:, 1], end) - np.maximum(spans[:, 0], begin), 0, None)
+        load[i] = overlap.sum() / (end - begin) if end > begin else 1.0
+    return load
+
+
+def replay_quality(
+    plans: list[ReplayPlan], targets: list[_Target], profile: VllmProfile
+) -> dict[str, Any]:
+    """Per trace: the replay's percent error at each fitted quantile."""
+    per_trace = []
+    for replay_plan, target in zip(plans, targets, strict=True):
+        predicted = target.predicted(replay(replay_plan, profile), len(replay_plan.specs))
+        errors = 100 * (predicted - target.observed) / target.observed
+        per_trace.append(
+            {
+                "trace": target.source,
+                **{
+                    f"{label}_err_pct": _rounded(e)
+                    for label, e in zip(target.labels(), errors, strict=True)
+                },
+            }
+        )
+    worst = max(
+        (abs(v) for entry in per_trace for v in entry.values() if isinstance(v, float)),
+        default=None,
+    )
+    return {"quantile_errors": per_trace, "max_abs_err_pct": worst}
+
+
+def _rounded(value: float) -> float | None:
+    return round(float(value), 2) if np.isfinite(value) else None
+
+
+# --- a start from the trace itself ---------------------------------------------------------------
+
+
+def initial_step_cost(tables: list[TraceTable], params: tuple[str, ...] = STEP_PARAMS) -> StepCost:
+    """A first estimate from the requests that ran alone (their TTFT is one prefill, their
+    decode a run of one-sequence steps); all requests if too few did. Coefficients it cannot
+    see start at a small positive share, so the replay fit can still move them."""
+    rows = [r for t in tables for r in t.served]
+    alone = [r for t in tables for r in _isolated(t.served)]
+    steps = [s for r in (alone if len(alone) >= 3 else rows) for s in request_steps(r)]
+    cost = fit_step_cost(steps, params).cost
+    typical_step = float(np.median([s.duration_s / s.steps for s in steps]))
+    update = {}
+    for param in params:
+        feature = STEP_FEATURES[param]
+        per_step = [getattr(s, feature) / s.steps for s in steps if getattr(s, feature) > 0]
+        if not per_step or param == "prefill_step_s":
+            continue
+        typical_feature = float(np.median(per_step))
+        if getattr(cost, param) * typical_feature < NEGLIGIBLE * typical_step:
+            update[param] = START_SHARE * typical_step / typical_feature
+    return cost.model_copy(update=update)
+
+
+def _isolated(rows: list[RequestRow]) -> list[RequestRow]:
+    """Requests that overlapped no other request in time."""
+    spans = sorted(
+        ((r.arrival_s, r.arrival_s + (r.e2e_s or 0.0), r) for r in rows if r.arrival_s is not None),
+        key=lambda span: span[0],
+    )
+    alone = []
+    latest_end = -np.inf
+    for i, (begin, end, row) in enumerate(spans):
+        next_begin = spans[i + 1][0] if i + 1 < len(spans) else np.inf
+        if latest_end <= begin and end <= next_begin:
+            alone.append(row)
+        latest_end = max(latest_end, end)
+    return alone
+
+
+def request_steps(row: RequestRow) -> list[StepRow]:
+    """A request served alone as steps: its TTFT is one prefill step (with the cached prefix as
+    context), its decode ``output − 1`` one-sequence steps at growing context."""
+    assert row.ttft_s is not None and row.e2e_s is not None
+    cached = row.cached_tokens or 0
+    computed = max(1, row.prompt_tokens - cached)
+    steps = [
+        StepRow(
+            row.ttft_s,
+            prefill_steps=1,
+            prefill_tokens=computed,
+            prefill_attention=computed * (cached + computed),
+        )
+    ]
+    decodes = row.output_tokens - 1
+    if decodes > 0 and row.e2e_s > row.ttft_s:
+        steps.append(
+            StepRow(
+                row.e2e_s - row.ttft_s,
+                steps=decodes,
+                decode_seqs=decodes,
+                context_tokens=decodes * row.prompt_tokens + decodes * (decodes + 1) / 2,
+            )
+        )
+    return steps

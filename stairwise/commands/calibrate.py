@@ -1,0 +1,238 @@
+"""``stairwise calibrate`` (traces -> a profile) and ``stairwise replay`` (a trace through the
+simulator on a profile: predicted vs observed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from stairwise.app import JsonFlag, app, guarded, progress_bar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound="BaseModel")
+
+FORMAT_HELP = (
+    "Trace format: auto, stairwise, vllm-bench, distserve, distserve-profile, llmservingsim, "
+    "llmservingsim-profile, splitwise, argonne."
+)
+FormatOption = Annotated[str, typer.Option("--format", help=FORMAT_HELP)]
+SelectOption = Annotated[
+    list[str] | None,
+    typer.Option("--select", help="Pick rows of a multi-setup file: key=value (repeatable)."),
+]
+MaxSeqs = Annotated[int | None, typer.Option(help="The replayed server's max_num_seqs.")]
+MaxBatched = Annotated[
+    int | None, typer.Option(help="The replayed server's max_num_batched_tokens.")
+]
+# CalibrationOptions fields whose command-line option has another name
+OPTION_NAMES = {
+    "params": "fit",
+    "max_evaluations": "evaluations",
+    "kv_capacity_tokens": "kv-capacity",
+}
+ServerOption = Annotated[
+    str | None, typer.Option("--server", help="stairwise traces: the server the profile is for.")
+]
+
+
+def _selection(items: list[str] | None) -> dict[str, str]:
+    from sim.errors import ConfigError
+
+    selection = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--select {item!r}: expected key=value")
+        selection[key.strip()] = value.strip()
+    return selection
+
+
+@app.command()
+@guarded
+def calibrate(
+    sources: Annotated[list[Path], typer.Option("--from", help="Trace files to fit (repeatable).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")],
+    fmt: FormatOption = "auto",
+    select: SelectOption = None,
+    name: Annotated[str | None, typer.Option(help="Profile name (default: the file's).")] = None,
+    kind: Annotated[str, typer.Option(help="Profile kind: vllm or api.")] = "vllm",
+    method: Annotated[
+        str, typer.Option(help="auto, direct (step rows) or replay (simulation-based).")
+    ] = "auto",
+    model: Annotated[
+        str | None, typer.Option(help="Model served (if the trace does not say).")
+    ] = None,
+    hardware: Annotated[str | None, typer.Option(help="Hardware it ran on.")] = None,
+    engine_version: Annotated[str | None, typer.Option(help="Serving engine version.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="mixed (vLLM V1) or prefill_first (vLLM <= 0.4).")
+    ] = None,
+    kv_capacity: Annotated[int | None, typer.Option(help="KV-cache capacity in tokens.")] = None,
+    block_size: Annotated[int | None, typer.Option(help="KV block size in tokens.")] = None,
+    max_num_seqs: MaxSeqs = None,
+    max_num_batched_tokens: MaxBatched = None,
+    server: ServerOption = None,
+    fit: Annotated[
+        str | None, typer.Option(help="Step coefficients to fit, comma-separated (default: all).")
+    ] = None,
+    initial: Annotated[
+        str | None, typer.Option(help="Start from this profile (name or path); others stay fixed.")
+    ] = None,
+    evaluations: Annotated[int, typer.Option(help="Simulations a replay fit may run.")] = 150,
+    metrics: Annotated[
+        list[Path] | None,
+        typer.Option(help="Prometheus /metrics snapshots around the run (first and last)."),
+    ] = None,
+    description: Annotated[str, typer.Option(help="One line on what the profile is.")] = "",
+    notes: Annotated[str, typer.Option(help="Free text kept in the provenance.")] = "",
+) -> None:
+    """Fit a profile from traces and write it (parameters, fit quality, provenance)."""
+    from calibration import CalibrationOptions, read_tables
+    from calibration.calibrate import calibrate as run_calibration
+    from calibration.readers.prometheus import run_totals
+    from sim.errors import ConfigError
+    from sim.profile import VllmProfile, load_profile, save_profile
+
+    tables = read_tables(sources, fmt, _selection(select))
+    if metrics:
+        totals = run_totals(metrics)
+        for table in tables:
+            table.server_totals = {**totals, **table.server_totals}
+    start = load_profile(initial) if initial else None
+    if start is not None and not isinstance(start, VllmProfile):
+        raise ConfigError(f"--initial {initial}: a {start.kind} profile cannot start a vllm fit")
+    options = _validated(
+        CalibrationOptions,
+        {
+            "name": name or output.stem,
+            "kind": kind,
+            "method": method,
+            "model": model,
+            "hardware": hardware,
+            "engine_version": engine_version,
+            "scheduler": scheduler,
+            "kv_capacity_tokens": kv_capacity,
+            "block_size": block_size,
+            "engine_limits": {
+                "max_num_seqs": max_num_seqs,
+                "max_num_batched_tokens": max_num_batched_tokens,
+                "server": server,
+            },
+            "params": tuple(p.strip() for p in fit.split(",")) if fit else None,
+            "initial": start,
+            "max_evaluations": evaluations,
+            "description": description,
+            "notes": notes,
+        },
+    )
+    with progress_bar("fitting", enabled=True) as update:
+        profile = run_calibration(tables, options, update)
+    save_profile(profile, output)
+    typer.echo(f"wrote {output}")
+    _print_fit(profile.fit)
+
+
+def _validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """Options checked by their pydantic model; a bad one is reported like any bad input."""
+    from pydantic import ValidationError
+
+    from sim.errors import ConfigError
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][-1])
+        field = OPTION_NAMES.get(name, name.replace("_", "-"))
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--{field}: {message}") from None
+
+
+def _print_fit(fit: dict[str, Any]) -> None:
+    typer.echo(f"method: {fit.get('method')}; fitted: {', '.join(fit.get('fitted', [])) or '-'}")
+    if fit.get("not_identifiable"):
+        typer.echo(f"not identifiable from these data: {', '.join(fit['not_identifiable'])}")
+    if "steps" in fit:
+        s = fit["steps"]
+        r2 = "-" if s["r2"] is None else f"{s['r2']:.4f}"
+        typer.echo(
+            f"step rows: {s['rows']}, R² {r2}, |relative error| p50 {s['rel_err_p50']:.1%}, "
+            f"p90 {s['rel_err_p90']:.1%}, max {s['rel_err_max']:.1%}"
+        )
+    if "replay" in fit:
+        r = fit["replay"]
+        typer.echo(
+            f"replay fit: {r['evaluations']} simulations, worst quantile error "
+            f"{r['max_abs_err_pct']:.1f} %"
+        )
+    if "network" in fit:
+        typer.echo(f"network: {fit['network'].get('chosen', 'fixed')} ({fit['network']['source']})")
+
+
+@app.command()
+@guarded
+def replay(
+    trace: Annotated[Path, typer.Argument(help="A request-level trace.")],
+    profile: Annotated[str, typer.Option("--profile", help="Profile name or path.")],
+    fmt: FormatOption = "auto",
+    select: SelectOption = None,
+    max_num_seqs: MaxSeqs = None,
+    max_num_batched_tokens: MaxBatched = None,
+    kv_capacity: Annotated[
+        int | None, typer.Option(help="The replayed server's KV capacity (tokens).")
+    ] = None,
+    server: ServerOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay a trace's requests in the simulator; print predicted vs observed latencies."""
+    import json
+
+    from calibration import read_tables
+    from calibration.replay import EngineSettings, compare
+    from sim.errors import ConfigError
+    from sim.profile import load_profile
+
+    (table,) = read_tables([trace], fmt, _selection(select))
+    if not table.requests:
+        raise ConfigError(f"{trace}: has step measurements only; replay needs requests")
+    engine = _validated(
+        EngineSettings,
+        {
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "kv_capacity_tokens": kv_capacity,
+            "server": server,
+        },
+    )
+    result = compare(table, load_profile(profile), engine)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _print_comparison(result, str(trace), profile)
+
+
+def _print_comparison(result: dict[str, Any], trace: str, profile: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    observed, predicted = result["observed"], result["predicted"]
+    table = Table(
+        title=f"{trace} replayed on {profile}: {observed['requests']} requests",
+        title_justify="left",
+    )
+    for column in ("metric", "observed (ms)", "predicted (ms)", "error"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for label, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("E2E", "e2e_s")):
+        for quantile in ("p50", "p90", "p99"):
+            want, got = observed[key][quantile], predicted[key][quantile]
+            error = "-" if not want or got is None else f"{100 * (got - want) / want:+.1f} %"
+            table.add_row(f"{label} {quantile}", _ms(want), _ms(got), error)
+    Console().print(table)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1e3:,.1f}"

@@ -1,0 +1,205 @@
+"""`stairwise calibrate` and `stairwise replay` through the real console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.profile import VllmProfile, load_profile
+
+STAIRWISE = shutil.which("stairwise") or str(Path(sys.executable).parent / "stairwise")
+DATA = Path(__file__).parent.parent / "data"
+DISTSERVE = DATA / "distserve-vllm-100-1-head.exp"
+SPLITWISE = DATA / "splitwise-perf_model-llama2-70b-h100-tp4.csv"
+
+
+def stairwise(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([STAIRWISE, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(out: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_calibrate_from_a_request_trace_then_replay_it(tmp_path):
+    profile_path = tmp_path / "opt13b.json"
+    out = stairwise(
+        "calibrate",
+        "--from",
+        DISTSERVE,
+        "--format",
+        "distserve",
+        "-o",
+        profile_path,
+        "--model",
+        "facebook/opt-13b",
+        "--hardware",
+        "A100-80GB",
+        "--kv-capacity",
+        "66144",
+        "--max-num-seqs",
+        "256",
+        "--evaluations",
+        "25",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "method: replay" in out.stdout
+    profile = load_profile(str(profile_path))
+    assert isinstance(profile, VllmProfile)
+    assert profile.scheduler == "prefill_first"  # DistServe ran vLLM 0.2: the reader says so
+    assert profile.provenance.sources == [str(DISTSERVE)]
+    assert profile.provenance.settings["max_num_seqs"] == 256
+    assert profile.fit["replay"]["evaluations"] <= 25
+
+    replayed = stairwise("replay", DISTSERVE, "--profile", profile_path, "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    result = json.loads(replayed.stdout)
+    assert set(result) == {"predicted", "observed", "error_pct"}
+    assert set(result["error_pct"]) == {"ttft_p50", "ttft_p90", "tpot_p50", "e2e_p50"}
+    assert set(result["predicted"]) == set(result["observed"])
+    assert result["observed"]["requests"] == result["predicted"]["requests"] == 12
+    observed = result["observed"]["ttft_s"]["p50"]
+    expected = 100 * (result["predicted"]["ttft_s"]["p50"] - observed) / observed
+    assert result["error_pct"]["ttft_p50"] == pytest.approx(expected)
+
+    table = stairwise("replay", DISTSERVE, "--profile", profile_path)
+    assert table.returncode == 0 and "TTFT p50" in table.stdout and "TPOT p50" in table.stdout
+
+
+def calibrate_splitwise(output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return stairwise(
+        "calibrate",
+        "--from",
+        SPLITWISE,
+        "-o",
+        output,
+        "--model",
+        "llama2-70b",
+        "--hardware",
+        "4x H100-80GB",
+        *extra,
+    )
+
+
+def test_calibrate_directly_from_step_measurements(tmp_path):
+    profile_path = tmp_path / "llama70b.json"
+    out = calibrate_splitwise(
+        profile_path,
+        "--select",
+        "model=llama2-70b",
+        "--select",
+        "hardware=h100-80gb",
+        "--select",
+        "tp=4",
+        "--name",
+        "h100-llama2-70b",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "method: direct" in out.stdout and "R²" in out.stdout
+    profile = load_profile(str(profile_path))
+    assert profile.name == "h100-llama2-70b" and profile.fit["steps"]["rows"] == 70
+    one_line_error(stairwise("replay", SPLITWISE, "--profile", profile_path), "requests")
+
+
+def test_shipped_gpu_profiles_load_by_name():
+    out = stairwise("profiles")
+    assert out.returncode == 0
+    names = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    assert "vllm-a100-opt-13b" in names and "vllm-rtxpro6000-llama31-8b" in names
+    for name in names:
+        profile = load_profile(name)
+        assert profile.provenance.sources and profile.provenance.date
+
+
+@pytest.mark.parametrize(
+    "name,content,fmt,needle",
+    [
+        ("empty.exp", "", "distserve", "empty.exp: empty file"),
+        ("cut.exp", "[{'prompt_len': 55, 'output_len'", "distserve", "cut.exp:1: not a DistServe"),
+        (
+            "nan.json",
+            '{"input_lens": [3], "output_lens": [4],\n"ttfts": [NaN]}',
+            "vllm-bench",
+            "nan.json:2: NaN is not a number",
+        ),
+        ("other.json", '{"hello": 1}', "vllm-bench", "not a detailed vllm bench result"),
+        (
+            "cut.jsonl",
+            '{"type": "header", "schema": 1}\n{"type": "requ',
+            "stairwise",
+            "cut.jsonl:2: not a JSON",
+        ),
+        (
+            "requests.jsonl",
+            '{"input_toks": 5, "output_toks": NaN}',
+            "llmservingsim",
+            "requests.jsonl:1: NaN",
+        ),
+    ],
+)
+def test_bad_trace_files_exit_2_naming_file_and_line(tmp_path, name, content, fmt, needle):
+    path = tmp_path / name
+    path.write_text(content)
+    for command in (
+        [
+            "calibrate",
+            "--from",
+            path,
+            "--format",
+            fmt,
+            "-o",
+            tmp_path / "p.json",
+            "--model",
+            "m",
+            "--hardware",
+            "h",
+        ],
+        ["replay", path, "--format", fmt, "--profile", "vllm-cpu-smollm2-135m"],
+    ):
+        one_line_error(stairwise(*command), needle)
+
+
+def test_bad_options_and_profiles_exit_2(tmp_path):
+    output = tmp_path / "p.json"
+    one_line_error(stairwise("calibrate", "--from", DISTSERVE, "-o", output), "--model")
+    for option, value in (("--kind", "gpu"), ("--max-num-seqs", "0"), ("--evaluations", "1")):
+        one_line_error(
+            stairwise(
+                "calibrate",
+                "--from",
+                DISTSERVE,
+                "-o",
+                output,
+                option,
+                value,
+                "--model",
+                "m",
+                "--hardware",
+                "h",
+            ),
+            f"error: {option}:",
+        )
+    one_line_error(calibrate_splitwise(output, "--select", "gpu=h100"), "cannot select by gpu")
+    one_line_error(
+        calibrate_splitwise(output, "--select", "model=llama2-70b", "--fit", "speed_s"),
+        "--fit: unknown step parameter",
+    )
+    future = tmp_path / "future.json"
+    future.write_text(
+        json.dumps({**json.loads(Path(load_profile_path()).read_text()), "schema_version": 9})
+    )
+    one_line_error(stairwise("replay", DISTSERVE, "--profile", future), "schema_version 9")
+    one_line_error(stairwise("replay", DISTSERVE, "--profile", "no-such-profile"), "no-such")
+
+
+def load_profile_path() -> str:
+    from sim.profile import SHIPPED_DIR
+
+    return str(SHIPPED_DIR / "vllm-cpu-smollm2-135m.json")

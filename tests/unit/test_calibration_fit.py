@@ -1,0 +1,218 @@
+"""Fitting recovers known parameters from traces the simulator made on a known profile."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from calibration import CalibrationOptions, calibrate, read_tables
+from calibration.fit_latency import fit_api, fit_latency
+from calibration.fit_replay import fit_by_replay, request_steps
+from calibration.fit_steps import fit_step_cost
+from calibration.profiling import cell_scenario, fit_profiling_run, profiling_plan
+from calibration.replay import EngineSettings, compare
+from calibration.table import StepRow
+from sim import Simulator, scenario_from_dict
+from sim.profile import ApiProfile, StepCost, VllmProfile, load_profile, parse_profile
+from tests.helpers import api_profile, vllm_profile, write_profile
+
+TRUTH = StepCost(
+    base_s=0.02,
+    prefill_token_s=2e-4,
+    prefill_attention_s=5e-8,
+    decode_seq_s=1.5e-3,
+    context_token_s=4e-6,
+    prefill_step_s=0.01,
+)
+
+
+def known_profile(tmp_path: Path, **overrides: Any) -> str:
+    data = vllm_profile(**TRUTH.model_dump())
+    data.update(overrides)
+    return write_profile(tmp_path, data)
+
+
+def one_agent_trace(
+    tmp_path: Path, profile: str, workload: dict[str, Any], tokens: int = 48
+) -> Path:
+    scenario = scenario_from_dict(
+        {
+            "seed": 3,
+            "servers": {"gpu": {"kind": "api" if "api" in profile else "vllm", "profile": profile}},
+            "topology": {
+                "kind": "graph",
+                "unit": {"tokens": tokens},
+                "agents": {"solo": {"steps": 1}},
+            },
+            "workload": workload,
+        }
+    )
+    trace = tmp_path / f"trace-{len(list(tmp_path.glob('trace-*')))}.jsonl"
+    Simulator(scenario, trace_path=trace).run()
+    return trace
+
+
+def test_direct_fit_recovers_the_step_cost_from_requests_that_ran_alone(tmp_path):
+    trace = one_agent_trace(
+        tmp_path,
+        known_profile(tmp_path),
+        {
+            "requests": 12,
+            "prompt_tokens": {"dist": "uniform", "low": 20, "high": 1500},
+            "output_tokens": {"dist": "uniform", "low": 2, "high": 48},
+        },
+    )
+    (table,) = read_tables([trace])
+    steps = [s for row in table.served for s in request_steps(row)]
+    fit = fit_step_cost(steps)
+    # one sequence per decode step: decode_seq_s cannot be told from base_s, and says so;
+    # the step times themselves are recovered exactly
+    assert fit.not_identifiable == ["decode_seq_s"]
+    assert fit.cost.base_s == pytest.approx(TRUTH.base_s + TRUTH.decode_seq_s, rel=1e-4)
+    assert fit.cost.prefill_step_s == pytest.approx(
+        TRUTH.prefill_step_s - TRUTH.decode_seq_s, rel=1e-3
+    )
+    for name in ("prefill_token_s", "prefill_attention_s", "context_token_s"):
+        assert getattr(fit.cost, name) == pytest.approx(getattr(TRUTH, name), rel=1e-3), name
+    assert fit.quality["r2"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_direct_fit_shrugs_off_outliers():
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in (1, 2, 4, 8, 16, 32, 64):
+        for context in (128, 512, 2048):
+            rows.append(StepRow(0.0, decode_seqs=batch, context_tokens=batch * context))
+    for prompt in (32, 128, 512, 1024, 2048, 4096):
+        rows.append(
+            StepRow(0.0, prefill_steps=1, prefill_tokens=prompt, prefill_attention=prompt * prompt)
+        )
+    exact = [
+        replace(
+            r,
+            duration_s=TRUTH.seconds(
+                int(r.prefill_tokens),
+                r.prefill_attention,
+                int(r.decode_seqs),
+                int(r.context_tokens),
+            ),
+        )
+        for r in rows
+    ]
+    noisy = [replace(r, duration_s=r.duration_s * rng.normal(1, 0.01)) for r in exact]
+    for i in (3, 11, 20):
+        noisy[i] = replace(noisy[i], duration_s=noisy[i].duration_s * 3)
+    fit = fit_step_cost(noisy)
+    for name in ("base_s", "prefill_token_s", "decode_seq_s", "context_token_s"):
+        assert getattr(fit.cost, name) == pytest.approx(getattr(TRUTH, name), rel=0.05), name
+    assert fit.quality["rel_err_p50"] < 0.02 and fit.quality["rel_err_max"] > 0.5
+
+
+def test_replay_fit_recovers_parameters_from_a_loaded_trace(tmp_path):
+    truth_path = known_profile(tmp_path, kv_capacity_tokens=200_000)
+    trace = one_agent_trace(
+        tmp_path,
+        truth_path,
+        {
+            "requests": 60,
+            "arrival": {"kind": "poisson", "rate_per_s": 1.5},
+            "prompt_tokens": {"dist": "uniform", "low": 50, "high": 1500},
+            "output_tokens": {"dist": "uniform", "low": 8, "high": 64},
+        },
+        tokens=64,
+    )
+    (table,) = read_tables([trace])
+    generic = replace(table, scenario=None, format="test")  # the one-agent replay path
+    truth = load_profile(truth_path)
+    assert isinstance(truth, VllmProfile)
+    # quantiles pin down what the trace varies: the step's fixed part (TPOT) and the
+    # per-token prefill (TTFT across prompt lengths); the rest stays at its known value
+    free = ("base_s", "prefill_token_s")
+    wrong = TRUTH.model_copy(update={"base_s": 0.032, "prefill_token_s": 1.2e-4})
+    start = truth.model_copy(update={"step": wrong})
+    fit = fit_by_replay([generic], start, EngineSettings(), params=free, max_evaluations=120)
+    assert fit.fitted == list(free)
+    # event reordering makes single quantiles jump a few percent near the truth
+    assert fit.quality["max_abs_err_pct"] < 10
+    for name in free:
+        assert getattr(fit.profile.step, name) == pytest.approx(getattr(TRUTH, name), rel=0.1), name
+    errors = compare(generic, fit.profile, EngineSettings())["error_pct"]
+    assert all(abs(e) < 5 for e in errors.values()), errors
+    before = compare(generic, start, EngineSettings())["error_pct"]
+    assert abs(before["tpot_p50"]) > 20  # the start was clearly wrong
+
+
+def test_api_fit_recovers_ttft_line_and_itl_distribution(tmp_path):
+    data = api_profile(ttft_s=0.3, per_token_s=4e-4, itl_s=0.02, name="truth-api")
+    data["ttft_jitter"] = {"dist": "lognormal", "median_ms": 30, "sigma": 0.5}
+    data["itl"] = {"dist": "gamma", "mean_ms": 25, "shape": 8}
+    trace = one_agent_trace(
+        tmp_path,
+        write_profile(tmp_path, data),
+        {
+            "requests": 150,
+            "arrival": {"kind": "poisson", "rate_per_s": 20},
+            "prompt_tokens": {"dist": "uniform", "low": 50, "high": 3000},
+        },
+    )
+    (table,) = read_tables([trace])
+    fit = fit_api([table])
+    assert fit.ttft_per_uncached_token_s == pytest.approx(4e-4, rel=0.1)
+    assert fit.ttft_base_s == pytest.approx(0.3, abs=0.03)
+    assert fit.itl.dist == "gamma" and fit.itl.mean_s == pytest.approx(0.025, rel=0.03)
+    assert fit.quality["itl"]["ks"]["gamma"] < 0.05
+    profile = calibrate(
+        [table], CalibrationOptions(name="fitted-api", kind="api", model="m", hardware="h")
+    )
+    assert isinstance(profile, ApiProfile)
+    assert parse_profile(profile.model_dump(mode="json"), "round trip") == profile
+
+
+def test_distribution_fit_keeps_a_good_parametric_fit_and_else_the_samples():
+    rng = np.random.default_rng(1)
+    lognormal = fit_latency(rng.lognormal(np.log(0.004), 0.6, 2000), "delays")
+    assert lognormal.dist.dist == "lognormal"
+    assert lognormal.dist.median_ms == pytest.approx(4.0, rel=0.05)
+    assert lognormal.dist.sigma == pytest.approx(0.6, rel=0.05)
+    two_modes = np.concatenate([rng.normal(0.002, 1e-4, 1000), rng.normal(0.05, 1e-3, 1000)])
+    empirical = fit_latency(two_modes, "bimodal")
+    assert empirical.dist.dist == "empirical" and empirical.ks["lognormal"] > 0.05
+    assert stats.ks_2samp(two_modes, np.asarray(empirical.dist.samples_ms) / 1e3).statistic < 0.03
+
+
+def test_the_designed_profiling_run_gives_the_profile_back(tmp_path):
+    truth_path = known_profile(tmp_path, block_size=16)
+    truth = load_profile(truth_path)
+    server = {"kind": "vllm", "profile": truth_path}
+    plan = profiling_plan(
+        prompt_lengths=(64, 512, 1024),
+        concurrencies=(1, 8),
+        cached_prefixes=(0, 256),
+        output_tokens=32,
+        rounds=2,
+    )
+    assert {c.cached_prefix_tokens for c in plan} == {0, 256} and len(plan) == 10
+    traces = []
+    for cell in plan:
+        trace = tmp_path / f"{cell.name}.jsonl"
+        Simulator(scenario_from_dict(cell_scenario(cell, server)), trace_path=trace).run()
+        traces.append(trace)
+    (cached_cell,) = [t for t in read_tables(traces[:4]) if t.requests[-1].cached_tokens]
+    assert cached_cell.requests[-1].cached_tokens >= 240  # the shared system prompt was a hit
+    options = CalibrationOptions(
+        name="profiled",
+        model="m",
+        hardware="h",
+        block_size=16,
+        kv_capacity_tokens=truth.kv_capacity_tokens,
+        max_evaluations=100,
+    )
+    fitted = fit_profiling_run(traces, options)
+    assert fitted.fit["replay"]["max_abs_err_pct"] < 10
+    for name in ("base_s", "prefill_token_s", "decode_seq_s", "context_token_s"):
+        assert getattr(fitted.step, name) == pytest.approx(getattr(TRUTH, name), rel=0.2), name
