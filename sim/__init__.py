@@ -13,6 +13,21 @@ from sim.scenario import Scenario, load_scenario, scenario_from_dict
 from sim.simulator import SimResult, Simulator
 
 
+def resolve_scenario(
+    scenario: Scenario | str | Path, overrides: list[str] | None = None
+) -> tuple[Scenario, Path | None]:
+    """A scenario object or YAML path, with ``--set``-style overrides, and the folder its
+    relative profile paths are read from (the YAML file's)."""
+    if not isinstance(scenario, Scenario):
+        return load_scenario(scenario, overrides), Path(scenario).parent
+    if overrides:
+        from sim.scenario import apply_overrides
+
+        data = apply_overrides(scenario.model_dump(mode="json"), overrides)
+        return scenario_from_dict(data), None
+    return scenario, None
+
+
 def simulate(
     scenario: Scenario | str | Path,
     overrides: list[str] | None = None,
@@ -20,14 +35,7 @@ def simulate(
     trace: str | Path | None = None,
 ) -> SimResult:
     """Simulate a scenario (an object or a YAML path, with ``--set``-style overrides)."""
-    profile_dir = None
-    if not isinstance(scenario, Scenario):
-        profile_dir = Path(scenario).parent
-        scenario = load_scenario(scenario, overrides)
-    elif overrides:
-        from sim.scenario import apply_overrides
-
-        scenario = scenario_from_dict(apply_overrides(scenario.model_dump(mode="json"), overrides))
+    scenario, profile_dir = resolve_scenario(scenario, overrides)
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
     return Simulator(scenario, trace_path=trace, profile_dir=profile_dir).run()
@@ -39,6 +47,7 @@ __all__ = [
     "SimResult",
     "Simulator",
     "load_scenario",
+    "resolve_scenario",
     "scenario_from_dict",
     "simulate",
     "summarize",

@@ -5,19 +5,32 @@ The Python API mirrors the CLI::
     import stairwise
     result = stairwise.simulate("examples/staircase-moa.yaml", overrides=["topology.redundancy=1"])
     result.summary["ttft_s"]["p50"]
+
+    swept = stairwise.sweep("examples/sweep-chunks.yaml", out="sweeps/chunks")
+    swept.dataframe()  # one row per point: axes, metric means and confidence intervals
+
+    capacity = stairwise.plan("examples/staircase-moa.yaml", ["ttft_p90=2s", "stall_p90=2s"])
+    capacity.capacity.max_rate, capacity.best, capacity.to_dict()
 """
 
 from sim import ConfigError, Scenario, SimResult, load_scenario, scenario_from_dict, simulate
+from sim.capacity import CapacityPlan, PlanSettings, plan
 from sim.metrics import summarize
+from sim.sweep import SweepResult, sweep
 from sim.trace import read_trace
 
 __all__ = [
+    "CapacityPlan",
     "ConfigError",
+    "PlanSettings",
     "Scenario",
     "SimResult",
+    "SweepResult",
     "load_scenario",
+    "plan",
     "read_trace",
     "scenario_from_dict",
     "simulate",
     "summarize",
+    "sweep",
 ]

@@ -1,7 +1,13 @@
 """The ``stairwise`` console script: the app with every command module registered."""
 
 from stairwise.app import app
-from stairwise.commands import calibrate, report, run, simulate  # noqa: F401
+from stairwise.commands import (  # noqa: F401
+    calibrate,
+    report,
+    run,
+    simulate,
+    sweep,
+)
 
 
 def main() -> None:

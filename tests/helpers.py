@@ -65,3 +65,27 @@ def moa(
         "workload": workload or {"requests": 1},
     }
     return scenario_from_dict(data)
+
+
+def one_at_a_time(
+    directory: Path,
+    arrival: dict[str, Any] | None = None,
+    ttft_s: float = 0.1,
+    itl_s: float = 0.009,
+) -> Scenario:
+    """One ``api`` server serving one request at a time, a lone agent answering 101 tokens:
+    a fixed service time of ttft_s + 100·itl_s (1.0 s by default), no network delay."""
+    profile = write_profile(directory, api_profile(ttft_s=ttft_s, itl_s=itl_s))
+    server = {"kind": "api", "profile": profile, "max_concurrency": 1, "prefix_caching": False}
+    return scenario_from_dict(
+        {
+            "name": "one-at-a-time",
+            "servers": {"api": server},
+            "topology": {
+                "kind": "graph",
+                "unit": {"tokens": 101},
+                "agents": {"solo": {"steps": 1}},
+            },
+            "workload": {"arrival": arrival or {"kind": "constant", "rate_per_s": 0.3}},
+        }
+    )

@@ -1,0 +1,587 @@
+"""Capacity planning with the simulator in the loop: rates, replicas and chunk schedules.
+
+Answers a planner's questions about one scenario under latency SLOs:
+
+* the maximum sustainable request rate (a search over the arrival rate);
+* how many replicas of the servers a target rate needs;
+* the cost per request at those loads;
+* the chunk schedule and redundancy that best meet the SLOs — a search over geometric
+  schedules (first chunk f, growth g: f, f·g, f·g², …), fixed lists and the standard mode.
+
+A load is **sustainable** when every request succeeds, every SLO holds, and the system
+keeps up: the last request finishes no later than ``(1 + keep_up_slack) × arrival span +
+the first request's E2E`` after the first arrival. A system that keeps up finishes one
+request's latency after the last arrival; an overloaded one falls behind by a time that
+grows with the number of requests. The slack absorbs the backlog that random (Poisson)
+arrivals leave at the end of a run of a stable system.
+
+SLOs are bounds on percentiles of TTFT, TPOT, stall (the longest pause of an answer), E2E
+or ITL. Schedules are ranked by their *SLO score*, the worst ratio of a metric to its bound
+(≤ 1: all met), so a tight stall bound and a tight TTFT bound are traded against each other
+on the same scale: a schedule that shows 8 tokens at once and then pauses for 4 s loses to
+one that starts a little later and never stalls.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim import resolve_scenario
+from sim.dag import build_dag
+from sim.errors import ConfigError
+from sim.metrics import request_metrics
+from sim.scenario import ClosedArrival, DebateTopology, MoaTopology, Scenario
+from sim.simulator import Simulator
+from sim.sweep.backends import Backend, BackendName, make_backend
+from sim.sweep.points import scenario_at
+from sim.sweep.replicate import metric_value, replication_seed
+
+SLO_METRICS = {
+    "ttft": "ttft_s",
+    "tpot": "tpot_s",
+    "stall": "stall_s",
+    "e2e": "e2e_s",
+    "itl": "itl_s",
+}
+SLO_STATS = ("p50", "p90", "p99", "mean")
+HIGHEST_RATE = 1e6  # requests/s; sustaining this means nothing in the scenario saturates
+LOWEST_RATE = 1e-6
+SLO_PATTERN = re.compile(
+    r"(?P<metric>[a-z0-9]+)_(?P<stat>p\d+|mean)=(?P<value>[0-9.eE+-]+)(?P<unit>ms|s)?"
+)
+
+
+# --- SLOs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slo:
+    metric: str  # ttft | tpot | stall | e2e | itl
+    stat: str  # p50 | p90 | p99 | mean
+    bound_s: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}_{self.stat}"
+
+    @property
+    def summary_path(self) -> str:
+        return f"{SLO_METRICS[self.metric]}.{self.stat}"
+
+
+def parse_slo(text: str) -> Slo:
+    """``ttft_p90=2s``, ``stall_p99=1500ms`` or ``tpot_p50=0.05`` (seconds)."""
+    match = SLO_PATTERN.fullmatch(text.strip().replace(" ", ""))
+    if match is None:
+        raise ConfigError(f"--slo {text!r}: expected METRIC_STAT=VALUE, e.g. ttft_p90=2s")
+    metric, stat = match["metric"], match["stat"]
+    if metric not in SLO_METRICS:
+        raise ConfigError(f"--slo {text!r}: metric must be one of {', '.join(SLO_METRICS)}")
+    if stat not in SLO_STATS:
+        raise ConfigError(f"--slo {text!r}: statistic must be one of {', '.join(SLO_STATS)}")
+    try:
+        value = float(match["value"])
+    except ValueError:
+        raise ConfigError(f"--slo {text!r}: {match['value']!r} is not a number") from None
+    bound = value / 1e3 if match["unit"] == "ms" else value
+    if not bound > 0:
+        raise ConfigError(f"--slo {text!r}: the bound must be positive")
+    return Slo(metric, stat, bound)
+
+
+def parse_slos(slos: Iterable[str] | Mapping[str, float | str]) -> list[Slo]:
+    texts = (
+        [f"{name}={value}" for name, value in slos.items()]
+        if isinstance(slos, Mapping)
+        else list(slos)
+    )
+    parsed = [parse_slo(text) for text in texts]
+    if not parsed:
+        raise ConfigError("plan needs at least one --slo, e.g. --slo ttft_p90=2s")
+    names = [slo.name for slo in parsed]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--slo: {', '.join(names)} names one SLO twice")
+    return parsed
+
+
+# --- settings and results -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    requests: int = 100  # per simulated load: enough for a queue to show
+    replications: int = 1  # a load passes only if every replication does
+    keep_up_slack: float = 0.05  # fraction of the arrival span the system may fall behind
+    rate_tolerance: float = 0.01  # stop when the highest passing / lowest failing rate > 1/(1+t)
+    target_rate: float | None = None  # find the replicas this rate needs
+    search_schedules: bool = True
+    first_chunks: tuple[int, ...] = (4, 8, 16, 32, 64)
+    # growth 1 (fixed chunks) is left out by default: its rounds, and so its cost in calls
+    # and re-prefill, grow with the answer length; geometric growth keeps them logarithmic
+    growths: tuple[float, ...] = (1.5, 2.0, 4.0)
+    schedules: tuple[tuple[int, ...], ...] = ()  # fixed schedules to try as well
+    max_replicas: int = 256
+
+    def check(self) -> None:
+        if self.requests < 2:
+            raise ConfigError("--requests must be at least 2 (a rate needs two arrivals)")
+        if self.replications < 1:
+            raise ConfigError("--replications must be at least 1")
+        if self.keep_up_slack < 0:
+            raise ConfigError("--keep-up-slack must be >= 0")
+        if not 0 < self.rate_tolerance < 1:
+            raise ConfigError("--rate-tolerance must be between 0 and 1")
+        if self.target_rate is not None and self.target_rate <= 0:
+            raise ConfigError("--target-rate must be positive")
+        if any(size < 1 for size in self.first_chunks) or any(g < 1 for g in self.growths):
+            raise ConfigError("first chunks must be >= 1 token and growths >= 1")
+        if any(not s or min(s) < 1 for s in self.schedules):
+            raise ConfigError("a --schedule must list chunk sizes >= 1, e.g. 8,128,256")
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One load level, simulated: the SLO metrics and whether it is sustainable."""
+
+    rate: float | None  # None: the scenario's own arrivals
+    replicas: int  # every server's replicas multiplied by this
+    values: dict[str, float | None]  # SLO name -> value (mean over replications)
+    ratios: tuple[float, ...]  # value / bound per SLO, worst first; inf for a missing value
+    keeps_up: bool
+    failed_requests: int
+    cost_per_request: float
+    score: float = field(init=False)  # the worst ratio: <= 1 when every SLO holds
+    sustainable: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        score = self.ratios[0]
+        object.__setattr__(self, "score", score)
+        sustainable = score <= 1 and self.keeps_up and self.failed_requests == 0
+        object.__setattr__(self, "sustainable", sustainable)
+
+
+@dataclass(frozen=True)
+class RateSearch:
+    max_rate: float | None  # the highest rate found sustainable; None: not even the lowest
+    first_failing: float | None  # the lowest rate found unsustainable; None: none up to the cap
+    at_max: Assessment | None
+    at_failing: Assessment | None  # what breaks just above the maximum
+
+
+@dataclass(frozen=True)
+class ReplicaSearch:
+    target_rate: float
+    replicas: int | None  # the multiplier; None: more than max_replicas
+    servers: dict[str, int]  # server -> replicas needed
+    at_target: Assessment | None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str  # the schedule
+    values: dict[str, Any]  # scenario path -> value, the redundancy among them
+    assessment: Assessment
+
+    @property
+    def redundancy(self) -> int:
+        return int(self.values["topology.redundancy"])
+
+
+@dataclass
+class CapacityPlan:
+    scenario: str
+    slos: list[Slo]
+    settings: PlanSettings
+    capacity: RateSearch
+    replicas: ReplicaSearch | None = None
+    schedules: list[Candidate] = field(default_factory=list)  # best first
+    best_capacity: RateSearch | None = None  # the best schedule's maximum rate
+    best_replicas: ReplicaSearch | None = None  # and the replicas it needs for the target
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.schedules[0] if self.schedules else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON; an infinite ratio (a metric with no value) becomes None."""
+        data = asdict(self)
+        data["slos"] = {slo.name: slo.bound_s for slo in self.slos}
+        data["best"] = asdict(self.best) if self.best is not None else None
+        finite: dict[str, Any] = _finite(data)
+        return finite
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(value) for value in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
+# --- simulating one load level ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadTask:
+    scenario: dict[str, Any]
+    profile_dir: str | None
+    slo_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoadMeasure:
+    values: dict[str, float | None]  # summary path -> value
+    failed_requests: int
+    arrival_span_s: float  # first arrival -> last arrival
+    makespan_s: float  # first arrival -> last finish
+    first_e2e_s: float | None  # the first request's E2E: it arrives at an empty system
+    cost_per_request: float
+
+
+def measure_load(task: LoadTask) -> LoadMeasure:
+    """Simulate one load level (runs in a backend worker)."""
+    scenario = Scenario.model_validate(task.scenario)
+    profile_dir = Path(task.profile_dir) if task.profile_dir is not None else None
+    result = Simulator(scenario, profile_dir=profile_dir).run()
+    per_request = request_metrics(result.records)
+    sent = [m.sent for m in per_request]
+    finished = [m.sent + m.e2e for m in per_request if m.ok and m.e2e is not None]
+    first = min(per_request, key=lambda m: m.sent)
+    return LoadMeasure(
+        values={path: metric_value(result.summary, path) for path in task.slo_paths},
+        failed_requests=result.summary["failed_requests"],
+        arrival_span_s=max(sent) - min(sent),
+        makespan_s=(max(finished) - min(sent)) if finished else math.inf,
+        first_e2e_s=first.e2e if first.ok else None,
+        cost_per_request=result.summary["cost_usd"]["per_request"],
+    )
+
+
+def keeps_up(measure: LoadMeasure, slack: float) -> bool:
+    if measure.first_e2e_s is None:
+        return False
+    allowed = (1 + slack) * measure.arrival_span_s + measure.first_e2e_s
+    return measure.makespan_s <= allowed * (1 + 1e-9)  # float rounding is not falling behind
+
+
+# --- the planner ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A change of the base scenario: arrival rate, replica multiplier, other fields."""
+
+    rate: float | None = None
+    replicas: int = 1
+    values: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.rate, self.replicas, self.values], sort_keys=True)
+
+
+class Planner:
+    """Runs the searches; assessments are cached, so no load level is simulated twice."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        slos: list[Slo],
+        settings: PlanSettings,
+        backend: Backend,
+        profile_dir: Path | None = None,
+    ) -> None:
+        settings.check()
+        self.scenario = scenario
+        self.slos = slos
+        self.settings = settings
+        self.backend = backend
+        self.profile_dir = str(profile_dir) if profile_dir is not None else None
+        self.base = scenario.model_dump(mode="json")
+        self.base["workload"]["requests"] = settings.requests
+        self._cache: dict[str, Assessment] = {}  # by Variant.key
+
+    # --- assessing --------------------------------------------------------------------------
+
+    def assess(self, variants: list[Variant]) -> list[Assessment]:
+        """Simulate the variants not seen before, all replications in parallel."""
+        new = list({v.key: v for v in variants if v.key not in self._cache}.values())
+        replications = self.settings.replications
+        tasks = [self._task(v, r) for v in new for r in range(replications)]
+        measures: dict[int, LoadMeasure] = dict(self.backend.imap_unordered(measure_load, tasks))
+        for i, variant in enumerate(new):
+            runs = [measures[i * replications + r] for r in range(replications)]
+            self._cache[variant.key] = self._combine(variant, runs)
+        return [self._cache[v.key] for v in variants]
+
+    def _task(self, variant: Variant, replication: int) -> LoadTask:
+        values = dict(variant.values)
+        if variant.rate is not None:
+            values["workload.arrival"] = self._arrival(variant.rate)
+        if variant.replicas != 1:
+            for name, server in self.scenario.servers.items():
+                values[f"servers.{name}.replicas"] = server.replicas * variant.replicas
+        scenario = scenario_at(self.base, values, "plan") if values else copy.deepcopy(self.base)
+        scenario["seed"] = replication_seed(self.scenario.seed, replication)
+        return LoadTask(scenario, self.profile_dir, tuple(s.summary_path for s in self.slos))
+
+    def _arrival(self, rate: float) -> dict[str, Any]:
+        """The scenario's own open-loop process at another rate; closed loops become Poisson."""
+        arrival = self.scenario.workload.arrival
+        kind = "poisson" if isinstance(arrival, ClosedArrival) else arrival.kind
+        return {"kind": kind, "rate_per_s": rate}
+
+    def _combine(self, variant: Variant, runs: list[LoadMeasure]) -> Assessment:
+        values: dict[str, float | None] = {}
+        for slo in self.slos:
+            observed = [run.values[slo.summary_path] for run in runs]
+            present = [v for v in observed if v is not None]
+            values[slo.name] = float(np.mean(present)) if len(present) == len(observed) else None
+        ratios = [
+            math.inf if value is None else value / slo.bound_s
+            for slo, value in zip(self.slos, values.values(), strict=True)
+        ]
+        return Assessment(
+            rate=variant.rate,
+            replicas=variant.replicas,
+            values=values,
+            ratios=tuple(sorted(ratios, reverse=True)),
+            keeps_up=all(keeps_up(run, self.settings.keep_up_slack) for run in runs),
+            failed_requests=sum(run.failed_requests for run in runs),
+            cost_per_request=float(np.mean([run.cost_per_request for run in runs])),
+        )
+
+    # --- the maximum sustainable rate --------------------------------------------------------
+
+    def max_rate(self, values: tuple[tuple[str, Any], ...] = ()) -> RateSearch:
+        """Bracket the highest sustainable rate, then narrow the bracket.
+
+        Each round simulates as many rates as the backend has workers, spread evenly (in
+        log scale) over the bracket, so two workers cut it in three per round.
+        """
+        start = self._start_rate()
+        passing: float | None = None
+        failing: float | None = None
+        if self._passes(Variant(start, 1, values)):
+            passing = start
+        else:
+            failing = start
+        while passing is None or failing is None:
+            probes = self._expansion(passing, failing)
+            if not probes:
+                break
+            passing, failing = self._narrow(probes, passing, failing, values)
+        while passing is not None and failing is not None:
+            if failing / passing <= 1 + self.settings.rate_tolerance:
+                break
+            probes = list(np.geomspace(passing, failing, self.backend.workers + 2)[1:-1])
+            passing, failing = self._narrow([float(p) for p in probes], passing, failing, values)
+        return RateSearch(passing, failing, self._at(passing, values), self._at(failing, values))
+
+    def _at(self, rate: float | None, values: tuple[tuple[str, Any], ...]) -> Assessment | None:
+        return self.assess([Variant(rate, 1, values)])[0] if rate is not None else None
+
+    def _start_rate(self) -> float:
+        rate = getattr(self.scenario.workload.arrival, "rate_per_s", None)
+        return float(rate) if rate is not None else 1.0
+
+    def _expansion(self, passing: float | None, failing: float | None) -> list[float]:
+        """Rates beyond the known one, doubling, one per worker, within the search limits."""
+        steps = range(1, self.backend.workers + 1)
+        if failing is None:
+            assert passing is not None
+            return [r for r in (passing * 2.0**i for i in steps) if r <= HIGHEST_RATE]
+        return [r for r in (failing / 2.0**i for i in steps) if r >= LOWEST_RATE]
+
+    def _narrow(
+        self,
+        probes: list[float],
+        passing: float | None,
+        failing: float | None,
+        values: tuple[tuple[str, Any], ...],
+    ) -> tuple[float | None, float | None]:
+        results = self.assess([Variant(rate, 1, values) for rate in probes])
+        for rate, result in sorted(zip(probes, results, strict=True)):
+            if not result.sustainable and (failing is None or rate < failing):
+                failing = rate
+        for rate, result in zip(probes, results, strict=True):
+            below_failing = failing is None or rate < failing
+            if result.sustainable and below_failing and (passing is None or rate > passing):
+                passing = rate
+        return passing, failing
+
+    def _passes(self, variant: Variant) -> bool:
+        return self.assess([variant])[0].sustainable
+
+    # --- replicas for a target rate ---------------------------------------------------------
+
+    def replicas_for(
+        self, target: float, capacity: RateSearch, values: tuple[tuple[str, Any], ...] = ()
+    ) -> ReplicaSearch:
+        """The smallest replica multiplier that sustains ``target``.
+
+        Least-loaded routing makes capacity nearly linear in replicas, so the search starts
+        at target / one copy's capacity and bisects from there. If no rate at all is
+        sustainable, the SLOs fail for a lone request and no replica count helps.
+        """
+        if capacity.max_rate is None:
+            return ReplicaSearch(target, None, {}, None)
+        guess = min(max(1, math.ceil(target / capacity.max_rate)), self.settings.max_replicas)
+        failing, passing = 0, None
+        while passing is None:
+            if self._passes(Variant(target, guess, values)):
+                passing = guess
+            elif guess >= self.settings.max_replicas:
+                return ReplicaSearch(target, None, {}, None)
+            else:
+                failing, guess = guess, min(2 * guess, self.settings.max_replicas)
+        while passing - failing > 1:
+            candidates = _integers_between(failing, passing, self.backend.workers)
+            results = self.assess([Variant(target, k, values) for k in candidates])
+            for k, result in zip(candidates, results, strict=True):
+                if result.sustainable:
+                    passing = min(passing, k)
+                else:
+                    failing = max(failing, k)
+        servers = {name: s.replicas * passing for name, s in self.scenario.servers.items()}
+        at_target = self.assess([Variant(target, passing, values)])[0]
+        return ReplicaSearch(target, passing, servers, at_target)
+
+    # --- the best schedule and redundancy ---------------------------------------------------
+
+    def best_schedules(self, target: ReplicaSearch | None) -> list[Candidate]:
+        """Every candidate at the planning load, best first (sustainable, then by score)."""
+        rate, replicas = None, 1
+        if target is not None and target.replicas is not None:
+            rate, replicas = target.target_rate, target.replicas
+        candidates = schedule_candidates(self.scenario, self.settings)
+        results = self.assess([Variant(rate, replicas, values) for _, values in candidates])
+        ranked = [
+            Candidate(label, dict(values), result)
+            for (label, values), result in zip(candidates, results, strict=True)
+        ]
+        return sorted(ranked, key=_rank)
+
+
+def _rank(candidate: Candidate) -> tuple[bool, bool, tuple[float, ...], float]:
+    """Sustainable first; then the smallest worst ratio, ties going to the smaller next-worst
+    (a schedule as fast to the first token but with shorter pauses wins); then cost."""
+    a = candidate.assessment
+    return (not a.sustainable, not a.keeps_up, a.ratios, a.cost_per_request)
+
+
+def _integers_between(low: int, high: int, count: int) -> list[int]:
+    """Up to ``count`` distinct integers strictly between low and high, evenly spread."""
+    spread = np.linspace(low, high, count + 2)[1:-1]
+    return sorted({min(high - 1, max(low + 1, round(float(x)))) for x in spread})
+
+
+# --- the schedule family ------------------------------------------------------------------------
+
+
+def geometric_schedule(first: int, growth: float, total: int) -> list[int]:
+    """``first, first·growth, …`` until the chunks cover ``total`` tokens (the last repeats)."""
+    sizes = [first]
+    while sum(sizes) < total and growth > 1:
+        sizes.append(max(sizes[-1] + 1, round(first * growth ** len(sizes))))
+    return sizes
+
+
+def schedule_candidates(
+    scenario: Scenario, settings: PlanSettings
+) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+    """(label, field values) for every schedule × redundancy, plus the standard mode.
+
+    MoA: one schedule for proposers and aggregator alike; debate: the agents' schedule.
+    Graphs forward fixed steps and have no schedule to choose.
+    """
+    topology = scenario.topology
+    if isinstance(topology, MoaTopology):
+        fields = ["topology.chunks.proposer", "topology.chunks.aggregator"]
+        width = topology.proposers
+    elif isinstance(topology, DebateTopology):
+        fields = ["topology.chunks"]
+        width = topology.agents
+    else:
+        return []
+    total = max(agent.max_tokens for agent in build_dag(scenario).agents)
+    schedules: dict[tuple[int, ...], str] = {}
+    for first in settings.first_chunks:
+        for growth in settings.growths:
+            sizes = tuple(geometric_schedule(first, growth, total))
+            schedules.setdefault(sizes, f"{first}×{growth:g}")
+    for sizes in settings.schedules:
+        schedules.setdefault(tuple(sizes), "fixed")
+    shapes: list[tuple[str, dict[str, Any]]] = [("as given", {})]
+    shapes += [
+        (f"{label} {_short(sizes)}", {name: list(sizes) for name in fields})
+        for sizes, label in schedules.items()
+    ]
+    shapes.append(("standard mode", {"topology.mode": "standard"}))
+    return [
+        (label, tuple({**values, "topology.redundancy": r}.items()))
+        for label, values in shapes
+        for r in range(width)
+    ]
+
+
+def _short(sizes: tuple[int, ...]) -> str:
+    shown = ",".join(str(s) for s in sizes[:3])
+    return f"[{shown}{',…' if len(sizes) > 3 else ''}]"
+
+
+# --- the entry point ---------------------------------------------------------------------------
+
+
+def plan(
+    scenario: Scenario | str | Path,
+    slos: Iterable[str] | Mapping[str, float | str],
+    settings: PlanSettings | None = None,
+    *,
+    overrides: list[str] | None = None,
+    backend: BackendName = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CapacityPlan:
+    """Plan capacity for a scenario (an object or a YAML path) under SLOs.
+
+    ``slos`` are strings like ``"ttft_p90=2s"`` or a mapping ``{"ttft_p90": 2.0}``.
+    ``progress`` hears the name of each phase as it starts.
+    """
+    settings = settings or PlanSettings()
+    parsed = parse_slos(slos)
+    scenario, profile_dir = resolve_scenario(scenario, overrides)
+    say = progress or (lambda phase: None)
+    with make_backend(backend, workers, address) as running:
+        planner = Planner(scenario, parsed, settings, running, profile_dir)
+        say("maximum sustainable rate")
+        result = CapacityPlan(scenario.name, parsed, settings, planner.max_rate())
+        if settings.target_rate is not None:
+            say(f"replicas for {settings.target_rate:g} requests/s")
+            result.replicas = planner.replicas_for(settings.target_rate, result.capacity)
+        if settings.search_schedules:
+            say("chunk schedule and redundancy")
+            result.schedules = planner.best_schedules(result.replicas)
+            if result.best is not None and result.best.assessment.sustainable:
+                say("maximum rate of the best schedule")
+                values = tuple(result.best.values.items())
+                result.best_capacity = planner.max_rate(values)
+                if settings.target_rate is not None:
+                    say(f"replicas for {settings.target_rate:g} requests/s, best schedule")
+                    result.best_replicas = planner.replicas_for(
+                        settings.target_rate, result.best_capacity, values
+                    )
+    return result

@@ -1,0 +1,106 @@
+"""A sweep's points as concrete scenarios, each keyed by a hash of its whole configuration.
+
+Axis values are applied to the validated base scenario with every default spelled out, so
+two sweep files that say the same thing differently produce the same keys, and a result
+stored under a key can be trusted to belong to exactly that configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import ConfigError
+from sim.scenario import apply_overrides, load_scenario, scenario_from_dict
+from sim.sweep.samplers import sample_points
+from sim.sweep.spec import SweepSpec, read_sweep
+
+KEY_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    index: int
+    values: dict[str, Any]  # axis path -> value
+    scenario: dict[str, Any]  # validated and dumped, with the base seed
+    key: str
+
+
+@dataclass(frozen=True)
+class Sweep:
+    spec: SweepSpec
+    source: str
+    profile_dir: Path | None  # where relative profile paths of the scenario are found
+    points: list[SweepPoint]
+    skipped: int  # points the scenario rejected, left out (invalid_points: skip)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    return resolve_sweep(read_sweep(path), Path(path).parent, str(path))
+
+
+def resolve_sweep(spec: SweepSpec, base_dir: Path | None, source: str) -> Sweep:
+    """Every point validated up front, so a bad axis fails before any simulation runs."""
+    base, profile_dir = _base_scenario(spec, base_dir, source)
+    points: list[SweepPoint] = []
+    skipped = 0
+    for values in sample_points(spec.axes, spec.method):
+        try:
+            scenario = scenario_at(base, values, source)
+        except ConfigError:
+            if spec.invalid_points == "error":
+                raise
+            skipped += 1
+            continue
+        points.append(SweepPoint(len(points), values, scenario, point_key(scenario, spec)))
+    if not points:
+        raise ConfigError(f"{source}: the scenario rejects every point of the sweep")
+    return Sweep(spec, source, profile_dir, points, skipped)
+
+
+def _base_scenario(
+    spec: SweepSpec, base_dir: Path | None, source: str
+) -> tuple[dict[str, Any], Path | None]:
+    if isinstance(spec.scenario, str):
+        path = Path(spec.scenario)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return load_scenario(path, spec.overrides).model_dump(mode="json"), path.parent
+    data = apply_overrides(copy.deepcopy(spec.scenario), spec.overrides)
+    scenario = scenario_from_dict(data, f"{source}: scenario")
+    workload_file = scenario.workload.file
+    if workload_file and base_dir is not None and not Path(workload_file).is_absolute():
+        scenario.workload.file = str((base_dir / workload_file).resolve())
+    return scenario.model_dump(mode="json"), base_dir
+
+
+def scenario_at(base: dict[str, Any], values: dict[str, Any], source: str) -> dict[str, Any]:
+    """The base scenario with the axis values set, validated and dumped."""
+    data = apply_overrides(copy.deepcopy(base), [override(p, v) for p, v in values.items()])
+    label = ", ".join(f"{path}={value}" for path, value in values.items())
+    return scenario_from_dict(data, f"{source}: point {label}").model_dump(mode="json")
+
+
+def override(path: str, value: Any) -> str:
+    """A ``--set`` string, so axes and overrides share one path syntax (lists, indices)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+    return f"{path}={text.removesuffix('...').strip()}"
+
+
+def point_key(scenario: dict[str, Any], spec: SweepSpec) -> str:
+    """Hash of everything a point's stored row depends on."""
+    config = {
+        "schema": KEY_SCHEMA,
+        "scenario": scenario,
+        "replications": spec.replications,
+        "confidence": spec.confidence,
+        "metrics": spec.metrics,
+    }
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,304 @@
+"""``stairwise sweep`` (what-if studies) and ``stairwise plan`` (capacity under SLOs)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sim.capacity import PlanSettings
+from sim.errors import ConfigError
+from stairwise.app import JsonFlag, Overrides, app, err_console, guarded, progress_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sim.capacity import Assessment, CapacityPlan, RateSearch, ReplicaSearch
+    from sim.sweep import SweepResult
+
+BackendOption = Annotated[
+    str, typer.Option("--backend", help="local (a process pool) or ray (a Ray cluster).")
+]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address (default: start Ray here).")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", help="Parallel workers (default: all CPU cores).")
+]
+SHOWN_ROWS = 20
+SHOWN_METRICS = 3
+SHOWN_CANDIDATES = 10
+DEFAULTS = PlanSettings()
+
+
+def _backend_name(backend: str) -> Any:
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"--backend {backend!r}: expected local or ray")
+    return backend
+
+
+@app.command()
+@guarded
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
+    backend: BackendOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Results directory (default: sweeps/<sweep name>)."),
+    ] = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write report.html beside the results.")
+    ] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a what-if sweep; a rerun resumes, computing only the points not yet stored."""
+    from sim.sweep import load_sweep, make_backend, run_sweep
+
+    loaded = load_sweep(sweep_file)
+    directory = out or Path("sweeps") / _safe_name(loaded.spec.name)
+    with (
+        make_backend(_backend_name(backend), workers, address) as running,
+        progress_bar("sweeping", enabled=not as_json) as update,
+    ):
+        result = run_sweep(loaded, running, directory, update)
+    if report:
+        from reports.sweep import write_sweep_report
+
+        write_sweep_report(result, directory / "report.html")
+    if as_json:
+        typer.echo(json.dumps(result.rows, indent=2))
+    else:
+        _print_sweep(result, directory / "report.html" if report else None)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "sweep"
+
+
+def _print_sweep(result: SweepResult, report: Path | None) -> None:
+    console = Console()
+    console.print(
+        f"{len(result.rows)} points: {result.computed} computed, {result.resumed} resumed"
+        + (f", {result.skipped} invalid left out" if result.skipped else "")
+        + f" in {result.wall_s:.1f} s",
+        highlight=False,
+    )
+    console.print(f"results: {result.path}" + (f"\nreport:  {report}" if report else ""))
+    metrics = result.metrics[:SHOWN_METRICS]
+    table = Table(title="points (mean ± half the confidence interval)", title_justify="left")
+    for column in [*(_short_path(a) for a in result.axes), *metrics]:
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in result.rows[:SHOWN_ROWS]:
+        table.add_row(
+            *(json.dumps(row[a]) if not isinstance(row[a], str) else row[a] for a in result.axes),
+            *(_estimate(row, m) for m in metrics),
+        )
+    console.print(table)
+    if len(result.rows) > SHOWN_ROWS or len(result.metrics) > SHOWN_METRICS:
+        console.print("(more rows and metrics in the results file and the report)")
+
+
+def _estimate(row: dict[str, Any], metric: str) -> str:
+    mean, low, high = row[metric], row[f"{metric}.ci_low"], row[f"{metric}.ci_high"]
+    if mean is None:
+        return "-"
+    return f"{mean:.4g}" if low is None else f"{mean:.4g} ±{(high - low) / 2:.1g}"
+
+
+def _short_path(path: str) -> str:
+    """The last two parts of an axis path: enough to tell axes apart in a narrow table."""
+    return ".".join(path.split(".")[-2:])
+
+
+@app.command()
+@guarded
+def plan(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    slo: Annotated[
+        list[str],
+        typer.Option("--slo", help="An SLO, METRIC_STAT=BOUND, e.g. ttft_p90=2s (repeatable)."),
+    ],
+    target_rate: Annotated[
+        float | None,
+        typer.Option("--target-rate", help="Requests/s to find the replicas for."),
+    ] = None,
+    requests: Annotated[
+        int, typer.Option(help="Requests simulated per load level.")
+    ] = DEFAULTS.requests,
+    replications: Annotated[
+        int, typer.Option(help="Runs per load level; each must pass.")
+    ] = DEFAULTS.replications,
+    keep_up_slack: Annotated[
+        float, typer.Option(help="How far (a fraction of the arrival span) it may fall behind.")
+    ] = DEFAULTS.keep_up_slack,
+    rate_tolerance: Annotated[
+        float, typer.Option(help="Relative precision of the maximum rate.")
+    ] = DEFAULTS.rate_tolerance,
+    schedules: Annotated[
+        bool,
+        typer.Option("--schedules/--no-schedules", help="Search chunk schedules and redundancy."),
+    ] = True,
+    first_chunk: Annotated[
+        list[int] | None,
+        typer.Option("--first-chunk", help=f"First chunk sizes to try {DEFAULTS.first_chunks}."),
+    ] = None,
+    growth: Annotated[
+        list[float] | None,
+        typer.Option("--growth", help=f"Chunk growth factors to try {DEFAULTS.growths}."),
+    ] = None,
+    schedule: Annotated[
+        list[str] | None,
+        typer.Option("--schedule", help="A fixed schedule to try too, e.g. 8,128,256."),
+    ] = None,
+    overrides: Overrides = None,
+    backend: BackendOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Maximum sustainable rate, replicas for a target rate, cost, best chunk schedule."""
+    from sim.capacity import plan as make_plan
+
+    settings = PlanSettings(
+        requests=requests,
+        replications=replications,
+        keep_up_slack=keep_up_slack,
+        rate_tolerance=rate_tolerance,
+        target_rate=target_rate,
+        search_schedules=schedules,
+        first_chunks=tuple(first_chunk) if first_chunk else DEFAULTS.first_chunks,
+        growths=tuple(growth) if growth else DEFAULTS.growths,
+        schedules=tuple(_parse_schedule(text) for text in schedule or []),
+    )
+    with _phases(enabled=not as_json) as say:
+        result = make_plan(
+            scenario,
+            slo,
+            settings,
+            overrides=overrides or [],
+            backend=_backend_name(backend),
+            workers=workers,
+            address=address,
+            progress=say,
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_plan(result)
+
+
+def _parse_schedule(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--schedule {text!r}: expected sizes like 8,128,256") from None
+
+
+@contextmanager
+def _phases(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the search under way."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda phase: None
+        return
+    with err_console.status("planning") as status:
+        yield lambda phase: status.update(f"planning: {phase}")
+
+
+def _print_plan(result: CapacityPlan) -> None:
+    console = Console()
+    slos = ", ".join(f"{s.name} ≤ {s.bound_s:g} s" for s in result.slos)
+    console.print(f"[bold]{result.scenario}[/bold] under {slos}", highlight=False)
+    console.print(_capacity_line("as given", result.capacity), highlight=False)
+    if result.replicas is not None:
+        line = _replicas_line("as given", result, result.replicas, result.capacity)
+        console.print(line, highlight=False)
+    if result.schedules:
+        _print_candidates(console, result)
+    if result.best is not None and result.best_capacity is not None:
+        best = f"best ({result.best.label}, redundancy {result.best.redundancy})"
+        console.print(_capacity_line(best, result.best_capacity), highlight=False)
+        if result.best_replicas is not None:
+            line = _replicas_line(best, result, result.best_replicas, result.best_capacity)
+            console.print(line, highlight=False)
+
+
+def _replicas_line(
+    what: str, result: CapacityPlan, replicas: ReplicaSearch, capacity: RateSearch
+) -> str:
+    if capacity.max_rate is None:
+        needed = "no number of replicas helps (the SLOs fail even at the lowest rate)"
+    elif replicas.replicas is None:
+        needed = f"more than {result.settings.max_replicas}× the servers"
+    else:
+        servers = ", ".join(f"{n}: {k}" for n, k in replicas.servers.items())
+        needed = f"{replicas.replicas}× the servers ({servers}){_cost(replicas.at_target)}"
+    return f"{what}, for {replicas.target_rate:g} requests/s: {needed}"
+
+
+def _capacity_line(what: str, search: RateSearch) -> str:
+    if search.max_rate is None:
+        failing = search.at_failing
+        why = f" ({_why(failing)})" if failing is not None else ""
+        return f"{what}: no rate is sustainable, not even {search.first_failing:.3g}/s{why}"
+    ceiling = (
+        f" (fails at {search.first_failing:.4g}: {_why(search.at_failing)})"
+        if search.first_failing is not None and search.at_failing is not None
+        else " (nothing saturated up to the search limit)"
+    )
+    return (
+        f"{what}: max sustainable rate {search.max_rate:.4g} requests/s"
+        f"{_cost(search.at_max)}{ceiling}"
+    )
+
+
+def _why(assessment: Assessment) -> str:
+    reasons = [
+        f"{name} {value:.3g} s" for name, value in assessment.values.items() if value is not None
+    ]
+    if not assessment.keeps_up:
+        reasons.append("falls behind the arrivals")
+    if assessment.failed_requests:
+        reasons.append(f"{assessment.failed_requests} failed requests")
+    return ", ".join(reasons)
+
+
+def _cost(assessment: Assessment | None) -> str:
+    if assessment is None:
+        return ""
+    return f", ${assessment.cost_per_request:.6f}/request"
+
+
+def _print_candidates(console: Console, result: CapacityPlan) -> None:
+    table = Table(
+        title=f"chunk schedule (first×growth) and redundancy r, best "
+        f"{min(SHOWN_CANDIDATES, len(result.schedules))} of {len(result.schedules)}; "
+        "score = worst value / bound; seconds",
+        title_justify="left",
+    )
+    table.add_column("schedule", no_wrap=True)
+    table.add_column("r", justify="right")
+    table.add_column("ok")
+    table.add_column("score", justify="right")
+    for slo in result.slos:
+        table.add_column(slo.name, justify="right")
+    table.add_column("$/request", justify="right")
+    for candidate in result.schedules[:SHOWN_CANDIDATES]:
+        a = candidate.assessment
+        values = [f"{v:.3f}" if v is not None else "-" for v in a.values.values()]
+        table.add_row(
+            candidate.label,
+            str(candidate.redundancy),
+            "yes" if a.sustainable else "no",
+            f"{a.score:.2f}",
+            *values,
+            f"{a.cost_per_request:.6f}",
+        )
+    console.print(table)

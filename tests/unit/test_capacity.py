@@ -1,0 +1,201 @@
+"""Capacity planning against answers worked out by hand.
+
+The hand-made system: one ``api`` server serving one request at a time, a lone agent
+answering 101 tokens with a 0.1 s first token and 9 ms between tokens, no network delay —
+a fixed service time T = 0.1 + 100 × 0.009 = 1.0 s. With requests arriving at a constant
+rate λ, request i arrives at i/λ; below 1/T nobody waits, above it request i waits
+i·(T − 1/λ) and the server never idles, so the last of N requests ends at N·T.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from sim.capacity import PlanSettings, geometric_schedule, parse_slo, plan
+from sim.errors import ConfigError
+from sim.scenario import scenario_from_dict
+from tests.helpers import api_profile, one_at_a_time, write_profile
+
+FIRST_TOKEN_S, ITL_S, TOKENS = 0.1, 0.009, 101
+SERVICE_S = FIRST_TOKEN_S + (TOKENS - 1) * ITL_S  # 1.0 s
+
+
+def single_server(tmp_path: Path, arrival: dict | None = None):
+    return one_at_a_time(tmp_path, arrival, ttft_s=FIRST_TOKEN_S, itl_s=ITL_S)
+
+
+def settings(**changes) -> PlanSettings:
+    return PlanSettings(**({"requests": 50, "search_schedules": False} | changes))
+
+
+def within(search, expected: float) -> None:
+    """The search brackets the exact answer, to its tolerance."""
+    assert search.max_rate <= expected * (1 + 1e-9)
+    assert search.first_failing > expected
+    assert search.first_failing / search.max_rate <= 1.01 + 1e-9
+
+
+def test_with_loose_slos_the_maximum_rate_is_one_over_the_service_time(tmp_path):
+    result = plan(single_server(tmp_path), ["e2e_p99=1000s"], settings(keep_up_slack=0), workers=1)
+    within(result.capacity, 1 / SERVICE_S)
+    assert result.capacity.at_failing is not None and not result.capacity.at_failing.keeps_up
+
+
+@pytest.mark.parametrize("slack", [0.05, 0.2])
+def test_the_keep_up_slack_admits_falling_behind_by_that_fraction(tmp_path, slack):
+    # the last of N ends at N·T; allowed: (1 + slack)·(N − 1)/λ + T  →  λ ≤ (1 + slack)/T
+    result = plan(
+        single_server(tmp_path), ["e2e_p99=1000s"], settings(keep_up_slack=slack), workers=1
+    )
+    within(result.capacity, (1 + slack) / SERVICE_S)
+
+
+def test_a_ttft_slo_caps_the_rate_where_the_queue_reaches_its_bound(tmp_path):
+    # TTFT_i = 0.1 + i·(T − 1/λ); numpy's p90 over i = 0..N−1 is at i = 0.9·(N − 1)
+    n, slack_s = 50, 0.441
+    expected = 1 / (SERVICE_S - slack_s / (0.9 * (n - 1)))  # 1.0101 requests/s
+    result = plan(
+        single_server(tmp_path),
+        [f"ttft_p90={(FIRST_TOKEN_S + slack_s) * 1000:.0f}ms"],
+        settings(requests=n, keep_up_slack=0.1),  # keeping up allows 1.1/s: the SLO binds
+        workers=2,
+    )
+    within(result.capacity, expected)
+    assert result.capacity.at_max.keeps_up
+
+
+def test_replicas_for_a_target_rate(tmp_path):
+    # least-loaded routing of constant arrivals: each of k copies sees λ/k
+    result = plan(
+        single_server(tmp_path),
+        ["e2e_p99=1000s"],
+        settings(keep_up_slack=0, target_rate=2.5),
+        workers=1,
+    )
+    assert result.replicas.replicas == math.ceil(2.5 * SERVICE_S) == 3
+    assert result.replicas.servers == {"api": 3}
+    assert result.replicas.at_target.sustainable
+
+
+def test_poisson_arrivals_sustain_less_than_the_service_rate(tmp_path):
+    poisson = single_server(tmp_path, {"kind": "poisson", "rate_per_s": 0.3})
+    result = plan(poisson, ["ttft_p90=2s"], settings(requests=200), workers=2)
+    # an M/D/1 queue at load ρ waits ρ/(2μ(1 − ρ)) on average: a 2 s TTFT p90 bound holds
+    # up to roughly ρ ≈ 0.6; it can never reach ρ = 1
+    assert 0.4 / SERVICE_S < result.capacity.max_rate < 0.9 / SERVICE_S
+
+
+def test_no_rate_is_sustainable_when_even_a_lone_request_misses_the_slo(tmp_path):
+    result = plan(single_server(tmp_path), ["e2e_p50=0.5s"], settings(), workers=1)
+    assert result.capacity.max_rate is None
+    assert result.capacity.at_failing.values["e2e_p50"] == pytest.approx(SERVICE_S)
+
+
+def test_geometric_schedules_cover_the_answer():
+    assert geometric_schedule(8, 2, 256) == [8, 16, 32, 64, 128, 256]
+    assert geometric_schedule(4, 1.5, 40) == [4, 6, 9, 14, 20]
+    assert geometric_schedule(16, 1, 256) == [16]
+
+
+@pytest.mark.parametrize(
+    "text,name,bound",
+    [
+        ("ttft_p90=2s", "ttft_p90", 2.0),
+        ("stall_p99=1500ms", "stall_p99", 1.5),
+        ("tpot_mean=0.05", "tpot_mean", 0.05),
+    ],
+)
+def test_slos_parse_with_units(text, name, bound):
+    slo = parse_slo(text)
+    assert (slo.name, slo.bound_s) == (name, pytest.approx(bound))
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("ttft<2", "expected METRIC_STAT=VALUE"),
+        ("latency_p90=2", "metric must be one of"),
+        ("ttft_p95=2", "statistic must be one of"),
+        ("ttft_p90=0", "must be positive"),
+        ("ttft_p90=1.2.3", "not a number"),
+    ],
+)
+def test_bad_slos_are_named(text, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_slo(text)
+
+
+# --- the schedule optimiser ------------------------------------------------------------------
+# Three proposers on their own endpoints (10, 20 and 30 ms between tokens, 0.1 s to the first)
+# feed an aggregator that streams at 20 ms a token and re-prefills only new text (prefix
+# cache). Staircase TTFT is the k-th fastest first chunk plus the aggregator's first
+# prefill (tests/unit/test_closed_forms.py), so a small first chunk and high redundancy are
+# fastest; a standard MoA answers in one call, whose only gaps are the aggregator's 20 ms,
+# but starts after a whole proposer answer (seconds).
+
+PROPOSER_ITL = {"fast": 0.010, "mid": 0.020, "slow": 0.030}
+AGGREGATOR_ITL = 0.02
+
+
+def staircase_moa(tmp_path: Path):
+    servers = {
+        name: {
+            "kind": "api",
+            "prefix_caching": False,
+            "profile": write_profile(tmp_path, api_profile(0.1, 0.0, itl, name=name)),
+        }
+        for name, itl in PROPOSER_ITL.items()
+    }
+    aggregator = api_profile(0.05, 0.001, AGGREGATOR_ITL, name="agg")
+    servers["agg"] = {"kind": "api", "profile": write_profile(tmp_path, aggregator)}
+    return scenario_from_dict(
+        {
+            "name": "staircase",
+            "servers": servers,
+            "topology": {
+                "kind": "moa",
+                "proposers": 3,
+                "agent": {"server": "agg", "max_tokens": 256},
+                "proposer": [{"server": name} for name in PROPOSER_ITL],
+                "template": "prefix_cache",
+            },
+            "workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.2}},
+        }
+    )
+
+
+def best_schedules(tmp_path: Path, slos: list[str]):
+    settings = PlanSettings(requests=10)
+    result = plan(staircase_moa(tmp_path), slos, settings, workers=2)
+    return result.schedules
+
+
+def test_a_ttft_slo_alone_picks_the_smallest_first_chunk_and_the_most_redundancy(tmp_path):
+    best = best_schedules(tmp_path, ["ttft_p90=2s"])[0]
+    assert best.values["topology.chunks.proposer"][0] == 4
+    assert best.values["topology.redundancy"] == 2
+
+
+def test_a_stall_slo_alone_picks_the_standard_mode_whose_only_gaps_are_token_gaps(tmp_path):
+    ranked = best_schedules(tmp_path, ["stall_p90=0.5s"])
+    best = ranked[0]
+    assert best.values["topology.mode"] == "standard"
+    assert best.assessment.values["stall_p90"] == pytest.approx(AGGREGATOR_ITL)
+    as_given = [c for c in ranked if c.label.startswith("as given")]  # 8 → 128: long pauses
+    assert as_given and not any(c.assessment.sustainable for c in as_given)
+
+
+def test_both_slos_are_met_by_trading_first_token_time_against_pauses(tmp_path):
+    ranked = best_schedules(tmp_path, ["ttft_p90=1s", "stall_p90=0.3s"])
+    best = ranked[0].assessment
+    assert best.sustainable
+    assert best.values["ttft_p90"] <= 1 and best.values["stall_p90"] <= 0.3
+    # neither extreme would do: the standard mode starts too late, 8 → 128 pauses too long
+    for candidate in ranked:
+        if candidate.label.startswith(("standard", "as given")):
+            assert not candidate.assessment.sustainable
+    standard = next(c for c in ranked if c.label.startswith("standard"))
+    assert standard.assessment.values["ttft_p90"] > 1 >= best.values["ttft_p90"]
