@@ -84,3 +84,42 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
             _num(a["last_end_s_mean"], 2),
         )
     console.print(agents)
+
+
+VALIDATION_ROWS = [
+    ("TTFT p50 (ms)", "ttft_s", "p50", 1e3),
+    ("TTFT p90 (ms)", "ttft_s", "p90", 1e3),
+    ("ITL p50 (ms)", "itl_s", "p50", 1e3),
+    ("TPOT p50 (ms)", "tpot_s", "p50", 1e3),
+    ("E2E p50 (ms)", "e2e_s", "p50", 1e3),
+    ("stall p50 (ms)", "stall_s", "p50", 1e3),
+    ("TPS p50 (tok/s)", "tps", "p50", 1.0),
+]
+
+
+def print_validation(name: str, summary: dict[str, Any], console: Console | None = None) -> None:
+    """Live vs both predictions; errors are 100·(predicted − live)/live."""
+    from reports.compare import error_pct
+
+    console = console or Console()
+    live = summary["live"]
+    table = Table(
+        title=f"{name}: live ({live['requests']} requests) vs simulated", title_justify="left"
+    )
+    for column in ("metric", "live", "sim", "error", "trace-driven", "error"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for label, key, quantile, scale in VALIDATION_ROWS:
+        measured = live[key][quantile]
+        cells = [label, _scaled(measured, scale)]
+        for run in ("sim", "sim_trace_driven"):
+            predicted = summary[run][key][quantile]
+            error = error_pct(predicted, measured)
+            cells += [_scaled(predicted, scale), "-" if error is None else f"{error:+.1f} %"]
+        table.add_row(*cells)
+    console.print(table)
+    ks = ", ".join(f"{k} {v:.2f}" for k, v in summary["ks"].items() if v is not None)
+    console.print(f"KS distance (sim vs live): {ks}")
+
+
+def _scaled(value: float | None, scale: float) -> str:
+    return "-" if value is None else f"{value * scale:,.1f}"

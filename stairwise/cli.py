@@ -7,6 +7,7 @@ from stairwise.commands import (  # noqa: F401
     run,
     simulate,
     sweep,
+    validate,
 )
 
 

