@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.distributions import FixedLatency, FixedTokens, LatencyDist, TokenDist
-from sim.errors import ConfigError
+from sim.errors import DISTRIBUTION_TAGS, ConfigError, one_line
 
 
 class Strict(BaseModel):
@@ -253,7 +253,8 @@ class LiveSettings(Strict):
     retries: int = Field(2, ge=0, description="for connection errors before the first token")
     backoff_s: float = Field(0.5, ge=0, description="first retry delay, doubling")
     cold_cache: bool = Field(
-        False, description="empty vLLM prefix caches first (POST /reset_prefix_cache), as the "
+        False,
+        description="empty vLLM prefix caches first (POST /reset_prefix_cache), as the "
         "simulator starts empty",
     )
 
@@ -357,27 +358,9 @@ def _first_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """The first pydantic error as one line: ``file: topology.redundancy: message``."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not _is_variant_tag(p))
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif err["type"] == "missing":
-        message = "required field missing"
-    extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {loc or 'scenario'}: {message}{extra}"
-
-
-def _is_variant_tag(part: Any) -> bool:
-    # pydantic puts the chosen union member into the location ("moa", "function-after[...]").
-    return isinstance(part, str) and (
-        part in {"moa", "debate", "graph", "vllm", "api", "poisson", "closed", "constant"}
-        or part in {"fixed", "uniform", "normal", "lognormal", "gamma", "empirical"}
-        or "[" in part
-        or part.startswith("list[")
-    )
+SCENARIO_TAGS = DISTRIBUTION_TAGS | {
+    "moa", "debate", "graph", "vllm", "api", "poisson", "closed", "constant",
+}  # fmt: skip
 
 
 def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
@@ -386,7 +369,7 @@ def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(one_line(exc, source, "scenario", SCENARIO_TAGS)) from None
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -20,6 +20,7 @@ final answer only (other calls keep their token counts in ``call_end``).
 
 from __future__ import annotations
 
+import gzip
 import json
 import platform
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sim.errors import ConfigError
+from sim.jsonl import json_objects
 
 TRACE_SCHEMA = 1
 Record = dict[str, Any]
@@ -88,24 +90,27 @@ def read_trace(path: str | Path) -> list[Record]:
     """Records of a trace file; a malformed line is an error naming the file and line."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read trace ({exc.strerror})") from None
+        lines = read_text(path).splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a text or gzip file"
+        raise ConfigError(f"{path}: cannot read trace ({reason})") from None
     records = list(parse_trace_lines(lines, str(path)))
     if not records:
         raise ConfigError(f"{path}: empty trace")
     return records
 
 
+def read_text(path: Path) -> str:
+    """A text file, or a gzip-compressed one (``.gz``): traces compress about 7 to 1."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt") as file:
+            return file.read()
+    return path.read_text()
+
+
 def parse_trace_lines(lines: Iterable[str], source: str) -> Iterable[Record]:
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}:{number}: not a JSON record ({exc.msg})") from None
-        if not isinstance(record, dict) or "type" not in record:
+    for number, record in json_objects(lines, source, "trace record"):
+        if "type" not in record:
             raise ConfigError(f"{source}:{number}: a trace record needs a 'type'")
         if number == 1 and record["type"] != "header":
             raise ConfigError(f"{source}:1: not a stairwise trace (no header)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 
 from sim.dag import Dag
 from sim.errors import ConfigError
+from sim.jsonl import json_objects
 from sim.scenario import ClosedArrival, FixedRateArrival, PoissonArrival, Workload
 from sim.texts import estimate_tokens
 
@@ -80,15 +80,7 @@ def read_workload_file(path: Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read workload file ({exc.strerror})") from None
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}:{number}: expected an object")
+    for number, row in json_objects(lines, str(path), "request"):
         if not isinstance(row.get("prompt_tokens", 1), int) or row.get("prompt_tokens", 1) < 1:
             raise ConfigError(f"{path}:{number}: prompt_tokens must be a positive integer")
         if "prompt_tokens" not in row and not isinstance(row.get("prompt"), str):

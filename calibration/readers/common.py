@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
+from sim.jsonl import json_object
+from sim.trace import read_text as read_trace_text
 
 _NON_FINITE = re.compile(r"\b(NaN|-?Infinity)\b")
 
@@ -22,8 +24,8 @@ def error(path: Path | str, line: int | None, message: str) -> ConfigError:
 
 def read_text(path: Path, what: str) -> str:
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_trace_text(path)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not a text file"
         raise error(path, None, f"cannot read {what} ({reason})") from None
     if not text.strip():
@@ -49,15 +51,7 @@ def _refuse_constant(name: str) -> float:
 
 
 def json_line(path: Path, number: int, line: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(line, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise error(path, number, f"not a JSON {what} (truncated? {exc.msg})") from None
-    except ValueError as exc:
-        raise error(path, number, f"{exc} is not a number") from None
-    if not isinstance(value, dict):
-        raise error(path, number, f"expected a JSON object ({what})")
-    return value
+    return json_object(line, f"{path}:{number}", what)
 
 
 def number(

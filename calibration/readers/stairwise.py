@@ -18,7 +18,6 @@ from calibration.readers.common import (
     count,
     error,
     field,
-    json_line,
     number,
     parse_selection,
     read_text,
@@ -33,8 +32,6 @@ def read(path: Path, selection: dict[str, str]) -> TraceTable:
     parse_selection(selection, {}, str(path))
     lines = read_text(path, "stairwise trace").splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    for n, line in numbered:
-        json_line(path, n, line, "trace record")  # NaN and truncation, with the line
     records = list(parse_trace_lines(lines, str(path)))
     where = {id(r): (path, n) for r, (n, _) in zip(records, numbered, strict=True)}
     header = records[0]

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, one_line
 from sim.metrics import summarize
 from sim.scenario import read_yaml
 
@@ -159,33 +159,18 @@ def _choices(node: Any) -> str:
     return "one of: " + ", ".join(numeric)
 
 
+# union members pydantic names in error locations ("dict[str,any]" and the like drop anyway)
+SWEEP_TAGS = frozenset({"grid", "random", "lhs", "values", "range", "str"})
+
+
 def parse_sweep(data: Any, source: str) -> SweepSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a sweep must be a mapping, got {type(data).__name__}")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, source)) from None
+        raise ConfigError(one_line(exc, source, "sweep", SWEEP_TAGS)) from None
 
 
 def read_sweep(path: str | Path) -> SweepSpec:
     return parse_sweep(read_yaml(path), str(path))
-
-
-def _one_line(exc: ValidationError, source: str) -> str:
-    """The first error as ``file: field.path: message``, union member names left out."""
-    err = exc.errors()[0]
-    loc = ".".join(str(part) for part in err["loc"] if not _is_member_tag(part))
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif err["type"] == "missing":
-        message = "required field missing"
-    return f"{source}: {loc or 'sweep'}: {message}"
-
-
-def _is_member_tag(part: Any) -> bool:
-    # pydantic names the union member it tried: "grid", "lhs", "range", "str", "dict[str,any]"
-    return isinstance(part, str) and (
-        part in {"grid", "random", "lhs", "values", "range", "str"} or "[" in part
-    )

@@ -39,7 +39,7 @@ def test_a_record_missing_a_field_is_named_with_file_and_line(tmp_path):
     [
         ("", "empty trace"),
         ('{"type": "request"}\n', "no header"),
-        (json.dumps(make_header("sim", {})) + "\n{oops\n", ":2: not a JSON record"),
+        (json.dumps(make_header("sim", {})) + "\n{oops\n", ":2: not a JSON trace record"),
     ],
 )
 def test_unreadable_traces_are_config_errors(tmp_path, text, needle):

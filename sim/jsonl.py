@@ -1,0 +1,35 @@
+"""JSON lines in (traces, workload files), with errors that name the file and the line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sim.errors import ConfigError
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(name)  # NaN / Infinity: Python's json accepts them, JSON does not
+
+
+def json_object(line: str, where: str, what: str) -> dict[str, Any]:
+    """One JSON object; ``where`` is ``file:line`` for the error message."""
+    try:
+        value = json.loads(line, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not a JSON {what} (truncated? {exc.msg})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc} is not a number") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a JSON object ({what})")
+    return value
+
+
+def json_objects(
+    lines: Iterable[str], source: str, what: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            yield number, json_object(line, f"{source}:{number}", what)
