@@ -9,18 +9,8 @@ from collections.abc import Callable
 import httpx
 
 from sim.protocol import Message, Span
+from sim.texts import SAMPLE_TEXT
 
-PASSAGE = (
-    "The harbour town woke before dawn. Fishing boats slipped out past the breakwater while "
-    "bakers lit their ovens and the first trams rattled along the quay. By mid-morning the "
-    "market was full: crates of mackerel and crab, baskets of lemons, coils of rope, brass "
-    "lamps and second-hand books. Merchants argued about the price of salt, children chased "
-    "gulls, and an old clockmaker repaired a tower clock that had run slow for a century. "
-    "In the afternoon a storm gathered over the headland; the harbour master raised the "
-    "warning flags, the ferries waited at their moorings and the town listened to the rain. "
-    "When the weather cleared the sunset turned the water copper and the boats came home "
-    "heavy with their catch, their crews tired, hungry and telling stories of the sea. "
-)
 QUESTION = "\n\nQuestion: describe this town, its people and its work in detail."
 
 
@@ -86,7 +76,7 @@ class PromptMaker:
         self._source = self._long_text()
 
     def _long_text(self) -> str:
-        sentences = [s.strip() + "." for s in PASSAGE.split(".") if s.strip()]
+        sentences = [s.strip() + "." for s in SAMPLE_TEXT.split(".") if s.strip()]
         shuffled: list[str] = []
         for _ in range(40):
             self.rng.shuffle(sentences)

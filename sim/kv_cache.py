@@ -71,6 +71,20 @@ class KvCache:
                 self.held += 1
         self._take(private)
 
+    def publish(self, hashes: list[int]) -> int:
+        """Make a running sequence's freshly computed blocks (its own, already held) findable
+        by others, as vLLM does once they are computed; stops at the first block another
+        sequence already cached. Returns how many were published."""
+        if not self.caching:
+            return 0
+        published = 0
+        for h in hashes:
+            if h in self._shared or h in self._idle:
+                break
+            self._shared[h] = 1
+            published += 1
+        return published
+
     def grow(self, blocks: int) -> None:
         self._take(blocks)
 

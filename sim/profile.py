@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim.distributions import LatencyDist
-from sim.errors import ConfigError
+from sim.errors import DISTRIBUTION_TAGS, ConfigError, one_line
 
 PROFILE_SCHEMA = 1
 SHIPPED_DIR = Path(__file__).parent / "profiles"
@@ -71,6 +71,12 @@ class ProfileBase(_Strict):
     block_size: int = Field(16, ge=1)
     kv_capacity_tokens: int = Field(1_000_000, ge=1)
     network: LatencyDist | None = Field(None, description="client-server latency when measured")
+    chars_per_token: float = Field(
+        4.0,
+        gt=0,
+        description="how the model's tokenizer counts English text: the simulator "
+        "sizes fixed texts (system prompts, templates) with it",
+    )
     fit: dict[str, Any] = Field(default_factory=dict, description="fit quality, residuals")
 
 
@@ -131,10 +137,8 @@ def parse_profile(data: Any, source: str) -> VllmProfile | ApiProfile:
     try:
         return _ProfileFile.model_validate({"profile": data}).profile
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"][1:] if p not in ("vllm", "api"))
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{source}: {loc or 'profile'}: {message}") from None
+        tags = DISTRIBUTION_TAGS | {"profile", "vllm", "api"}  # "profile": the wrapper field
+        raise ConfigError(one_line(exc, source, "profile", tags)) from None
 
 
 def save_profile(profile: VllmProfile | ApiProfile, path: Path) -> None:

@@ -28,7 +28,6 @@ from sim.protocol import (
     Action,
     CancelCall,
     FinishRequest,
-    Message,
     ReleaseUnit,
     RequestProtocol,
     Span,
@@ -101,7 +100,13 @@ class Simulator:
                 self._engine(server, profile, engine_rng) for _ in range(server.replicas)
             ]
             self.links[name] = Link(server.network or scenario.network.latency, network_rng)
-        self._system_tokens = {a.name: estimate_tokens(a.system_prompt) for a in self.dag.agents}
+        self._chars_per_token = {
+            a.name: self.profiles[a.server].chars_per_token for a in self.dag.agents
+        }
+        self._system_tokens = {
+            a.name: estimate_tokens(a.system_prompt, self._chars_per_token[a.name])
+            for a in self.dag.agents
+        }
         self._calls: dict[tuple[int, str], _Call] = {}
         self._states: dict[int, _Request] = {}
         self.events = 0
@@ -230,7 +235,7 @@ class Simulator:
             state.replicas[server] = min(self.engines[server], key=lambda e: e.load())
         engine = state.replicas[server]
         link = self.links[server]
-        prompt = self._token_runs(state.spec, action.messages, action.continue_final)
+        prompt = self._token_runs(state.spec, action)
         prompt_tokens = sum(end - start for _, start, end in prompt)
         stream = DeltaStream(link, keep=action.final)
         call = _Call(req, action, engine, stream, link, prompt_tokens)
@@ -333,20 +338,20 @@ class Simulator:
 
     # --- prompts as token runs ---------------------------------------------------------------
 
-    def _token_runs(
-        self, spec: RequestSpec, messages: tuple[Message, ...], continue_final: bool
-    ) -> list[TokenRun]:
+    def _token_runs(self, spec: RequestSpec, action: StartCall) -> list[TokenRun]:
+        messages, continue_final = action.messages, action.continue_final
+        chars_per_token = self._chars_per_token[action.agent]
         runs: list[TokenRun] = []
         for index, message in enumerate(messages):
             runs.append((("open", message.role), 0, MESSAGE_OPEN_TOKENS))
-            runs += [self._run(spec, part) for part in message.parts]
+            runs += [self._run(spec, part, chars_per_token) for part in message.parts]
             if not (continue_final and index == len(messages) - 1):
                 runs.append((("close",), 0, MESSAGE_CLOSE_TOKENS))
         if not continue_final:
             runs.append((("open", "assistant"), 0, MESSAGE_OPEN_TOKENS))
         return runs
 
-    def _run(self, spec: RequestSpec, span: Span) -> TokenRun:
+    def _run(self, spec: RequestSpec, span: Span, chars_per_token: float) -> TokenRun:
         kind = span.stream[0]  # type: ignore[index]
         if kind == "system":
             agent = span.stream[1]  # type: ignore[index]
@@ -355,4 +360,5 @@ class Simulator:
             return (("query", spec.index), 0, spec.prompt_tokens)
         if kind == "output":
             return (("output", spec.index, span.stream[1]), span.start, span.end)  # type: ignore[index]
-        return (span.stream, 0, estimate_tokens(span.stream[1]))  # type: ignore[index]
+        text = span.stream[1]  # type: ignore[index]
+        return (span.stream, 0, estimate_tokens(text, chars_per_token))

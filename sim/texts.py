@@ -13,12 +13,29 @@ def answer_label(index: int) -> str:
     return f"\n\n[{index}] "
 
 
-def estimate_tokens(text: str) -> int:
-    """Token count of English text for a SmolLM2/Llama-style BPE (about 4 characters each).
+def estimate_tokens(text: str, chars_per_token: float = 4.0) -> int:
+    """Token count of English text (a profile says how many characters its tokenizer puts
+    in a token). Only the simulator uses this, for fixed texts; live runs count real tokens."""
+    return max(1, round(len(text) / chars_per_token)) if text else 0
 
-    Only the simulator uses this, for fixed texts; live runs count real tokens.
-    """
-    return max(1, round(len(text) / 4)) if text else 0
+
+SAMPLE_TEXT = (
+    "The harbour town woke before dawn. Fishing boats slipped out past the breakwater while "
+    "bakers lit their ovens and the first trams rattled along the quay. By mid-morning the "
+    "market was full: crates of mackerel and crab, baskets of lemons, coils of rope, brass "
+    "lamps and second-hand books. Merchants argued about the price of salt, children chased "
+    "gulls, and an old clockmaker repaired a tower clock that had run slow for a century. "
+    "In the afternoon a storm gathered over the headland; the harbour master raised the "
+    "warning flags, the ferries waited at their moorings and the town listened to the rain. "
+    "When the weather cleared the sunset turned the water copper and the boats came home "
+    "heavy with their catch, their crews tired, hungry and telling stories of the sea. "
+)  # plain English: prompts made of it tokenize like ordinary text
+
+
+def sample_text(characters: int) -> str:
+    """``characters`` characters of plain English (the sample text, repeated)."""
+    repeats = characters // len(SAMPLE_TEXT) + 1
+    return (SAMPLE_TEXT * repeats)[:characters]
 
 
 # Chat-template framing per message (ChatML: "<|im_start|>role\n" ... "<|im_end|>\n").

@@ -139,6 +139,14 @@ class VllmEngine:
             seq.cached = seq.computed
         return True
 
+    def _publish_prompt(self, seq: _Seq) -> None:
+        """Once a prompt is computed its full blocks can serve other requests' prefixes."""
+        hashes = seq.call.kv_hashes(self.block, seq.generated)[: seq.computed // self.block]
+        fresh = hashes[len(seq.shared) :]
+        published = self.kv.publish(fresh)
+        seq.shared = seq.shared + fresh[:published]
+        seq.private -= published
+
     def _release(self, seq: _Seq) -> None:
         kv_tokens = seq.context - 1 if seq.decoding else seq.computed
         computed = seq.call.kv_hashes(self.block, seq.generated)[: kv_tokens // self.block]
@@ -256,6 +264,7 @@ class VllmEngine:
         for seq, chunk in prefill:
             seq.computed += chunk
             if seq.decoding:  # the step that completes a prompt samples its next token
+                self._publish_prompt(seq)
                 seq.generated += 1
                 seq.pending.append(end)
                 produced.append(seq)

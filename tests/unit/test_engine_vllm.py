@@ -155,3 +155,14 @@ def test_prefill_first_scheduling_stalls_running_decodes(tmp_path):
     prefill_first = longest_gap_of_first_request("prefill_first")
     assert mixed >= prefill * 0.95  # the arriving prompt shares (and slows) the decode step
     assert prefill_first > mixed  # an extra prefill-only step before decoding resumes
+
+
+def test_a_profile_says_how_many_characters_its_tokenizer_packs_in_a_token(tmp_path):
+    system = "x" * 600
+    prompts = []
+    for chars_per_token in (4.0, 6.0):
+        profile = vllm_profile()
+        profile["chars_per_token"] = chars_per_token
+        result = solo(tmp_path, tokens=2, system_prompt=system, profile=profile)
+        prompts.append(calls(result)[0]["prompt_tokens"])
+    assert prompts[0] - prompts[1] == estimate_tokens(system, 4.0) - estimate_tokens(system, 6.0)
