@@ -44,6 +44,7 @@ class CalibrationOptions(BaseModel):
     params: tuple[str, ...] | None = Field(None, description="step coefficients to fit")
     initial: VllmProfile | None = Field(None, description="start (and fixed values) of the fit")
     max_evaluations: int = Field(150, ge=5, description="simulations a replay fit may run")
+    chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
     description: str = ""
     notes: str = ""
 
@@ -63,11 +64,10 @@ def calibrate(
 ) -> Profile:
     if options.kind == "api":
         return _api_profile(tables, options)
-    settings = _settings(tables)
     method = options.method
     if method == "auto":
         method = "direct" if any(t.steps for t in tables) else "replay"
-    start = _start(tables, options, settings)
+    start = start_profile(tables, options)
     fit: dict[str, Any] = {"method": method}
     if method == "direct":
         result = fit_step_cost(
@@ -108,10 +108,9 @@ def _settings(tables: list[TraceTable]) -> dict[str, Any]:
     return {key: value for key, value in merged.items() if key not in conflicting}
 
 
-def _start(
-    tables: list[TraceTable], options: CalibrationOptions, settings: dict[str, Any]
-) -> VllmProfile:
-    """The profile the fit starts from: ``--initial``, or one made from the sources' facts."""
+def start_profile(tables: list[TraceTable], options: CalibrationOptions) -> VllmProfile:
+    """The profile a fit starts from: ``--initial``, or one made from the sources' facts."""
+    settings = _settings(tables)
     limits = options.engine_limits
     scheduler = options.scheduler or settings.get("scheduler") or "mixed"
     if options.initial is not None:
@@ -135,6 +134,7 @@ def _start(
         block_size=options.block_size or (base.block_size if base else 16),
         kv_capacity_tokens=options.kv_capacity_tokens
         or (base.kv_capacity_tokens if base else 1_000_000),
+        chars_per_token=options.chars_per_token or (base.chars_per_token if base else 4.0),
         scheduler=scheduler,
         step=step,
         request_overhead_s=base.request_overhead_s if base else 0.0,

@@ -61,7 +61,7 @@ def fit_by_replay(
     progress: Progress | None = None,
 ) -> ReplayFit:
     plans = [plan(t, "vllm", engine) for t in tables]
-    targets = [_Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
     names = [p for p in params if getattr(start.step, p) > 0]
     if not names:
         raise ConfigError("nothing to fit: every chosen step parameter starts at 0")
@@ -123,7 +123,7 @@ def fit_by_replay(
     )
 
 
-class _Target:
+class Target:
     """The measured quantiles a replay must reproduce, and how to take the same ones from a
     replay: TTFT and TPOT overall (p10/p50/p90), and p50/p90 within terciles of prompt length
     (TTFT) and of load during the decode (TPOT) — so the fit sees how latency grows with
@@ -212,7 +212,7 @@ def _decode_load(rows: list[RequestRow]) -> np.ndarray:
 
 
 def replay_quality(
-    plans: list[ReplayPlan], targets: list[_Target], profile: VllmProfile
+    plans: list[ReplayPlan], targets: list[Target], profile: VllmProfile
 ) -> dict[str, Any]:
     """Per trace: the replay's percent error at each fitted quantile."""
     per_trace = []

