@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 .PHONY: demo test install install-dev lint bench
 
 demo: install
-	$(BIN)/stairwise simulate examples/staircase-moa.yaml
+	$(BIN)/stairwise validate examples/staircase-moa.yaml --report out/demo.html
 
 test: install-dev
 	$(BIN)/ruff check .

@@ -89,6 +89,9 @@ class Endpoint:
                 f"{self.server.model!r} (it serves {', '.join(served) or 'nothing'})"
             )
 
+    async def close(self) -> None:
+        await self.client.close()
+
     async def stream(
         self,
         messages: list[dict[str, str]] | str,

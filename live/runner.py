@@ -114,6 +114,13 @@ class LiveRunner:
     # --- the run ------------------------------------------------------------------------------
 
     async def run(self, progress: ProgressCallback | None = None) -> LiveResult:
+        try:
+            return await self._run(progress)
+        finally:
+            for endpoint in self.endpoints.values():
+                await endpoint.close()
+
+    async def _run(self, progress: ProgressCallback | None) -> LiveResult:
         self._progress = progress
         for endpoint in self.endpoints.values():
             await endpoint.check()

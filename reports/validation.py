@@ -21,7 +21,7 @@ from reports.html import validation_report
 from sim.profile import load_profile
 from sim.scenario import Scenario, VllmServer
 from sim.simulator import Simulator
-from sim.trace import Record
+from sim.trace import Record, read_trace
 
 # the errors --max-error judges, and the suite table shows
 HEADLINE_ERRORS = ("ttft_p50", "ttft_p90", "tps_p50", "e2e_p50", "stall_p50")
@@ -57,28 +57,34 @@ def validate(
     out_dir: Path,
     report: bool = True,
     progress: Callable[[str], None] | None = None,
+    live_trace: Path | None = None,
 ) -> Validation:
     """Run ``scenario`` live (its servers must be reachable), simulate it twice, compare.
 
-    Traces go to ``out_dir/<name>.{live,sim,replay}.jsonl``; the HTML report (if asked) to
-    ``out_dir/<name>.html``.
+    With ``live_trace`` the live run is read from that trace instead of run again (e.g. to
+    re-validate after recalibrating a profile). Traces go to
+    ``out_dir/<name>.{live,sim}.jsonl``; the HTML report (if asked) to ``out_dir/<name>.html``.
     """
     say = progress or (lambda message: None)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / scenario.name.replace("/", "_")
-    live_trace = stem.with_suffix(".live.jsonl")
-    say(f"{scenario.name}: running live")
-    live = asyncio.run(LiveRunner(scenario, trace_path=live_trace).run())
-    if live.interrupted:
-        raise KeyboardInterrupt
+    if live_trace is None:
+        live_trace = stem.with_suffix(".live.jsonl")
+        say(f"{scenario.name}: running live")
+        live = asyncio.run(LiveRunner(scenario, trace_path=live_trace).run())
+        if live.interrupted:
+            raise KeyboardInterrupt
+        measured = live.records
+    else:
+        measured = read_trace(live_trace)
     say(f"{scenario.name}: simulating")
     simulated = Simulator(scenario, trace_path=stem.with_suffix(".sim.jsonl")).run().records
     replayed = replay_live_trace(live_trace, scenario)
-    summary = validation_summary(live.records, simulated, replayed)
+    summary = validation_summary(measured, simulated, replayed)
     html = stem.with_suffix(".html") if report else None
     if html is not None:
-        validation_report(html, live.records, simulated, replayed)
-    return Validation(scenario.name, summary, live.records, simulated, replayed, html)
+        validation_report(html, measured, simulated, replayed)
+    return Validation(scenario.name, summary, measured, simulated, replayed, html)
 
 
 def replay_live_trace(trace: Path, scenario: Scenario) -> list[Record]:

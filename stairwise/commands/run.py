@@ -32,9 +32,14 @@ def use_local_server(scenario: Scenario, threads: int = 2, port: int = 8011) -> 
     """Point every vLLM server of the scenario at the embedded local server (started if needed)."""
     from live import local_server
 
+    was_running = local_server.running() is not None
     state = local_server.start(
         local_server.ServerSettings(port=port, threads=threads), log=err_console.print
     )
+    if not was_running:
+        err_console.print(
+            "the local vLLM server keeps running for the next run: `stairwise server stop` ends it"
+        )
     servers: dict[str, Any] = {}
     for name, server in scenario.servers.items():
         if isinstance(server, VllmServer):

@@ -35,6 +35,13 @@ def validate(
         typer.Option("--local/--no-local", help="Run on the embedded local vLLM (default)."),
     ] = True,
     threads: Threads = 2,
+    live_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Compare with the live traces <name>.live.jsonl an earlier validate left in "
+            "this folder instead of running the scenarios again (e.g. after recalibrating)."
+        ),
+    ] = None,
     max_error: Annotated[
         float | None,
         typer.Option(
@@ -48,18 +55,28 @@ def validate(
     from reports.validation import validate as validate_scenario
     from reports.validation import with_profile
     from sim import load_scenario
+    from sim.errors import ConfigError
 
     results = []
     for path in scenarios:
         scenario = load_scenario(path, overrides or [])
         if profile is not None:
             scenario = with_profile(scenario, profile)
-        if local:
+        live_trace = None
+        if live_from is not None:
+            live_trace = live_from / f"{scenario.name}.live.jsonl"
+            if not live_trace.exists():
+                raise ConfigError(f"--live-from: no {live_trace} for scenario {scenario.name}")
+        elif local:
             scenario = use_local_server(scenario, threads)
         scenario = scenario.model_copy(
             update={"live": scenario.live.model_copy(update={"cold_cache": local})}
         )
-        results.append(validate_scenario(scenario, out, report=True, progress=err_console.print))
+        results.append(
+            validate_scenario(
+                scenario, out, report=True, progress=err_console.print, live_trace=live_trace
+            )
+        )
     if report is not None:
         if len(results) == 1 and results[0].report is not None:
             report.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def test_json_output_has_the_documented_shape_and_is_deterministic(tmp_path):
     for key in ("ttft_s", "itl_s", "tpot_s", "e2e_s", "tps", "stall_s"):
         assert set(summary[key]) >= {"mean", "p50", "p90", "p99"}
     assert summary["source"] == "sim" and summary["scenario"] == "staircase-moa-3x1"
-    assert summary["requests"] == 20
+    assert summary["requests"] == 8
     assert set(summary["cost_usd"]) == {"total", "per_request"}
     assert 0 <= summary["prefix_cache_hit_ratio"] <= 1 and summary["throughput_tok_s"] > 0
 

@@ -1,0 +1,60 @@
+"""`stairwise validate` end to end on the local vLLM: live run, two simulations, report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.integration.conftest import live_scenario
+
+pytestmark = pytest.mark.live
+
+
+def test_validate_prints_the_comparison_and_writes_the_report(vllm_url, tmp_path):
+    topology = {
+        "kind": "moa",
+        "proposers": 2,
+        "agent": {"max_tokens": 32},
+        "aggregator": {"max_tokens": 16},
+        "chunks": {"proposer": [8, 24], "aggregator": [8, 8]},
+    }
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(live_scenario(vllm_url, topology).model_dump(mode="json")))
+    report = tmp_path / "report.html"
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "stairwise.cli",
+        "validate",
+        str(scenario),
+        "--json",
+        "--report",
+        str(report),
+        "--out",
+        str(out),
+        "--no-local",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert {"live", "sim", "sim_trace_driven", "error_pct", "ks"} <= set(result)
+    assert result["live"]["source"] == "live" and result["sim"]["source"] == "sim"
+    assert result["live"]["requests"] == result["sim"]["requests"] == 2
+    assert set(result["error_pct"]) >= {"ttft_p50", "ttft_p90", "tps_p50", "e2e_p50"}
+    assert "Staircase timeline" in report.read_text()
+    assert (out / "integration.live.jsonl").exists()
+
+    # the same comparison again from the kept live trace, and a failing --max-error
+    again = subprocess.run(
+        [*command, "--live-from", str(out), "--max-error", "0.0001"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 1 and "running live" not in again.stderr
+    assert json.loads(again.stdout)["live"] == result["live"]
