@@ -100,21 +100,35 @@ class Proxy:
     async def _relay(
         self, source: StreamReader, response: web.StreamResponse, fault: Fault | None
     ) -> None:
-        """Forward events one by one, each at max(previous, received + its own delay)."""
-        last_due = 0.0
+        """Forward events one by one, each at max(previous, received + its own delay).
+
+        Reading runs ahead of writing, so a delay postpones an event without holding back
+        the reception of the next one (as a network would).
+        """
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def receive() -> None:
+            last_due = 0.0
+            async for event in _events(source):
+                last_due = max(last_due, time.monotonic() + self._delay())
+                await queue.put((last_due, event))
+            await queue.put(None)
+
+        receiver = asyncio.create_task(receive())
         sent = 0
-        async for event in _events(source):
-            if fault is not None and sent >= fault.after_events:
-                if fault.kind == "drop":
-                    if response.task is not None:
+        try:
+            while (item := await queue.get()) is not None:
+                due, event = item
+                if fault is not None and sent >= fault.after_events:
+                    if fault.kind == "drop":
                         response.force_close()
-                    raise ConnectionResetError("injected drop")
-                await asyncio.sleep(3600)  # stall: hold the connection, send nothing
-            due = max(last_due, time.monotonic() + self._delay())
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            last_due = due
-            await response.write(event)
-            sent += 1
+                        raise ConnectionResetError("injected drop")
+                    await asyncio.sleep(3600)  # stall: hold the connection, send nothing
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await response.write(event)
+                sent += 1
+        finally:
+            receiver.cancel()
         await response.write_eof()
 
 

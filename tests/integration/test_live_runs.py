@@ -126,3 +126,38 @@ def test_prompts_from_a_workload_file_are_sent_as_given(vllm_url, tmp_path):
     # the server counts the query plus the chat framing and the system prompt
     assert all(0 < q < c for q, c in zip(sent, called, strict=True))
     assert sent[0] < sent[1]
+
+
+def test_the_completions_endpoint_and_a_secret_key_that_never_reaches_the_trace(
+    vllm_url, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("STAIRWISE_TEST_KEY", "sk-very-secret-value")
+    topology = {"kind": "graph", "unit": {"tokens": 12}, "agents": {"solo": {"steps": 1}}}
+    scenario = live_scenario(vllm_url, topology)
+    server = scenario.servers["local"].model_copy(
+        update={"api": "completions", "api_key_env": "STAIRWISE_TEST_KEY"}
+    )
+    scenario = scenario.model_copy(update={"servers": {"local": server}})
+    trace = tmp_path / "trace.jsonl"
+    result = asyncio.run(LiveRunner(scenario, trace_path=trace).run())
+    assert result.summary["requests"] == 2 and result.summary["generated_tokens"] == 24
+    assert_every_token_is_traced(result.records)
+    text = trace.read_text()
+    assert "sk-very-secret-value" not in text and "STAIRWISE_TEST_KEY" in text
+
+
+def test_the_latency_proxy_delays_requests_and_every_streamed_piece(vllm_url):
+    from live.proxy import ProxyConfig, free_port, start_proxy
+    from sim.distributions import FixedLatency
+
+    topology = {"kind": "graph", "unit": {"tokens": 16}, "agents": {"solo": {"steps": 1}}}
+    direct = run(live_scenario(vllm_url, topology))
+    config = ProxyConfig(
+        upstream=vllm_url.removesuffix("/v1"), latency=FixedLatency(value_ms=150.0)
+    )
+    with start_proxy(config, free_port()) as url:
+        delayed = run(live_scenario(url, topology))
+    # the request and the first piece each wait 150 ms; later pieces keep their spacing
+    extra = delayed.summary["ttft_s"]["p50"] - direct.summary["ttft_s"]["p50"]
+    assert 0.25 < extra < 0.6
+    assert delayed.summary["itl_s"]["p50"] < direct.summary["itl_s"]["p50"] + 0.02

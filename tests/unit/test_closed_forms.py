@@ -93,3 +93,23 @@ def test_staircase_ttft_is_the_kth_fastest_first_chunk_plus_round1_prefill(tmp_p
     expected = kth_fastest + AGG_TTFT + AGG_PER_TOKEN * prompt
     ttft = next(r for r in records if r["type"] == "deltas")["t"][0]
     assert ttft == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_scenario_may_mix_api_proposers_and_a_vllm_aggregator(tmp_path):
+    from tests.helpers import vllm_profile
+
+    servers = {
+        "hosted": {"kind": "api", "profile": write_profile(tmp_path, api_profile())},
+        "gpu": {"kind": "vllm", "profile": write_profile(tmp_path, vllm_profile())},
+    }
+    scenario = moa(
+        servers,
+        {"requests": 3, "arrival": {"kind": "poisson", "rate_per_s": 2.0}},
+        proposers=2,
+        agent={"server": "hosted", "max_tokens": 64},
+        aggregator={"server": "gpu", "max_tokens": 32},
+    )
+    records = Simulator(scenario).run().records
+    served_by = {r["agent"]: r["server"] for r in records if r["type"] == "call"}
+    assert served_by == {"p1": "hosted", "p2": "hosted", "aggregator": "gpu"}
+    assert sum(r["ok"] for r in records if r["type"] == "request_end") == 3
