@@ -114,6 +114,18 @@ def test_vllm_bench_detailed_result():
     assert summary["itl_s"]["count"] == 4 * 7
 
 
+def test_a_real_vllm_bench_serve_result_of_the_local_server():
+    table = one(DATA / "vllm-bench-cpu-smollm2.json")
+    data = json.loads((DATA / "vllm-bench-cpu-smollm2.json").read_text())
+    assert len(table.served) == data["completed"] == 12
+    assert [r.prompt_tokens for r in table.requests] == data["input_lens"]
+    for row, itls in zip(table.requests, data["itls"], strict=True):
+        assert row.output_tokens == 24
+        assert row.e2e_s == pytest.approx(row.ttft_s + sum(itls), rel=1e-6)
+    summary = observed_summary(table)
+    assert summary["ttft_s"]["mean"] == pytest.approx(data["mean_ttft_ms"] / 1e3, rel=1e-6)
+
+
 def test_prometheus_snapshot_of_a_real_vllm_server():
     snapshot = read_snapshot(DATA / "vllm-cpu-metrics.prom")
     assert snapshot.types["vllm:time_to_first_token_seconds"] == "histogram"
