@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 DISTRIBUTION_TAGS = frozenset({"fixed", "uniform", "normal", "lognormal", "gamma", "empirical"})
 
@@ -29,3 +32,15 @@ def one_line(exc: ValidationError, source: str, whole: str, tags: Collection[str
         message = "required field missing"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{source}: {'.'.join(path) or whole}: {message}{more}"
+
+
+def validated(
+    model: type[Model], data: Any, source: str, what: str, tags: Collection[str]
+) -> Model:
+    """``data`` (a parsed YAML/JSON mapping) as ``model``, or a one-line ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a {what} must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(one_line(exc, source, what, tags)) from None

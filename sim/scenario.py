@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.distributions import FixedLatency, FixedTokens, LatencyDist, TokenDist
-from sim.errors import DISTRIBUTION_TAGS, ConfigError, one_line
+from sim.errors import DISTRIBUTION_TAGS, ConfigError, validated
 
 
 class Strict(BaseModel):
@@ -364,12 +364,7 @@ SCENARIO_TAGS = DISTRIBUTION_TAGS | {
 
 
 def scenario_from_dict(data: Any, source: str = "scenario") -> Scenario:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a scenario must be a mapping, got {type(data).__name__}")
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(one_line(exc, source, "scenario", SCENARIO_TAGS)) from None
+    return validated(Scenario, data, source, "scenario", SCENARIO_TAGS)
 
 
 def read_yaml(path: str | Path) -> Any:

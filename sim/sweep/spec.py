@@ -16,12 +16,11 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from sim.errors import ConfigError, one_line
+from sim.errors import validated
 from sim.metrics import summarize
 from sim.scenario import read_yaml
 
@@ -164,12 +163,7 @@ SWEEP_TAGS = frozenset({"grid", "random", "lhs", "values", "range", "str"})
 
 
 def parse_sweep(data: Any, source: str) -> SweepSpec:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a sweep must be a mapping, got {type(data).__name__}")
-    try:
-        return SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(one_line(exc, source, "sweep", SWEEP_TAGS)) from None
+    return validated(SweepSpec, data, source, "sweep", SWEEP_TAGS)
 
 
 def read_sweep(path: str | Path) -> SweepSpec:
