@@ -35,6 +35,7 @@ AGENT = "solo"
 MIN_ALONE = 3
 MAX_DECODE_SHARE = 0.95  # of a one-sequence step
 MAX_CONTEXT_SCALE = 10.0  # x the single-sequence estimate
+FREE_SEQUENCES = (0, 1, 2, 4, 6, 8)  # decode_seqs_free candidates
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def fit_profiling_run(
     profile, batching = fit_batching(tables, start, options.max_evaluations, progress)
     fit = {
         "method": "profiling run: direct (alone) + replay (batching)",
-        "fitted": [*SINGLE_PARAMS, "decode_seq_s"],  # context_token_s: both stages
+        "fitted": [*SINGLE_PARAMS, "decode_seq_s", "decode_seqs_free"],  # context: both
         "single_sequence": single.quality,
         "replay": batching,
     }
@@ -242,34 +243,38 @@ def fit_batching(
     progress: Progress | None = None,
 ) -> tuple[VllmProfile, dict[str, Any]]:
     """What batching shows, by replaying every cell: the cost of each extra decoding sequence
-    (a share of the one-sequence step, so ``base + decode_seq`` stays as stage 1 measured it)
-    and the cost per token of context (a batch holds far more context than one sequence)."""
+    (a share of the one-sequence step, so ``base + decode_seq`` stays as stage 1 measured it),
+    how many sequences ride along for free, and the cost per token of context (a batch holds
+    far more context than one sequence). For each count of free sequences a Nelder–Mead
+    search sets the other two; the best count wins."""
     engine = EngineSettings()
     plans = [plan(t, "vllm", engine) for t in tables]
     targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
     one_sequence = start.step.base_s + start.step.decode_seq_s
     context_scale = max(start.step.context_token_s, 1e-7)
+    per_count = max(5, max_evaluations // len(FREE_SEQUENCES))
     evaluations = 0
 
-    def profile_at(x: np.ndarray) -> VllmProfile:
+    def profile_at(x: np.ndarray, free: int) -> VllmProfile:
         share, context = float(x[0]), float(x[1]) * context_scale
         step = start.step.model_copy(
             update={
                 "base_s": one_sequence * (1 - share),
                 "decode_seq_s": one_sequence * share,
+                "decode_seqs_free": free,
                 "context_token_s": context,
             }
         )
         return start.model_copy(update={"step": step})
 
-    def cost(x: np.ndarray) -> float:
+    def cost(x: np.ndarray, free: int) -> float:
         nonlocal evaluations
         if not (0.0 <= x[0] <= MAX_DECODE_SHARE and 0.0 <= x[1] <= MAX_CONTEXT_SCALE):
             return np.inf
         evaluations += 1
         if progress is not None:
-            progress(evaluations, max_evaluations)
-        profile = profile_at(x)
+            progress(evaluations, per_count * len(FREE_SEQUENCES))
+        profile = profile_at(x, free)
         errors = np.concatenate(
             [
                 t.log_errors(replay(p, profile), len(p.specs))
@@ -280,11 +285,17 @@ def fit_batching(
 
     x0 = np.array([0.05, 1.0])
     simplex = np.array([x0, x0 + np.array([0.1, 0.0]), x0 * np.array([1.0, 0.5])])
-    best = minimize(
-        cost,
-        x0,
-        method="Nelder-Mead",
-        options={"initial_simplex": simplex, "maxfev": min(max_evaluations, 60), "xatol": 0.01},
-    )
-    profile = profile_at(best.x)
-    return profile, {"evaluations": evaluations, **replay_quality(plans, targets, profile)}
+    searches = {
+        free: minimize(
+            cost,
+            x0,
+            args=(free,),
+            method="Nelder-Mead",
+            options={"initial_simplex": simplex, "maxfev": per_count, "xatol": 0.01},
+        )
+        for free in FREE_SEQUENCES
+    }
+    free, best = min(searches.items(), key=lambda item: float(item[1].fun))
+    profile = profile_at(best.x, free)
+    quality = replay_quality(plans, targets, profile)
+    return profile, {"evaluations": evaluations, **quality}

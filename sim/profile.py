@@ -37,16 +37,20 @@ class Provenance(_Strict):
 
 class StepCost(_Strict):
     """Seconds per engine step: ``base + prefill_token·P + prefill_attention·Σp(k+p)
-    + decode_seq·D + context_token·ΣKV (+ prefill_step if the step prefills)``.
+    + decode_seq·max(0, D − decode_seqs_free) + context_token·ΣKV (+ prefill_step if the
+    step prefills)``.
 
     P: prompt tokens computed in the step; p, k: each prefill chunk and the context before it
     (so one uncached prompt costs P² — attention); D: decoding sequences; ΣKV: their context.
+    ``decode_seqs_free``: how many sequences a step decodes at no extra cost — while decode is
+    bound by reading the weights, a few more sequences ride along for free.
     """
 
     base_s: float = Field(ge=0)
     prefill_token_s: float = Field(0.0, ge=0)
     prefill_attention_s: float = Field(0.0, ge=0)
     decode_seq_s: float = Field(0.0, ge=0)
+    decode_seqs_free: int = Field(0, ge=0)
     context_token_s: float = Field(0.0, ge=0)
     prefill_step_s: float = Field(0.0, ge=0)
 
@@ -57,7 +61,7 @@ class StepCost(_Strict):
             self.base_s
             + self.prefill_token_s * prefill_tokens
             + self.prefill_attention_s * prefill_attention
-            + self.decode_seq_s * decode_seqs
+            + self.decode_seq_s * max(0, decode_seqs - self.decode_seqs_free)
             + self.context_token_s * context
             + (self.prefill_step_s if prefill_tokens else 0.0)
         )

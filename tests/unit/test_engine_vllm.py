@@ -166,3 +166,15 @@ def test_a_profile_says_how_many_characters_its_tokenizer_packs_in_a_token(tmp_p
         result = solo(tmp_path, tokens=2, system_prompt=system, profile=profile)
         prompts.append(calls(result)[0]["prompt_tokens"])
     assert prompts[0] - prompts[1] == estimate_tokens(system, 4.0) - estimate_tokens(system, 6.0)
+
+
+def test_sequences_a_step_decodes_for_free_cost_nothing_extra(tmp_path):
+    def decode_gap(free: int) -> float:
+        profile = vllm_profile(decode_seq_s=0.01)
+        profile["step"]["decode_seqs_free"] = free
+        result = solo(tmp_path, tokens=8, requests=4, concurrency=4, profile=profile)
+        times = answers(result)[0]
+        return times[-1] - times[-2]
+
+    assert decode_gap(4) == pytest.approx(decode_gap(0) - 4 * 0.01)
+    assert decode_gap(2) == pytest.approx(decode_gap(0) - 2 * 0.01)
