@@ -51,10 +51,11 @@ class CalibrationOptions(BaseModel):
     @field_validator("params")
     @classmethod
     def _known_params(cls, params: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        unknown = [p for p in params or () if p not in STEP_PARAMS]
+        unknown = [p for p in params or () if p not in REPLAY_PARAMS]
         if unknown:
             raise ValueError(
-                f"unknown step parameter(s) {', '.join(unknown)} (known: {', '.join(STEP_PARAMS)})"
+                f"unknown step parameter(s) {', '.join(unknown)} "
+                f"(known: {', '.join(REPLAY_PARAMS)})"
             )
         return params
 

@@ -30,10 +30,16 @@ OVERALL_LEVELS = (0.1, 0.5, 0.9)
 GROUP_LEVELS = (0.5, 0.9)
 METRICS = ("ttft_s", "tpot_s")
 MISSING_PENALTY = 3.0  # a quantile the replay did not produce: a log-error of 3 (×20)
-REPLAY_PARAMS = STEP_PARAMS  # those the start sets to 0 stay 0
+# Those the start sets to 0 stay 0. The exponent makes the cost non-linear in the batch, so
+# only a replay (which prices every step) can fit it, never a direct fit of summed steps; it
+# is chosen among a few values, which a continuous search wandered away from (it traded the
+# exponent against the per-context-token cost and stopped in a worse optimum).
+EXPONENT = "decode_seq_exponent"
+REPLAY_PARAMS = (*STEP_PARAMS, EXPONENT)
+EXPONENT_CANDIDATES = (1.0, 0.8, 0.6, 0.4)
 PRIOR_WEIGHT = 0.01  # a ×e move costs what one 1 % quantile error does
 SEARCH_RANGE = 6.0  # log-multipliers within ±6 (×0.0025 … ×400)
-FIRST_MOVE = 0.3  # the initial simplex tries each coefficient ×1.35
+FIRST_MOVE = 0.3  # the initial simplex tries each coefficient ×1.35 (÷1.35 at its bound)
 RESTART_GAIN = 0.01  # Nelder–Mead restarts from its result while that gains >= 1 %
 START_SHARE = 0.05  # a negligible start coefficient starts at 5 % of a typical step's time
 NEGLIGIBLE = 0.005  # … where negligible is under 0.5 % of it
@@ -60,11 +66,64 @@ def fit_by_replay(
     max_evaluations: int = 150,
     progress: Progress | None = None,
 ) -> ReplayFit:
+    """Fit ``params``; the exponent, if among them, by trying each of EXPONENT_CANDIDATES with
+    a full search of the others (so a fit with it costs that many times the budget)."""
     plans = [plan(t, "vllm", engine) for t in tables]
     targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
-    names = [p for p in params if getattr(start.step, p) > 0]
+    names = [p for p in params if p != EXPONENT and getattr(start.step, p) > 0]
     if not names:
         raise ConfigError("nothing to fit: every chosen step parameter starts at 0")
+    starts = [start]
+    if EXPONENT in params and start.step.decode_seq_s > 0:
+        load = float(np.nanmedian(np.concatenate([_decode_load(p.rows) for p in plans])))
+        starts = [_with_exponent(start, exponent, load) for exponent in EXPONENT_CANDIDATES]
+    total = max_evaluations * len(starts)
+    best: _Search | None = None
+    for index, candidate in enumerate(starts):
+        shown = None if progress is None else _shifted(progress, index * max_evaluations, total)
+        search = _search(plans, targets, candidate, names, max_evaluations, shown)
+        if best is None or search.cost < best.cost:
+            best = search
+    assert best is not None
+    return ReplayFit(
+        profile=best.profile,
+        fitted=names + ([EXPONENT] if len(starts) > 1 else []),
+        quality={
+            "evaluations": total,
+            **replay_quality(plans, targets, best.profile),
+        },
+    )
+
+
+def _shifted(progress: Progress, offset: int, total: int) -> Progress:
+    """One search's progress as part of several searches'."""
+    return lambda done, _: progress(offset + done, total)
+
+
+def _with_exponent(start: VllmProfile, exponent: float, load: float) -> VllmProfile:
+    """``start`` with another exponent, its per-sequence cost rescaled to price the trace's
+    typical decode load as before."""
+    step = start.step
+    scale = max(load, 1.0) ** (step.decode_seq_exponent - exponent)
+    update = {EXPONENT: exponent, "decode_seq_s": step.decode_seq_s * scale}
+    return start.model_copy(update={"step": step.model_copy(update=update)})
+
+
+@dataclass
+class _Search:
+    profile: VllmProfile
+    cost: float
+
+
+def _search(
+    plans: list[ReplayPlan],
+    targets: list[Target],
+    start: VllmProfile,
+    names: list[str],
+    max_evaluations: int,
+    progress: Progress | None,
+) -> _Search:
+    """Nelder–Mead over log-multipliers of ``names``, restarted while it still gains."""
     origin = np.array([getattr(start.step, p) for p in names])
 
     def profile_at(x: np.ndarray) -> VllmProfile:
@@ -112,15 +171,7 @@ def fit_by_replay(
             )
     except _BudgetSpent:
         pass
-    fitted = profile_at(best["x"])
-    return ReplayFit(
-        profile=fitted,
-        fitted=names,
-        quality={
-            "evaluations": best["evaluations"],
-            **replay_quality(plans, targets, fitted),
-        },
-    )
+    return _Search(profile_at(best["x"]), best["cost"])
 
 
 class Target:

@@ -37,13 +37,17 @@ class Provenance(_Strict):
 
 class StepCost(_Strict):
     """Seconds per engine step: ``base + prefill_token·P + prefill_attention·Σp(k+p)
-    + decode_seq·max(0, D − decode_seqs_free) + context_token·ΣKV (+ prefill_step if the
-    step prefills)``.
+    + decode_seq·max(0, D − decode_seqs_free)^decode_seq_exponent + context_token·ΣKV
+    (+ prefill_step if the step prefills)``.
 
     P: prompt tokens computed in the step; p, k: each prefill chunk and the context before it
     (so one uncached prompt costs P² — attention); D: decoding sequences; ΣKV: their context.
     ``decode_seqs_free``: how many sequences a step decodes at no extra cost — while decode is
     bound by reading the weights, a few more sequences ride along for free.
+    ``decode_seq_exponent`` < 1: each further sequence costs less than the one before — the
+    per-sequence work of an engine (scheduling, sampling, output processing) amortises over a
+    large batch; measured at 1, 2 and 3 req/s, vLLM 0.2 on an A100 pays ~1.45 ms per sequence at
+    5 running and ~1.0 ms at 44.
     """
 
     base_s: float = Field(ge=0)
@@ -51,17 +55,19 @@ class StepCost(_Strict):
     prefill_attention_s: float = Field(0.0, ge=0)
     decode_seq_s: float = Field(0.0, ge=0)
     decode_seqs_free: int = Field(0, ge=0)
+    decode_seq_exponent: float = Field(1.0, gt=0, le=1)
     context_token_s: float = Field(0.0, ge=0)
     prefill_step_s: float = Field(0.0, ge=0)
 
     def seconds(
         self, prefill_tokens: int, prefill_attention: float, decode_seqs: int, context: int
     ) -> float:
+        charged_seqs = max(0, decode_seqs - self.decode_seqs_free)
         return (
             self.base_s
             + self.prefill_token_s * prefill_tokens
             + self.prefill_attention_s * prefill_attention
-            + self.decode_seq_s * max(0, decode_seqs - self.decode_seqs_free)
+            + self.decode_seq_s * charged_seqs**self.decode_seq_exponent
             + self.context_token_s * context
             + (self.prefill_step_s if prefill_tokens else 0.0)
         )

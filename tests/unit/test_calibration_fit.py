@@ -147,6 +147,38 @@ def test_replay_fit_recovers_parameters_from_a_loaded_trace(tmp_path):
     assert abs(before["tpot_p50"]) > 20  # the start was clearly wrong
 
 
+def test_replay_fit_finds_a_batch_cost_that_grows_slower_than_the_batch(tmp_path):
+    concave = TRUTH.model_copy(update={"decode_seq_s": 6e-3, "decode_seq_exponent": 0.6})
+    truth_path = known_profile(tmp_path, kv_capacity_tokens=200_000, step=concave.model_dump())
+    tables = []
+    for rate in (1.0, 8.0):  # a light and a heavy load: batches of ~1–3 and of ~10–20
+        trace = one_agent_trace(
+            tmp_path,
+            truth_path,
+            {
+                "requests": 60,
+                "arrival": {"kind": "poisson", "rate_per_s": rate},
+                "prompt_tokens": {"dist": "uniform", "low": 50, "high": 500},
+                "output_tokens": {"dist": "uniform", "low": 16, "high": 64},
+            },
+            tokens=64,
+        )
+        (table,) = read_tables([trace])
+        tables.append(replace(table, scenario=None, format="test"))
+    truth = load_profile(truth_path)
+    assert isinstance(truth, VllmProfile)
+    linear = truth.step.model_copy(update={"decode_seq_s": 2e-3, "decode_seq_exponent": 1.0})
+    start = truth.model_copy(update={"step": linear})
+    free = ("decode_seq_s", "decode_seq_exponent")
+    fit = fit_by_replay(tables, start, EngineSettings(), params=free, max_evaluations=40)
+    assert fit.fitted == ["decode_seq_s", "decode_seq_exponent"]
+    assert fit.profile.step.decode_seq_exponent == 0.6
+    assert fit.profile.step.decode_seq_s == pytest.approx(6e-3, rel=0.15)
+    for table in tables:
+        errors = compare(table, fit.profile, EngineSettings())["error_pct"]
+        assert abs(errors["tpot_p50"]) < 5, errors
+
+
 def test_api_fit_recovers_ttft_line_and_itl_distribution(tmp_path):
     data = api_profile(ttft_s=0.3, per_token_s=4e-4, itl_s=0.02, name="truth-api")
     data["ttft_jitter"] = {"dist": "lognormal", "median_ms": 30, "sigma": 0.5}
