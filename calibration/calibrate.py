@@ -89,6 +89,8 @@ def calibrate(
         )
         profile = replayed.profile
         fit.update(fitted=replayed.fitted, replay=replayed.quality)
+        peaks = [t.kv_occupancy_peak(profile.block_size) for t in tables]
+        fit["kv_occupancy_peak_tokens"] = max((p for p in peaks if p is not None), default=None)
     network = fit_network(tables)
     if network is not None:
         profile = profile.model_copy(update={"network": network[0]})

@@ -79,9 +79,11 @@ def fit_by_replay(
         starts = [_with_exponent(start, exponent, load) for exponent in EXPONENT_CANDIDATES]
     total = max_evaluations * len(starts)
     best: _Search | None = None
+    spent = 0
     for index, candidate in enumerate(starts):
         shown = None if progress is None else _shifted(progress, index * max_evaluations, total)
         search = _search(plans, targets, candidate, names, max_evaluations, shown)
+        spent += search.evaluations
         if best is None or search.cost < best.cost:
             best = search
     assert best is not None
@@ -89,7 +91,7 @@ def fit_by_replay(
         profile=best.profile,
         fitted=names + ([EXPONENT] if len(starts) > 1 else []),
         quality={
-            "evaluations": total,
+            "evaluations": spent,
             **replay_quality(plans, targets, best.profile),
         },
     )
@@ -113,6 +115,7 @@ def _with_exponent(start: VllmProfile, exponent: float, load: float) -> VllmProf
 class _Search:
     profile: VllmProfile
     cost: float
+    evaluations: int
 
 
 def _search(
@@ -171,7 +174,7 @@ def _search(
             )
     except _BudgetSpent:
         pass
-    return _Search(profile_at(best["x"]), best["cost"])
+    return _Search(profile_at(best["x"]), best["cost"], best["evaluations"])
 
 
 class Target:

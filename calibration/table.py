@@ -102,3 +102,23 @@ class TraceTable:
         values = [getattr(r, metric) for r in self.served]
         present = [v for v in values if v is not None]
         return np.quantile(present, levels) if present else None
+
+    def kv_occupancy_peak(self, block_size: int, samples: int = 20_000) -> int | None:
+        """The most KV-cache tokens the served requests held at once, block-rounded: each from
+        its first token to its end, with its prompt and a linearly growing answer (a preempted
+        request still counts, so it can exceed the capacity by a few %). Roughly a lower bound
+        of the server's KV capacity — and, when requests queued while it plateaued, the capacity
+        itself (vLLM admits a prompt only when its blocks are free). None without arrivals."""
+        rows = [r for r in self.served if r.arrival_s is not None]
+        if not rows:
+            return None
+        first = np.array([r.arrival_s + r.ttft_s for r in rows])  # type: ignore[operator]
+        end = np.array([r.arrival_s + r.e2e_s for r in rows])  # type: ignore[operator]
+        times = np.linspace(first.min(), end.max(), samples)
+        held = np.zeros(samples)
+        for row, begin, finish in zip(rows, first, end, strict=True):
+            running = (times >= begin) & (times < finish)
+            done = np.clip((times[running] - begin) / max(finish - begin, 1e-9), 0.0, 1.0)
+            tokens = row.prompt_tokens + done * row.output_tokens + 1
+            held[running] += np.ceil(tokens / block_size) * block_size
+        return int(held.max())

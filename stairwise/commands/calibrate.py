@@ -13,6 +13,8 @@ from stairwise.app import JsonFlag, app, guarded, progress_bar
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from sim.profile import Profile
+
 ModelT = TypeVar("ModelT", bound="BaseModel")
 
 FORMAT_HELP = (
@@ -194,6 +196,7 @@ def calibrate(
     save_profile(profile, output)
     typer.echo(f"wrote {output}")
     _print_fit(profile.fit)
+    _print_kv_check(profile)
 
 
 def _local_facts(
@@ -321,6 +324,19 @@ def _print_fit(fit: dict[str, Any]) -> None:
         )
     if "network" in fit:
         typer.echo(f"network: {fit['network'].get('chosen', 'fixed')} ({fit['network']['source']})")
+
+
+def _print_kv_check(profile: Profile) -> None:
+    peak = profile.fit.get("kv_occupancy_peak_tokens")
+    if peak is None:
+        return
+    line = (
+        f"KV cache: the requests held up to {peak:,} tokens at once (reconstructed); "
+        f"the profile has {profile.kv_capacity_tokens:,}"
+    )
+    if profile.kv_capacity_tokens < peak:
+        line += " — fewer than the server held: set --kv-capacity to the server's (its log says)"
+    typer.echo(line)
 
 
 @app.command()

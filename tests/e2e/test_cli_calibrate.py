@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from calibration.fit_replay import EXPONENT_CANDIDATES
 from sim.profile import VllmProfile, load_profile
 
 STAIRWISE = shutil.which("stairwise") or str(Path(sys.executable).parent / "stairwise")
@@ -56,7 +57,12 @@ def test_calibrate_from_a_request_trace_then_replay_it(tmp_path):
     assert profile.scheduler == "prefill_first"  # DistServe ran vLLM 0.2: the reader says so
     assert profile.provenance.sources == [str(DISTSERVE)]
     assert profile.provenance.settings["max_num_seqs"] == 256
-    assert profile.fit["replay"]["evaluations"] <= 25
+    # each candidate batch exponent gets the budget
+    assert profile.fit["replay"]["evaluations"] <= 25 * len(EXPONENT_CANDIDATES)
+    assert "decode_seq_exponent" in profile.fit["fitted"]
+    assert profile.step.decode_seq_exponent in EXPONENT_CANDIDATES
+    assert profile.fit["kv_occupancy_peak_tokens"] > 1_000
+    assert f"held up to {profile.fit['kv_occupancy_peak_tokens']:,} tokens" in out.stdout
 
     replayed = stairwise("replay", DISTSERVE, "--profile", profile_path, "--json")
     assert replayed.returncode == 0, replayed.stderr

@@ -179,6 +179,28 @@ def test_replay_fit_finds_a_batch_cost_that_grows_slower_than_the_batch(tmp_path
         assert abs(errors["tpot_p50"]) < 5, errors
 
 
+def test_the_kv_occupancy_a_trace_shows_reaches_the_capacity_only_when_it_binds(tmp_path):
+    capacity = 8_000
+    peaks = {}
+    for rate in (0.5, 20.0):
+        trace = one_agent_trace(
+            tmp_path,
+            known_profile(tmp_path, kv_capacity_tokens=capacity),
+            {
+                "requests": 80,
+                "arrival": {"kind": "poisson", "rate_per_s": rate},
+                "prompt_tokens": {"dist": "uniform", "low": 200, "high": 800},
+                "output_tokens": {"dist": "uniform", "low": 32, "high": 64},
+            },
+            tokens=64,
+        )
+        (table,) = read_tables([trace])
+        peaks[rate] = table.kv_occupancy_peak(16)
+    assert peaks[0.5] < capacity / 2  # a few requests at a time
+    # saturated: right up to the capacity (a preempted request still counts as held: +5 %)
+    assert 0.9 * capacity <= peaks[20.0] <= 1.05 * capacity
+
+
 def test_api_fit_recovers_ttft_line_and_itl_distribution(tmp_path):
     data = api_profile(ttft_s=0.3, per_token_s=4e-4, itl_s=0.02, name="truth-api")
     data["ttft_jitter"] = {"dist": "lognormal", "median_ms": 30, "sigma": 0.5}
