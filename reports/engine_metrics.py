@@ -30,22 +30,22 @@ HIT_RATE = "prefix-cache hit rate"
 
 
 def server_deltas(records: list[Record]) -> dict[str, dict[str, float]]:
-    """Per server: every numeric metric's change from the first "before" to the last "after"."""
-    before: dict[str, dict[str, float]] = {}
-    after: dict[str, dict[str, float]] = {}
+    """Per server: every numeric metric's change over the run — after − before, summed over
+    the before/after pairs when a trace pools several runs."""
+    opened: dict[str, dict[str, float]] = {}
+    totals: dict[str, dict[str, float]] = {}
     for record in records:
         if record["type"] != "server_metrics":
             continue
         server, values = record["server"], _numbers(record["values"])
         if record["when"] == "before":
-            before.setdefault(server, values)
-        elif record["when"] == "after":
-            after[server] = values
-    return {
-        server: {name: after[server][name] - start[name] for name in start if name in after[server]}
-        for server, start in before.items()
-        if server in after
-    }
+            opened.setdefault(server, values)
+        elif record["when"] == "after" and server in opened:
+            start = opened.pop(server)
+            total = totals.setdefault(server, {})
+            for name in start.keys() & values.keys():
+                total[name] = total.get(name, 0.0) + values[name] - start[name]
+    return totals
 
 
 def _numbers(values: object) -> dict[str, float]:

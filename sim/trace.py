@@ -119,3 +119,30 @@ def parse_trace_lines(lines: Iterable[str], source: str) -> Iterable[Record]:
                 f"{source}:1: trace schema {record.get('schema')} is not {TRACE_SCHEMA}"
             )
         yield record
+
+
+def pool_runs(runs: list[list[Record]]) -> list[Record]:
+    """Repetitions of one scenario as one trace: each run placed after the previous one ends
+    (times shifted, request ids renumbered) under the first run's header, so percentiles pool
+    every request and throughput divides all the tokens by all the runs' time."""
+    pooled: list[Record] = []
+    shift_t, shift_req = 0.0, 0
+    for records in runs:
+        if not pooled and records and records[0]["type"] == "header":
+            pooled.append(records[0])
+        latest_t, latest_req = shift_t, shift_req - 1
+        for record in records:
+            if record["type"] == "header":
+                continue
+            moved = dict(record)
+            if "t" in record:
+                times = record["t"] if isinstance(record["t"], list) else [record["t"]]
+                shifted = [t + shift_t for t in times]
+                moved["t"] = shifted if isinstance(record["t"], list) else shifted[0]
+                latest_t = max([latest_t, *shifted])
+            if "req" in record:
+                moved["req"] = record["req"] + shift_req
+                latest_req = max(latest_req, moved["req"])
+            pooled.append(moved)
+        shift_t, shift_req = latest_t, latest_req + 1
+    return pooled

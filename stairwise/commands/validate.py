@@ -35,11 +35,20 @@ def validate(
         typer.Option("--local/--no-local", help="Run on the embedded local vLLM (default)."),
     ] = True,
     threads: Threads = 2,
-    live_from: Annotated[
-        Path | None,
+    repeat: Annotated[
+        int,
         typer.Option(
-            help="Compare with the live traces <name>.live.jsonl an earlier validate left in "
-            "this folder instead of running the scenarios again (e.g. after recalibrating)."
+            min=1,
+            help="Run each scenario live this many times and pool the runs (a shared "
+            "machine's runs of a few requests differ by 10–20 %).",
+        ),
+    ] = 1,
+    live_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Compare with the live traces (<name>.live.jsonl, .live-2.jsonl, …) an earlier "
+            "validate left in this folder instead of running the scenarios again (e.g. after "
+            "recalibrating); repeat to pool several folders' runs."
         ),
     ] = None,
     max_error: Annotated[
@@ -52,21 +61,29 @@ def validate(
 ) -> None:
     """Run scenarios live, simulate them (from the file, and trace-driven), compare."""
     from reports.table import print_validation
+    from reports.validation import kept_live_traces, with_profile
     from reports.validation import validate as validate_scenario
-    from reports.validation import with_profile
     from sim import load_scenario
     from sim.errors import ConfigError
 
+    if live_from and repeat > 1:
+        raise ConfigError("--repeat runs the scenarios live; --live-from reads kept runs: not both")
     results = []
     for path in scenarios:
         scenario = load_scenario(path, overrides or [])
         if profile is not None:
             scenario = with_profile(scenario, profile)
-        live_trace = None
-        if live_from is not None:
-            live_trace = live_from / f"{scenario.name}.live.jsonl"
-            if not live_trace.exists():
-                raise ConfigError(f"--live-from: no {live_trace} for scenario {scenario.name}")
+        live_traces = None
+        if live_from:
+            live_traces = []
+            for folder in live_from:
+                kept = kept_live_traces(folder, scenario.name)
+                if not kept:
+                    raise ConfigError(
+                        f"--live-from: no {folder / scenario.name}.live.jsonl "
+                        f"for scenario {scenario.name}"
+                    )
+                live_traces += kept
         elif local:
             scenario = use_local_server(scenario, threads)
         scenario = scenario.model_copy(
@@ -74,7 +91,12 @@ def validate(
         )
         results.append(
             validate_scenario(
-                scenario, out, report=True, progress=err_console.print, live_trace=live_trace
+                scenario,
+                out,
+                report=True,
+                progress=err_console.print,
+                live_traces=live_traces,
+                repeat=repeat,
             )
         )
     if report is not None:

@@ -39,17 +39,19 @@ def test_validate_prints_the_comparison_and_writes_the_report(vllm_url, tmp_path
         str(out),
         "--no-local",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*command, "--repeat", "2"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert {"live", "sim", "sim_trace_driven", "error_pct", "ks"} <= set(result)
     assert result["live"]["source"] == "live" and result["sim"]["source"] == "sim"
-    assert result["live"]["requests"] == result["sim"]["requests"] == 2
+    # two live runs pooled against one simulation of the same two requests
+    assert result["live"]["requests"] == 4 and result["sim"]["requests"] == 2
+    assert result["sim_trace_driven"]["requests"] == 4
     assert set(result["error_pct"]) >= {"ttft_p50", "ttft_p90", "tps_p50", "e2e_p50"}
     assert "Staircase timeline" in report.read_text()
-    assert (out / "integration.live.jsonl").exists()
+    assert (out / "integration.live.jsonl").exists() and (out / "integration.live-2.jsonl").exists()
 
-    # the same comparison again from the kept live trace, and a failing --max-error
+    # the same comparison again from the kept live traces, and a failing --max-error
     again = subprocess.run(
         [*command, "--live-from", str(out), "--max-error", "0.0001"],
         capture_output=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sim.metrics import summarize
-from sim.trace import make_header
+from sim.trace import make_header, pool_runs
 
 
 def trace(deltas_t, deltas_n, calls_extra=()):
@@ -106,3 +106,23 @@ def test_failed_and_unfinished_requests_are_counted_but_not_measured():
     s = summarize(records)
     assert (s["requests"], s["failed_requests"]) == (0, 2)
     assert s["ttft_s"]["count"] == 0 and s["ttft_s"]["p50"] is None
+
+
+def test_pooled_repetitions_keep_every_request_and_all_the_time():
+    first = trace([1.5, 2.5, 3.0], [1, 2, 2])
+    second = trace([1.4, 3.4, 3.5], [1, 2, 2])
+    pooled = pool_runs([first, second])
+    assert [r["type"] for r in pooled].count("header") == 1
+    assert sorted({r["req"] for r in pooled if "req" in r}) == [0, 1]
+    # the second run starts where the first ended (t = 4.0)
+    again = [r for r in pooled if r.get("req") == 1]
+    assert again[0]["t"] == pytest.approx(5.0)
+    assert next(r for r in again if r["type"] == "deltas")["t"] == pytest.approx([5.4, 7.4, 7.5])
+    one, two, both = summarize(first), summarize(second), summarize(pooled)
+    assert both["requests"] == 2
+    assert both["ttft_s"]["mean"] == pytest.approx(
+        (one["ttft_s"]["mean"] + two["ttft_s"]["mean"]) / 2
+    )
+    assert both["stall_s"]["p50"] == pytest.approx(1.5)  # 1.0 s and 2.0 s pauses
+    # 55 + 55 tokens, from the first request sent to the last one done (the lead-in counts)
+    assert both["throughput_tok_s"] == pytest.approx(110 / (8.0 - 1.0))

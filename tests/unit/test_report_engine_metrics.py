@@ -11,16 +11,18 @@ def snapshot(server, when, values):
     return {"type": "server_metrics", "server": server, "when": when, "t": 0.0, "values": values}
 
 
-def test_deltas_run_from_the_first_before_to_the_last_after():
+def test_deltas_sum_each_runs_after_minus_before():
     records = [
         {"type": "header"},
         snapshot("a", "before", {"hits": 100, "queries": 400, "gauge": 3, "note": "text"}),
-        snapshot("a", "before", {"hits": 999, "queries": 999}),  # a later "before" is ignored
+        snapshot("a", "before", {"hits": 999, "queries": 999}),  # a second "before" is ignored
         snapshot("b", "before", {"hits": 5}),  # no "after": no deltas for b
-        snapshot("a", "after", {"hits": 700, "queries": 900}),
-        snapshot("a", "after", {"hits": 1508, "queries": 2000, "gauge": 1, "new": 7}),
+        snapshot("a", "after", {"hits": 700, "queries": 900, "gauge": 1, "new": 7}),
+        # a pooled trace: the next repetition, on a server restarted in between
+        snapshot("a", "before", {"hits": 0, "queries": 0, "gauge": 0}),
+        snapshot("a", "after", {"hits": 808, "queries": 1100, "gauge": 0}),
     ]
-    # only metrics in both snapshots; the text value is not a number
+    # only metrics in both snapshots of a pair; the text value is not a number
     assert server_deltas(records) == {"a": {"hits": 1408.0, "queries": 1600.0, "gauge": -2.0}}
 
 
