@@ -11,6 +11,14 @@ The Python API mirrors the CLI::
 
     capacity = stairwise.plan("examples/staircase-moa.yaml", ["ttft_p90=2s", "stall_p90=2s"])
     capacity.capacity.max_rate, capacity.best, capacity.to_dict()
+
+    live = stairwise.run("examples/staircase-moa.yaml", local=True)  # the embedded vLLM
+    checked = stairwise.validate("examples/staircase-moa.yaml", repeat=3)
+    checked.summary["error_pct"]["ttft_p50"]
+
+    profile = stairwise.calibrate(["bench.json"], "my-gpu.json", model="m", hardware="1x L40S")
+    stairwise.replay("bench.json", "my-gpu.json")["error_pct"]
+    stairwise.report(["out/a.live.jsonl", "out/a.sim.jsonl"], "out/a.html")
 """
 
 from sim import ConfigError, Scenario, SimResult, load_scenario, scenario_from_dict, simulate
@@ -18,6 +26,7 @@ from sim.capacity import CapacityPlan, PlanSettings, plan
 from sim.metrics import summarize
 from sim.sweep import SweepResult, sweep
 from sim.trace import read_trace
+from stairwise.api import calibrate, replay, report, run, validate
 
 __all__ = [
     "CapacityPlan",
@@ -26,11 +35,16 @@ __all__ = [
     "Scenario",
     "SimResult",
     "SweepResult",
+    "calibrate",
     "load_scenario",
     "plan",
     "read_trace",
+    "replay",
+    "report",
+    "run",
     "scenario_from_dict",
     "simulate",
     "summarize",
     "sweep",
+    "validate",
 ]

@@ -357,14 +357,9 @@ def replay(
     """Replay a trace's requests in the simulator; print predicted vs observed latencies."""
     import json
 
-    from calibration import read_tables
-    from calibration.replay import EngineSettings, compare
-    from sim.errors import ConfigError
-    from sim.profile import load_profile
+    from calibration.replay import EngineSettings
+    from stairwise import api
 
-    (table,) = read_tables([trace], fmt, _selection(select))
-    if not table.requests:
-        raise ConfigError(f"{trace}: has step measurements only; replay needs requests")
     engine = _validated(
         EngineSettings,
         {
@@ -374,7 +369,7 @@ def replay(
             "server": server,
         },
     )
-    result = compare(table, load_profile(profile), engine)
+    result = api.replay(trace, profile, fmt, _selection(select), **engine.model_dump())
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -30,14 +30,10 @@ def report(
     title: Annotated[str | None, typer.Option(help="The page title.")] = None,
 ) -> None:
     """Timeline, CDFs, error table, engine metrics and provenance of traces, in one HTML file."""
-    from reports.html import render_report, write_report
-    from reports.runs import load_runs, pick_reference
+    from stairwise import api
 
-    runs = load_runs(traces)
-    reference_index = pick_reference(runs, reference)
-    html_text = render_report(runs, reference_index, title, timeline_requests)
-    write_report(output, html_text)
+    written = api.report(traces, output, reference, timeline_requests, title)
     typer.echo(
-        f"wrote {output} ({len(html_text) / 1e6:.1f} MB, {len(runs)} runs, "
-        f"compared with {runs[reference_index].label})"
+        f"wrote {written.path} ({written.size_bytes / 1e6:.1f} MB, {written.runs} runs, "
+        f"compared with {written.reference})"
     )

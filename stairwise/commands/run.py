@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from sim.scenario import Scenario, VllmServer
 from stairwise.app import (
     JsonFlag,
     Overrides,
@@ -26,47 +23,6 @@ app.add_typer(server_app, name="server")
 
 Threads = Annotated[int, typer.Option(help="Model threads (2 = both cores).", min=1)]
 Port = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
-
-
-def use_local_server(scenario: Scenario, threads: int = 2, port: int = 8011) -> Scenario:
-    """Point every vLLM server of the scenario at the embedded local server (started if needed)."""
-    from live import local_server
-
-    was_running = local_server.running() is not None
-    state = local_server.start(
-        local_server.ServerSettings(port=port, threads=threads), log=err_console.print
-    )
-    if not was_running:
-        err_console.print(
-            "the local vLLM server keeps running for the next run: `stairwise server stop` ends it"
-        )
-    servers: dict[str, Any] = {}
-    for name, server in scenario.servers.items():
-        if isinstance(server, VllmServer):
-            server = server.model_copy(
-                update={"endpoint": state.settings.url, "model": local_server.MODEL_NAME}
-            )
-        servers[name] = server
-    return scenario.model_copy(update={"servers": servers})
-
-
-def through_latency_proxies(scenario: Scenario, stack: contextlib.ExitStack) -> Scenario:
-    """Start one latency proxy per server and point the scenario at them."""
-    from live.proxy import ProxyConfig, free_port, start_proxy
-
-    servers: dict[str, Any] = {}
-    for index, (name, server) in enumerate(scenario.servers.items()):
-        if server.endpoint is None:
-            servers[name] = server
-            continue
-        config = ProxyConfig(
-            upstream=server.endpoint.rstrip("/").removesuffix("/v1"),
-            latency=server.network or scenario.network.latency,
-            seed=scenario.seed + index,
-        )
-        url = stack.enter_context(start_proxy(config, free_port()))
-        servers[name] = server.model_copy(update={"endpoint": url})
-    return scenario.model_copy(update={"servers": servers})
 
 
 @app.command()
@@ -93,22 +49,20 @@ def run(
     ] = False,
 ) -> None:
     """Execute a scenario for real against its servers and measure it like `simulate` predicts."""
-    from live.runner import LiveRunner
-    from sim import load_scenario
+    from stairwise import api
 
-    loaded = load_scenario(scenario, overrides or [])
-    if local:
-        loaded = use_local_server(loaded, threads)
-    if cold_cache or local:
-        loaded = loaded.model_copy(
-            update={"live": loaded.live.model_copy(update={"cold_cache": True})}
+    with progress_bar("running", enabled=not as_json) as update:
+        result = api.run(
+            scenario,
+            overrides,
+            trace,
+            local=local,
+            threads=threads,
+            cold_cache=cold_cache,
+            inject_network=inject_network,
+            progress=update,
+            log=err_console.print,
         )
-    with contextlib.ExitStack() as proxies:
-        if inject_network:
-            loaded = through_latency_proxies(loaded, proxies)
-        runner = LiveRunner(loaded, trace_path=trace)
-        with progress_bar("running", enabled=not as_json) as update:
-            result = asyncio.run(runner.run(progress=update))
     emit(result.summary, as_json)
     if result.interrupted:
         err_console.print("interrupted: the summary covers the requests that completed")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from stairwise.app import JsonFlag, Overrides, app, err_console, guarded
-from stairwise.commands.run import Threads, use_local_server
+from stairwise.commands.run import Threads
 
 
 @app.command()
@@ -61,44 +61,22 @@ def validate(
 ) -> None:
     """Run scenarios live, simulate them (from the file, and trace-driven), compare."""
     from reports.table import print_validation
-    from reports.validation import kept_live_traces, with_profile
-    from reports.validation import validate as validate_scenario
-    from sim import load_scenario
-    from sim.errors import ConfigError
+    from stairwise import api
 
-    if live_from and repeat > 1:
-        raise ConfigError("--repeat runs the scenarios live; --live-from reads kept runs: not both")
-    results = []
-    for path in scenarios:
-        scenario = load_scenario(path, overrides or [])
-        if profile is not None:
-            scenario = with_profile(scenario, profile)
-        live_traces = None
-        if live_from:
-            live_traces = []
-            for folder in live_from:
-                kept = kept_live_traces(folder, scenario.name)
-                if not kept:
-                    raise ConfigError(
-                        f"--live-from: no {folder / scenario.name}.live.jsonl "
-                        f"for scenario {scenario.name}"
-                    )
-                live_traces += kept
-        elif local:
-            scenario = use_local_server(scenario, threads)
-        scenario = scenario.model_copy(
-            update={"live": scenario.live.model_copy(update={"cold_cache": local})}
+    results = [
+        api.validate(
+            path,
+            overrides,
+            out,
+            profile,
+            local=local,
+            threads=threads,
+            repeat=repeat,
+            live_from=live_from or (),
+            log=err_console.print,
         )
-        results.append(
-            validate_scenario(
-                scenario,
-                out,
-                report=True,
-                progress=err_console.print,
-                live_traces=live_traces,
-                repeat=repeat,
-            )
-        )
+        for path in scenarios
+    ]
     if report is not None:
         if len(results) == 1 and results[0].report is not None:
             report.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,56 @@
+"""Where a scenario's servers are reached: the embedded local vLLM, or through latency proxies."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from sim.scenario import Scenario, VllmServer
+
+
+def on_local_server(
+    scenario: Scenario, threads: int = 2, port: int = 8011, log: Callable[[str], None] = print
+) -> Scenario:
+    """Every vLLM server of the scenario pointed at the embedded local server (started if
+    needed; it keeps running for the next run until `stairwise server stop`)."""
+    from live import local_server
+
+    was_running = local_server.running() is not None
+    state = local_server.start(local_server.ServerSettings(port=port, threads=threads), log=log)
+    if not was_running:
+        log("the local vLLM server keeps running for the next run: `stairwise server stop` ends it")
+    servers: dict[str, Any] = {}
+    for name, server in scenario.servers.items():
+        if isinstance(server, VllmServer):
+            server = server.model_copy(
+                update={"endpoint": state.settings.url, "model": local_server.MODEL_NAME}
+            )
+        servers[name] = server
+    return scenario.model_copy(update={"servers": servers})
+
+
+def through_latency_proxies(scenario: Scenario, stack: contextlib.ExitStack) -> Scenario:
+    """One latency proxy per server (closed with ``stack``), the scenario pointed at them."""
+    from live.proxy import ProxyConfig, free_port, start_proxy
+
+    servers: dict[str, Any] = {}
+    for index, (name, server) in enumerate(scenario.servers.items()):
+        if server.endpoint is None:
+            servers[name] = server
+            continue
+        config = ProxyConfig(
+            upstream=server.endpoint.rstrip("/").removesuffix("/v1"),
+            latency=server.network or scenario.network.latency,
+            seed=scenario.seed + index,
+        )
+        url = stack.enter_context(start_proxy(config, free_port()))
+        servers[name] = server.model_copy(update={"endpoint": url})
+    return scenario.model_copy(update={"servers": servers})
+
+
+def with_cold_cache(scenario: Scenario) -> Scenario:
+    """The live runner empties the servers' prefix caches before the run."""
+    return scenario.model_copy(
+        update={"live": scenario.live.model_copy(update={"cold_cache": True})}
+    )

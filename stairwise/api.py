@@ -1,0 +1,167 @@
+"""The Python API of what needs the live runner, calibration or reports: ``run``, ``validate``,
+``calibrate``, ``replay`` and ``report`` — the CLI commands of the same names call these.
+
+Scenarios are objects or YAML paths with ``--set``-style overrides, as for ``simulate``.
+Bad input raises :class:`sim.errors.ConfigError` (the CLI turns it into one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sim import resolve_scenario
+from sim.errors import ConfigError, validated
+from sim.scenario import Scenario
+
+if TYPE_CHECKING:
+    from live.runner import LiveResult
+    from reports.validation import Validation
+    from sim.profile import Profile
+
+Progress = Callable[[int, int], None]
+
+
+def run(
+    scenario: Scenario | str | Path,
+    overrides: list[str] | None = None,
+    trace: str | Path | None = None,
+    local: bool = False,
+    threads: int = 2,
+    cold_cache: bool = False,
+    inject_network: bool = False,
+    progress: Progress | None = None,
+    log: Callable[[str], None] = print,
+) -> LiveResult:
+    """Execute a scenario for real against its servers (``local``: the embedded vLLM, started
+    if needed, with an empty prefix cache); ``inject_network`` routes every server through a
+    proxy that adds the scenario's network latency. ``result.interrupted`` says whether Ctrl-C
+    ended it early (the summary then covers the requests that completed)."""
+    from live.endpoints import on_local_server, through_latency_proxies, with_cold_cache
+    from live.runner import LiveRunner
+
+    loaded, _ = resolve_scenario(scenario, overrides)
+    if local:
+        loaded = on_local_server(loaded, threads, log=log)
+    if cold_cache or local:
+        loaded = with_cold_cache(loaded)
+    with contextlib.ExitStack() as proxies:
+        if inject_network:
+            loaded = through_latency_proxies(loaded, proxies)
+        return asyncio.run(LiveRunner(loaded, trace_path=trace).run(progress=progress))
+
+
+def validate(
+    scenario: Scenario | str | Path,
+    overrides: list[str] | None = None,
+    out: str | Path = "out/validate",
+    profile: str | None = None,
+    local: bool = True,
+    threads: int = 2,
+    repeat: int = 1,
+    live_from: Sequence[str | Path] = (),
+    report: bool = True,
+    log: Callable[[str], None] = print,
+) -> Validation:
+    """Run a scenario live ``repeat`` times (or read the runs kept in the ``live_from``
+    folders), simulate it from the file and trace-driven, compare. ``profile``: simulate every
+    vLLM server on this one. Traces and the HTML report go to ``out``."""
+    from live.endpoints import on_local_server, with_cold_cache
+    from reports.validation import kept_live_traces, with_profile
+    from reports.validation import validate as validate_scenario
+
+    if live_from and repeat > 1:
+        raise ConfigError("--repeat runs the scenarios live; --live-from reads kept runs: not both")
+    loaded, _ = resolve_scenario(scenario, overrides)
+    if profile is not None:
+        loaded = with_profile(loaded, profile)
+    live_traces = None
+    if live_from:
+        live_traces = []
+        for folder in map(Path, live_from):
+            kept = kept_live_traces(folder, loaded.name)
+            if not kept:
+                raise ConfigError(
+                    f"--live-from: no {folder / loaded.name}.live.jsonl for scenario {loaded.name}"
+                )
+            live_traces += kept
+    elif local:
+        loaded = with_cold_cache(on_local_server(loaded, threads, log=log))
+    return validate_scenario(loaded, Path(out), report, log, live_traces, repeat)
+
+
+def calibrate(
+    sources: Sequence[str | Path],
+    output: str | Path | None = None,
+    format: str = "auto",
+    select: dict[str, str] | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Profile:
+    """Fit a profile from trace files (``format``: see ``stairwise calibrate --format``);
+    ``options`` are :class:`calibration.CalibrationOptions` fields (``name``, ``model``,
+    ``hardware``, ``kv_capacity_tokens``, ``method``, ``params``, ``max_evaluations``, …).
+    Written to ``output`` if given."""
+    from calibration import CalibrationOptions, read_tables
+    from calibration import calibrate as fit
+    from sim.profile import save_profile
+
+    tables = read_tables([Path(s) for s in sources], format, select or {})
+    name = options.pop("name", None) or (Path(output).stem if output else "calibrated")
+    settings = validated(CalibrationOptions, {"name": name, **options}, "calibrate", "options", ())
+    profile = fit(tables, settings, progress)
+    if output is not None:
+        save_profile(profile, Path(output))
+    return profile
+
+
+def replay(
+    trace: str | Path,
+    profile: str,
+    format: str = "auto",
+    select: dict[str, str] | None = None,
+    **engine: Any,
+) -> dict[str, Any]:
+    """A request-level trace's requests replayed on ``profile``: ``{"predicted", "observed",
+    "error_pct"}`` (``replay --json``). ``engine``: the replayed server's ``max_num_seqs``,
+    ``max_num_batched_tokens``, ``kv_capacity_tokens``, ``server`` (of a multi-server trace)."""
+    from calibration import read_tables
+    from calibration.replay import EngineSettings, compare
+    from sim.profile import load_profile
+
+    (table,) = read_tables([Path(trace)], format, select or {})
+    if not table.requests:
+        raise ConfigError(f"{trace}: has step measurements only; replay needs requests")
+    settings = validated(EngineSettings, engine, "replay", "engine settings", ())
+    return compare(table, load_profile(profile), settings)
+
+
+class WrittenReport(NamedTuple):
+    path: Path
+    size_bytes: int
+    runs: int
+    reference: str  # the label of the run the others are compared with
+
+
+def report(
+    traces: Sequence[str | Path],
+    output: str | Path,
+    reference: int | None = None,
+    timeline_requests: int = 10,
+    title: str | None = None,
+) -> WrittenReport:
+    """One self-contained HTML file of simulated and live traces: staircase timeline, CDFs,
+    errors against the ``reference`` trace (1-based; default the first live one), engine
+    metrics, provenance."""
+    from reports.html import render_report, write_report
+    from reports.runs import load_runs, pick_reference
+
+    runs = load_runs([Path(t) for t in traces])
+    index = pick_reference(runs, reference)
+    html_text = render_report(runs, index, title, timeline_requests)
+    path = Path(output)
+    write_report(path, html_text)
+    return WrittenReport(path, path.stat().st_size, len(runs), runs[index].label)
