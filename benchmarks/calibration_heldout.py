@@ -18,6 +18,7 @@ import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,17 @@ def distserve(data: Path, evaluations: int) -> None:
         assert isinstance(profile, VllmProfile)
         elapsed = time.perf_counter() - started
         label = f"replay-fit on rate {'+'.join(map(str, fitted_on))} ({elapsed:.0f} s)"
-        _distserve_row(label, profile, rates, fitted_on)
+        exponent = profile.step.decode_seq_exponent
+        _distserve_row(f"{label}, batch exponent {exponent}", profile, rates, fitted_on)
+        # The KV capacity is a server fact (vLLM logs it at start), not a latency: DistServe's
+        # table gives its own engine's; the 3 req/s run's occupancy plateau shows vLLM's.
+        plateau = rates[3].kv_occupancy_peak(DISTSERVE["block_size"])
+        assert plateau is not None
+        at_plateau = profile.model_copy(update={"kv_capacity_tokens": plateau})
+        _print_errors(
+            f"rate 3/s held out, KV {plateau:,} tokens",
+            compare(rates[3], at_plateau, DISTSERVE_ENGINE),
+        )
 
 
 def _distserve_profile(name: str) -> VllmProfile:
@@ -74,13 +85,17 @@ def _distserve_row(
 ) -> None:
     print(f"  {label}")
     for rate, table in rates.items():
-        errors = compare(table, profile, DISTSERVE_ENGINE)["error_pct"]
         role = "fitted  " if rate in fitted_on else "held out"
-        print(
-            f"    rate {rate}/s {role}  TTFT p50 {errors['ttft_p50']:+6.1f} %  "
-            f"TPOT p50 {errors['tpot_p50']:+6.1f} %  TTFT p90 {errors['ttft_p90']:+7.1f} %  "
-            f"E2E p50 {errors['e2e_p50']:+6.1f} %"
-        )
+        _print_errors(f"rate {rate}/s {role}", compare(table, profile, DISTSERVE_ENGINE))
+
+
+def _print_errors(label: str, comparison: dict[str, Any]) -> None:
+    errors = comparison["error_pct"]
+    print(
+        f"    {label}  TTFT p50 {errors['ttft_p50']:+6.1f} %  "
+        f"TPOT p50 {errors['tpot_p50']:+6.1f} %  TTFT p90 {errors['ttft_p90']:+7.1f} %  "
+        f"E2E p50 {errors['e2e_p50']:+6.1f} %"
+    )
 
 
 def llmservingsim(data: Path, evaluations: int) -> None:
@@ -104,7 +119,11 @@ def llmservingsim(data: Path, evaluations: int) -> None:
     cutoff = by_arrival[half].arrival_s or 0.0
     print("LLMServingSim Llama-3.1-8B / RTX PRO 6000 — second half of the requests (held out)")
     for label, profile in (
-        (f"replay-fit on the first {half} requests ({elapsed:.0f} s)", fitted),
+        (
+            f"replay-fit on the first {half} requests ({elapsed:.0f} s, batch exponent "
+            f"{fitted.step.decode_seq_exponent})",
+            fitted,
+        ),
         ("per-layer profile (eager), direct fit", from_layers),
     ):
         errors = _late_half_errors(table, profile, cutoff)
