@@ -8,8 +8,10 @@ Ctrl-C loses nothing already recorded, and the summary covers what completed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,7 +139,8 @@ class LiveRunner:
             cpu0 = time.process_time()
             interrupted = False
             try:
-                await self._send_all(prompts)
+                with _ctrl_c_cancels_this_task():
+                    await self._send_all(prompts)
             except asyncio.CancelledError:
                 interrupted = True
                 await self._cancel_everything()
@@ -370,3 +373,21 @@ class LiveRunner:
                 "attempts": usage.attempts,
             }
         )
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels_this_task() -> Iterator[None]:
+    """Ctrl-C cancels the sending (the run then ends with what it recorded) whatever SIGINT
+    handler the process had: asyncio.run only installs its own over Python's default one."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    except (NotImplementedError, RuntimeError, ValueError):  # not Unix, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)

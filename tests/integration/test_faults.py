@@ -136,9 +136,10 @@ def test_ctrl_c_keeps_everything_recorded_and_summarises_what_completed(vllm_url
             break
         time.sleep(0.2)
     recorded_before = trace.read_text().splitlines()
+    assert process.poll() is None, process.communicate()  # still running: 5 requests to go
     process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=60)
-    assert process.returncode == 130
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
     records = read_trace(trace)
     assert [json.loads(line) for line in recorded_before] == records[: len(recorded_before)]
     assert records[-1]["type"] == "end" and records[-1]["interrupted"] is True

@@ -57,6 +57,18 @@ def one_agent_trace(
     return trace
 
 
+def poisson(
+    requests: int, rate: float, prompts: tuple[int, int], outputs: tuple[int, int]
+) -> dict[str, Any]:
+    """A workload of Poisson arrivals with uniform prompt and answer lengths."""
+    return {
+        "requests": requests,
+        "arrival": {"kind": "poisson", "rate_per_s": rate},
+        "prompt_tokens": {"dist": "uniform", "low": prompts[0], "high": prompts[1]},
+        "output_tokens": {"dist": "uniform", "low": outputs[0], "high": outputs[1]},
+    }
+
+
 def test_direct_fit_recovers_the_step_cost_from_requests_that_ran_alone(tmp_path):
     trace = one_agent_trace(
         tmp_path,
@@ -118,12 +130,7 @@ def test_replay_fit_recovers_parameters_from_a_loaded_trace(tmp_path):
     trace = one_agent_trace(
         tmp_path,
         truth_path,
-        {
-            "requests": 60,
-            "arrival": {"kind": "poisson", "rate_per_s": 1.5},
-            "prompt_tokens": {"dist": "uniform", "low": 50, "high": 1500},
-            "output_tokens": {"dist": "uniform", "low": 8, "high": 64},
-        },
+        poisson(60, 1.5, prompts=(50, 1500), outputs=(8, 64)),
         tokens=64,
     )
     (table,) = read_tables([trace])
@@ -155,12 +162,7 @@ def test_replay_fit_finds_a_batch_cost_that_grows_slower_than_the_batch(tmp_path
         trace = one_agent_trace(
             tmp_path,
             truth_path,
-            {
-                "requests": 60,
-                "arrival": {"kind": "poisson", "rate_per_s": rate},
-                "prompt_tokens": {"dist": "uniform", "low": 50, "high": 500},
-                "output_tokens": {"dist": "uniform", "low": 16, "high": 64},
-            },
+            poisson(60, rate, prompts=(50, 500), outputs=(16, 64)),
             tokens=64,
         )
         (table,) = read_tables([trace])
@@ -186,12 +188,7 @@ def test_the_kv_occupancy_a_trace_shows_reaches_the_capacity_only_when_it_binds(
         trace = one_agent_trace(
             tmp_path,
             known_profile(tmp_path, kv_capacity_tokens=capacity),
-            {
-                "requests": 80,
-                "arrival": {"kind": "poisson", "rate_per_s": rate},
-                "prompt_tokens": {"dist": "uniform", "low": 200, "high": 800},
-                "output_tokens": {"dist": "uniform", "low": 32, "high": 64},
-            },
+            poisson(80, rate, prompts=(200, 800), outputs=(32, 64)),
             tokens=64,
         )
         (table,) = read_tables([trace])
