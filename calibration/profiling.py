@@ -259,7 +259,8 @@ def fit_batching(
         share, context = float(x[0]), float(x[1]) * context_scale
         step = start.step.model_copy(
             update={
-                "base_s": one_sequence * (1 - share),
+                # a one-sequence step keeps stage 1's time: with a free sequence it is base alone
+                "base_s": one_sequence * (1 - share) if free == 0 else one_sequence,
                 "decode_seq_s": one_sequence * share,
                 "decode_seqs_free": free,
                 "context_token_s": context,

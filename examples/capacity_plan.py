@@ -37,7 +37,7 @@ SCENARIO = stairwise.scenario_from_dict(
         "prices": {"input_per_mtok": 0.20, "output_per_mtok": 0.60, "cached_input_per_mtok": 0.05},
     }
 )
-SLOS = {"ttft_p90": "1.5s", "stall_p90": "4s"}
+SLOS = {"ttft_p90": "1.5s", "stall_p90": "3s"}
 
 
 def main() -> None:

@@ -236,25 +236,29 @@ def test_distribution_fit_keeps_a_good_parametric_fit_and_else_the_samples():
     assert stats.ks_2samp(two_modes, np.asarray(empirical.dist.samples_ms) / 1e3).statistic < 0.03
 
 
-def test_the_designed_profiling_run_gives_the_profile_back(tmp_path):
-    truth_path = known_profile(tmp_path, block_size=16)
+@pytest.mark.parametrize("free", [0, 2])
+def test_the_designed_profiling_run_gives_the_profile_back(tmp_path, free):
+    truth_step = TRUTH.model_copy(update={"decode_seqs_free": free})
+    truth_path = known_profile(tmp_path, block_size=16, step=truth_step.model_dump())
     truth = load_profile(truth_path)
     server = {"kind": "vllm", "profile": truth_path}
     plan = profiling_plan(
         prompt_lengths=(64, 512, 1024),
-        concurrencies=(1, 8),
+        concurrencies=(1, 3, 8),  # three batch sizes: free sequences show as a bend
         cached_prefixes=(0, 256),
         output_tokens=32,
         rounds=2,
     )
-    assert {c.cached_prefix_tokens for c in plan} == {0, 256} and len(plan) == 10
+    assert {c.cached_prefix_tokens for c in plan} == {0, 256} and len(plan) == 15
     traces = []
     for cell in plan:
         trace = tmp_path / f"{cell.name}.jsonl"
         Simulator(scenario_from_dict(cell_scenario(cell, server)), trace_path=trace).run()
         traces.append(trace)
-    (cached_cell,) = [t for t in read_tables(traces[:4]) if t.requests[-1].cached_tokens]
-    assert cached_cell.requests[-1].cached_tokens >= 240  # the shared system prompt was a hit
+    cached_cells = [t for t in read_tables(traces) if t.requests[-1].cached_tokens]
+    assert len(cached_cells) == 6  # prompts of 512 and 1,024 tokens × 3 concurrencies
+    # the shared system prompt was a hit
+    assert all(t.requests[-1].cached_tokens >= 240 for t in cached_cells)
     options = CalibrationOptions(
         name="profiled",
         model="m",
@@ -265,5 +269,10 @@ def test_the_designed_profiling_run_gives_the_profile_back(tmp_path):
     )
     fitted = fit_profiling_run(traces, options)
     assert fitted.fit["replay"]["max_abs_err_pct"] < 10
-    for name in ("base_s", "prefill_token_s", "decode_seq_s", "context_token_s"):
+    # 0 and 1 free sequences price every decode step alike (a step decodes at least one)
+    assert fitted.step.decode_seqs_free in ({0, 1} if free == 0 else {free})
+    for name in ("prefill_token_s", "decode_seq_s", "context_token_s"):
         assert getattr(fitted.step, name) == pytest.approx(getattr(TRUTH, name), rel=0.2), name
+    for batch in (1, 2, 3, 4, 8, 16):
+        predicted = fitted.step.seconds(0, 0.0, batch, 600 * batch)
+        assert predicted == pytest.approx(truth_step.seconds(0, 0.0, batch, 600 * batch), rel=0.05)
