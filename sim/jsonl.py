@@ -9,14 +9,15 @@ from typing import Any
 from sim.errors import ConfigError
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(name)  # NaN / Infinity: Python's json accepts them, JSON does not
+def refuse_non_finite(name: str) -> float:
+    """``parse_constant`` for json.loads: NaN and Infinity, which Python accepts, are not JSON."""
+    raise ValueError(name)
 
 
 def json_object(line: str, where: str, what: str) -> dict[str, Any]:
     """One JSON object; ``where`` is ``file:line`` for the error message."""
     try:
-        value = json.loads(line, parse_constant=_refuse_constant)
+        value = json.loads(line, parse_constant=refuse_non_finite)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}: not a JSON {what} (truncated? {exc.msg})") from None
     except ValueError as exc:

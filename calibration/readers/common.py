@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
-from sim.jsonl import json_object
+from sim.jsonl import refuse_non_finite
 from sim.trace import read_text as read_trace_text
 
 _NON_FINITE = re.compile(r"\b(NaN|-?Infinity)\b")
@@ -37,21 +37,13 @@ def load_json(path: Path, what: str) -> Any:
     """A JSON document; NaN/Infinity (which Python's json accepts) is refused with its line."""
     text = read_text(path, what)
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=refuse_non_finite)
     except json.JSONDecodeError as exc:
         raise error(path, exc.lineno, f"not valid JSON, {what} expected ({exc.msg})") from None
     except ValueError:
         match = _NON_FINITE.search(text)
         line = text.count("\n", 0, match.start()) + 1 if match else None
         raise error(path, line, f"{match.group(0) if match else 'NaN'} is not a number") from None
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(name)
-
-
-def json_line(path: Path, number: int, line: str, what: str) -> dict[str, Any]:
-    return json_object(line, f"{path}:{number}", what)
 
 
 def number(

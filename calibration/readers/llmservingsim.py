@@ -25,13 +25,13 @@ from calibration.readers.common import (
     csv_rows,
     error,
     field,
-    json_line,
     load_json,
     number,
     parse_selection,
     read_text,
 )
 from calibration.table import RequestRow, StepRow, TraceTable
+from sim.jsonl import json_object
 
 STAMPS = ("queued_ts", "scheduled_ts", "first_token_ts", "last_token_ts")
 PER_LAYER_OPS = (
@@ -53,7 +53,7 @@ def read(path: Path, selection: dict[str, str]) -> TraceTable:
     raw = []
     for line_number, line in enumerate(read_text(path, "requests.jsonl").splitlines(), 1):
         if line.strip():
-            raw.append((line_number, json_line(path, line_number, line, "request")))
+            raw.append((line_number, json_object(line, f"{path}:{line_number}", "request")))
     parsed = [_stamps(path, n, r) for n, r in raw]
     origin = min(p["queued_ts"] for p in parsed)
     offset = min(p["queued_ts"] - p["arrival_time"] for p in parsed)
