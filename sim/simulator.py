@@ -84,14 +84,16 @@ class Simulator:
         arrivals_rng, lengths_rng, network_rng, engine_rng = (
             np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(4)
         )
-        self.requests = requests or build_requests(
-            scenario.workload, self.dag, arrivals_rng, lengths_rng
-        )
         given = profiles or {}
         self.profiles = {
             name: given[name] if name in given else load_profile(server.profile, profile_dir)
             for name, server in scenario.servers.items()
         }
+        # text prompts are counted as the live runner does: by the answering agent's server
+        answering = self.profiles[self.dag.agent(self.dag.output).server]
+        self.requests = requests or build_requests(
+            scenario.workload, self.dag, arrivals_rng, lengths_rng, answering.chars_per_token
+        )
         self.engines: dict[str, list[Engine]] = {}
         self.links: dict[str, Link] = {}
         for name, server in scenario.servers.items():

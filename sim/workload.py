@@ -12,7 +12,7 @@ from sim.dag import Dag
 from sim.errors import ConfigError
 from sim.jsonl import json_objects
 from sim.scenario import ClosedArrival, FixedRateArrival, PoissonArrival, Workload
-from sim.texts import estimate_tokens
+from sim.texts import CHARS_PER_TOKEN_GUESS, estimate_tokens
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,10 @@ def build_requests(
     dag: Dag,
     arrivals_rng: np.random.Generator,
     lengths_rng: np.random.Generator,
+    chars_per_token: float = CHARS_PER_TOKEN_GUESS,
 ) -> list[RequestSpec]:
+    """The requests of a run; a workload file's text prompts are counted in tokens with
+    ``chars_per_token`` (the simulator passes its profile's; the live runner tokenizes them)."""
     rows = read_workload_file(Path(workload.file)) if workload.file else None
     n = len(rows) if rows is not None else workload.requests
     arrivals = _arrivals(workload, n, arrivals_rng)
@@ -54,7 +57,7 @@ def build_requests(
             per_agent.update({k: int(v) for k, v in given.items() if k in per_agent})
         prompt = row.get("prompt")
         prompt_tokens = row.get("prompt_tokens") or (
-            estimate_tokens(prompt) if prompt else int(prompt_lengths[i])
+            estimate_tokens(prompt, chars_per_token) if prompt else int(prompt_lengths[i])
         )
         arrival = row.get("arrival_s", arrivals[i] if arrivals is not None else None)
         requests.append(RequestSpec(i, int(prompt_tokens), per_agent, arrival, prompt))

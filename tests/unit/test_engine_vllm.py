@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,26 @@ def test_sequences_a_step_decodes_for_free_cost_nothing_extra(tmp_path):
 
     assert decode_gap(4) == pytest.approx(decode_gap(0) - 4 * 0.01)
     assert decode_gap(2) == pytest.approx(decode_gap(0) - 2 * 0.01)
+
+
+def test_text_prompts_from_a_workload_file_are_sized_with_the_profiles_tokenizer(tmp_path):
+    prompt = "How does the harbour town earn its living? " * 14
+    workload = tmp_path / "requests.jsonl"
+    workload.write_text(json.dumps({"prompt": prompt}) + "\n")
+    sizes = []
+    for chars_per_token in (4.0, 6.0):
+        profile = vllm_profile()
+        profile["chars_per_token"] = chars_per_token
+        scenario = scenario_from_dict(
+            {
+                "servers": {"gpu": {"kind": "vllm", "profile": write_profile(tmp_path, profile)}},
+                "topology": {"kind": "graph", "unit": {"tokens": 4}, "agents": {"solo": {}}},
+                "workload": {"file": str(workload)},
+            }
+        )
+        records = Simulator(scenario).run().records
+        sizes.append(next(r["prompt_tokens"] for r in records if r["type"] == "request"))
+    # the live runner counts them with the answering agent's tokenizer; the simulator with its
+    # profile's characters per token
+    assert sizes == [estimate_tokens(prompt, 4.0), estimate_tokens(prompt, 6.0)]
+    assert sizes[0] > sizes[1]
