@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 
 from sim.protocol import Message, Span
-from sim.texts import SAMPLE_TEXT
+from sim.texts import CHARS_PER_TOKEN_GUESS, SAMPLE_TEXT, estimate_tokens, sample_text
 
 QUESTION = "\n\nQuestion: describe this town, its people and its work in detail."
 
@@ -65,7 +65,7 @@ class PromptMaker:
     """User prompts of an exact token length, made with the server's own tokenizer.
 
     Each request's prompt starts differently, so requests share no prefix by accident (the
-    simulator assumes the same). Servers without /tokenize get a 4-characters-per-token guess.
+    simulator assumes the same). Servers without /tokenize get a characters-per-token guess.
     """
 
     def __init__(self, base_url: str | None, model: str | None, seed: int) -> None:
@@ -88,7 +88,8 @@ class PromptMaker:
         start = self.rng.randrange(0, len(self._source) // 2)
         text = f"[{index}] " + self._source[start:]
         if self.base_url is None:
-            return text[: max(1, tokens * 4 - len(QUESTION))] + QUESTION, tokens
+            characters = round(tokens * CHARS_PER_TOKEN_GUESS) - len(QUESTION)
+            return text[: max(1, characters)] + QUESTION, tokens
         ids = await self._tokenize(client, text)
         question = await self._tokenize(client, QUESTION)
         if tokens > len(question) + 4:
@@ -103,9 +104,9 @@ class PromptMaker:
         return prompt, len(await self._tokenize(client, prompt))
 
     async def count(self, client: httpx.AsyncClient, text: str) -> int:
-        """Tokens in a given prompt (a 4-characters-per-token guess without /tokenize)."""
+        """Tokens in a given prompt (a characters-per-token guess without /tokenize)."""
         if self.base_url is None:
-            return max(1, round(len(text) / 4))
+            return estimate_tokens(text)
         return len(await self._tokenize(client, text))
 
     async def _tokenize(self, client: httpx.AsyncClient, text: str) -> list[int]:
@@ -113,3 +114,11 @@ class PromptMaker:
         response = await client.post(f"{self.base_url}/tokenize", json=body)
         response.raise_for_status()
         return list(response.json()["tokens"])
+
+
+async def measure_chars_per_token(base_url: str, model: str | None) -> float:
+    """Characters per token of the server's tokenizer on plain English: profiles carry it so
+    the simulator can size the texts it never tokenizes."""
+    text = sample_text(4000)
+    async with httpx.AsyncClient(timeout=30) as client:
+        return len(text) / await PromptMaker(base_url, model, seed=0).count(client, text)

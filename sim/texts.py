@@ -13,7 +13,10 @@ def answer_label(index: int) -> str:
     return f"\n\n[{index}] "
 
 
-def estimate_tokens(text: str, chars_per_token: float = 4.0) -> int:
+CHARS_PER_TOKEN_GUESS = 4.0  # English BPE, when neither a profile nor a tokenizer says
+
+
+def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN_GUESS) -> int:
     """Token count of English text (a profile says how many characters its tokenizer puts
     in a token). Only the simulator uses this, for fixed texts; live runs count real tokens."""
     return max(1, round(len(text) / chars_per_token)) if text else 0

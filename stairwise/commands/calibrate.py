@@ -231,12 +231,10 @@ def _profile_live(
 ) -> tuple[list[Path], float]:
     """Run the designed profiling grid live, one trace per cell (finished cells are kept);
     also measure the tokenizer's characters per token on plain English."""
-    import asyncio
-
     from calibration.profiling import cell_scenario, profiling_plan
-    from live.runner import LiveRunner
     from sim.errors import ConfigError
     from sim.scenario import scenario_from_dict
+    from stairwise import api
 
     def ints(option: str) -> tuple[int, ...]:
         try:
@@ -265,28 +263,26 @@ def _profile_live(
             traces.append(trace)
             if trace.exists() and '"type":"end"' in trace.read_text()[-300:]:
                 continue  # finished in an earlier, interrupted profiling run
-            data = cell_scenario(cell, server, chars_per_token) | {"live": {"cold_cache": True}}
-            runner = LiveRunner(scenario_from_dict(data, cell.name), trace_path=trace)
-            result = asyncio.run(runner.run())
+            scenario = scenario_from_dict(cell_scenario(cell, server, chars_per_token), cell.name)
+            result = api.run(scenario, trace=trace, cold_cache=True, log=typer.echo)
             if result.interrupted:
                 raise KeyboardInterrupt
     return traces, chars_per_token
 
 
 def _measure_chars_per_token(endpoint: str, model: str | None) -> float:
+    import asyncio
+
     import httpx
 
+    from live.texts import measure_chars_per_token
     from sim.errors import ConfigError
-    from sim.texts import sample_text
 
-    text = sample_text(4000)
-    url = endpoint.rstrip("/").removesuffix("/v1") + "/tokenize"
     try:
-        response = httpx.post(url, json={"model": model, "prompt": text}, timeout=30)
-        count = int(response.json()["count"])
+        return asyncio.run(measure_chars_per_token(endpoint, model))
     except (httpx.HTTPError, KeyError, ValueError):
-        raise ConfigError(f"{url}: cannot count tokens (a vLLM server has /tokenize)") from None
-    return len(text) / count
+        message = f"{endpoint}: cannot count tokens (a vLLM server has /tokenize)"
+        raise ConfigError(message) from None
 
 
 def _validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
