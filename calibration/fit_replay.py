@@ -39,7 +39,7 @@ REPLAY_PARAMS = (*STEP_PARAMS, EXPONENT)
 EXPONENT_CANDIDATES = (1.0, 0.8, 0.6, 0.4)
 PRIOR_WEIGHT = 0.01  # a ×e move costs what one 1 % quantile error does
 SEARCH_RANGE = 6.0  # log-multipliers within ±6 (×0.0025 … ×400)
-FIRST_MOVE = 0.3  # the initial simplex tries each coefficient ×1.35 (÷1.35 at its bound)
+FIRST_MOVE = 0.3  # the initial simplex tries each coefficient ×1.35
 RESTART_GAIN = 0.01  # Nelder–Mead restarts from its result while that gains >= 1 %
 START_SHARE = 0.05  # a negligible start coefficient starts at 5 % of a typical step's time
 NEGLIGIBLE = 0.005  # … where negligible is under 0.5 % of it

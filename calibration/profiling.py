@@ -243,10 +243,10 @@ def fit_batching(
     progress: Progress | None = None,
 ) -> tuple[VllmProfile, dict[str, Any]]:
     """What batching shows, by replaying every cell: the cost of each extra decoding sequence
-    (a share of the one-sequence step, so ``base + decode_seq`` stays as stage 1 measured it),
-    how many sequences ride along for free, and the cost per token of context (a batch holds
-    far more context than one sequence). For each count of free sequences a Nelder–Mead
-    search sets the other two; the best count wins."""
+    (a share of the one-sequence step, which keeps the time stage 1 measured), how many
+    sequences ride along for free, and the cost per token of context (a batch holds far more
+    context than one sequence). For each count of free sequences a Nelder–Mead search sets
+    the other two; the best count wins."""
     engine = EngineSettings()
     plans = [plan(t, "vllm", engine) for t in tables]
     targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
