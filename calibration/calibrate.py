@@ -14,7 +14,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from calibration.fit_latency import fit_api, fit_network
-from calibration.fit_replay import REPLAY_PARAMS, Progress, fit_by_replay, initial_step_cost
+from calibration.fit_replay import (
+    EXPONENT,
+    REPLAY_PARAMS,
+    Progress,
+    fit_by_replay,
+    initial_step_cost,
+)
 from calibration.fit_steps import fit_step_cost
 from calibration.replay import EngineSettings
 from calibration.table import STEP_PARAMS, TraceTable
@@ -71,6 +77,11 @@ def calibrate(
     start = start_profile(tables, options)
     fit: dict[str, Any] = {"method": method}
     if method == "direct":
+        if EXPONENT in (options.params or ()):
+            raise ConfigError(
+                f"--fit {EXPONENT}: only a replay fit (request traces) can fit the batch "
+                "exponent; a direct fit of step measurements keeps it at 1"
+            )
         result = fit_step_cost(
             [s for t in tables for s in t.steps], options.params or STEP_PARAMS, start.step
         )

@@ -197,6 +197,12 @@ def test_bad_options_and_profiles_exit_2(tmp_path):
         calibrate_splitwise(output, "--select", "model=llama2-70b", "--fit", "speed_s"),
         "--fit: unknown step parameter",
     )
+    one_line_error(
+        calibrate_splitwise(
+            output, "--select", "model=llama2-70b", "--fit", "base_s,decode_seq_exponent"
+        ),
+        "only a replay fit",
+    )
     future = tmp_path / "future.json"
     future.write_text(
         json.dumps({**json.loads(Path(load_profile_path()).read_text()), "schema_version": 9})
