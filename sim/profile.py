@@ -97,6 +97,11 @@ class VllmProfile(ProfileBase):
     # prompts fit, decode-only steps otherwise.
     scheduler: Literal["mixed", "prefill_first"] = "mixed"
     step: StepCost
+    step_rel_sd: dict[str, float] = Field(
+        default_factory=dict,
+        description="1-sigma relative uncertainty of each StepCost parameter, by field name "
+        "(from the fit); a missing name means not measured",
+    )
     request_overhead_s: float = Field(0.0, ge=0, description="API server time before queueing")
 
 
