@@ -44,6 +44,7 @@ from sim.simulator import Simulator
 from sim.sweep.backends import Backend, BackendName, make_backend
 from sim.sweep.points import scenario_at
 from sim.sweep.replicate import metric_value, replication_seed
+from sim.trace import Record
 
 SLO_METRICS = {
     "ttft": "ttft_s",
@@ -250,22 +251,32 @@ class LoadMeasure:
     cost_per_request: float
 
 
+MeasureLoad = Callable[[LoadTask], LoadMeasure]
+
+
 def measure_load(task: LoadTask) -> LoadMeasure:
     """Simulate one load level (runs in a backend worker)."""
     scenario = Scenario.model_validate(task.scenario)
     profile_dir = Path(task.profile_dir) if task.profile_dir is not None else None
     result = Simulator(scenario, profile_dir=profile_dir).run()
-    per_request = request_metrics(result.records)
+    return load_measure(result.records, result.summary, task.slo_paths)
+
+
+def load_measure(
+    records: list[Record], summary: dict[str, Any], slo_paths: tuple[str, ...]
+) -> LoadMeasure:
+    """What the sustainability rule reads of one load level's trace, simulated or live."""
+    per_request = request_metrics(records)
     sent = [m.sent for m in per_request]
     finished = [m.sent + m.e2e for m in per_request if m.ok and m.e2e is not None]
     first = min(per_request, key=lambda m: m.sent)
     return LoadMeasure(
-        values={path: metric_value(result.summary, path) for path in task.slo_paths},
-        failed_requests=result.summary["failed_requests"],
+        values={path: metric_value(summary, path) for path in slo_paths},
+        failed_requests=summary["failed_requests"],
         arrival_span_s=max(sent) - min(sent),
         makespan_s=(max(finished) - min(sent)) if finished else math.inf,
         first_e2e_s=first.e2e if first.ok else None,
-        cost_per_request=result.summary["cost_usd"]["per_request"],
+        cost_per_request=summary["cost_usd"]["per_request"],
     )
 
 
@@ -293,7 +304,11 @@ class Variant:
 
 
 class Planner:
-    """Runs the searches; assessments are cached, so no load level is simulated twice."""
+    """Runs the searches; assessments are cached, so no load level is simulated twice.
+
+    ``measure`` runs one load level: the simulator by default; the live capacity search
+    gives it one that runs the level for real, so both searches share every rule here.
+    """
 
     def __init__(
         self,
@@ -302,8 +317,10 @@ class Planner:
         settings: PlanSettings,
         backend: Backend,
         profile_dir: Path | None = None,
+        measure: MeasureLoad = measure_load,
     ) -> None:
         settings.check()
+        self.measure = measure
         self.scenario = scenario
         self.slos = slos
         self.settings = settings
@@ -320,7 +337,7 @@ class Planner:
         new = list({v.key: v for v in variants if v.key not in self._cache}.values())
         replications = self.settings.replications
         tasks = [self._task(v, r) for v in new for r in range(replications)]
-        measures: dict[int, LoadMeasure] = dict(self.backend.imap_unordered(measure_load, tasks))
+        measures: dict[int, LoadMeasure] = dict(self.backend.imap_unordered(self.measure, tasks))
         for i, variant in enumerate(new):
             runs = [measures[i * replications + r] for r in range(replications)]
             self._cache[variant.key] = self._combine(variant, runs)
@@ -365,25 +382,33 @@ class Planner:
 
     # --- the maximum sustainable rate --------------------------------------------------------
 
-    def max_rate(self, values: tuple[tuple[str, Any], ...] = ()) -> RateSearch:
+    def max_rate(
+        self,
+        values: tuple[tuple[str, Any], ...] = (),
+        start: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> RateSearch:
         """Bracket the highest sustainable rate, then narrow the bracket.
 
         Each round simulates as many rates as the backend has workers, spread evenly (in
-        log scale) over the bracket, so two workers cut it in three per round.
+        log scale) over the bracket, so two workers cut it in three per round. ``start``:
+        the first rate tried (default: the scenario's); ``stop`` ends the search early with
+        the bracket found so far (a time budget).
         """
-        start = self._start_rate()
+        start = start or self._start_rate()
+        stopped = stop or (lambda: False)
         passing: float | None = None
         failing: float | None = None
         if self._passes(Variant(start, 1, values)):
             passing = start
         else:
             failing = start
-        while passing is None or failing is None:
+        while (passing is None or failing is None) and not stopped():
             probes = self._expansion(passing, failing)
             if not probes:
                 break
             passing, failing = self._narrow(probes, passing, failing, values)
-        while passing is not None and failing is not None:
+        while passing is not None and failing is not None and not stopped():
             if failing / passing <= 1 + self.settings.rate_tolerance:
                 break
             probes = list(np.geomspace(passing, failing, self.backend.workers + 2)[1:-1])

@@ -1,0 +1,99 @@
+"""The engine probe run live: how fast each of a scenario's vLLM servers is right now.
+
+``run`` and ``validate`` call :func:`probe_servers` right before and right after each live run
+and keep both readings with the run (:mod:`calibration.probe` says what is measured and how the
+factors are found). A probe that cannot reach its server is bad input like any unreachable
+endpoint: one line, exit 2; the run's trace, already written, stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from calibration.probe import ProbeReading, drift_pct, probe_scenarios, read_probe, rescaled
+from sim.errors import ConfigError
+from sim.profile import VllmProfile, load_profile
+from sim.scenario import Scenario, VllmServer
+
+Readings = dict[str, ProbeReading]  # server name -> reading
+
+
+def probed_servers(
+    scenario: Scenario, profile_dir: Path | None = None
+) -> dict[str, tuple[VllmServer, VllmProfile]]:
+    """The servers a probe can measure: vLLM servers with an endpoint and a vllm profile."""
+    found = {}
+    for name, server in scenario.servers.items():
+        if isinstance(server, VllmServer) and server.endpoint is not None:
+            profile = load_profile(server.profile, profile_dir)
+            if isinstance(profile, VllmProfile):
+                found[name] = (server, profile)
+    return found
+
+
+def probe_servers(
+    scenario: Scenario,
+    profile_dir: Path | None = None,
+    when: str = "",
+    log: Callable[[str], None] = print,
+) -> Readings:
+    """Probe every server of :func:`probed_servers` once (about 10 s each on the local CPU
+    engine). Distinct endpoints only: two scenario servers on one endpoint are probed once."""
+    from live.runner import LiveRunner
+
+    readings: Readings = {}
+    by_endpoint: dict[str, ProbeReading] = {}
+    for name, (server, profile) in probed_servers(scenario, profile_dir).items():
+        assert server.endpoint is not None
+        if server.endpoint in by_endpoint and by_endpoint[server.endpoint].profile == profile.name:
+            readings[name] = by_endpoint[server.endpoint]
+            continue
+        entry = server.model_dump(mode="json") | {"replicas": 1}
+        scenarios = probe_scenarios(
+            entry, seed=secrets.randbelow(2**31), chars_per_token=profile.chars_per_token
+        )
+        log(f"probing {name} ({server.endpoint}) {when}".rstrip())
+        try:
+            runs = [asyncio.run(LiveRunner(s).run()) for s in scenarios]
+        except ConfigError as exc:
+            raise ConfigError(f"engine probe {when}: {exc}".replace("  ", " ")) from None
+        if any(r.interrupted for r in runs):
+            raise KeyboardInterrupt
+        failed = sum(r.summary["failed_requests"] for r in runs)
+        if failed:
+            raise ConfigError(f"engine probe {when}: {failed} probe requests on {name} failed")
+        reading = read_probe(name, profile, scenarios, [r.records for r in runs])
+        readings[name] = by_endpoint[server.endpoint] = reading
+    return readings
+
+
+def probe_record(before: Readings, after: Readings | None = None) -> dict[str, Any]:
+    """What a trace keeps of the probes: per server, before/after readings and their drift."""
+    record: dict[str, Any] = {}
+    for name, first in before.items():
+        entry: dict[str, Any] = {"profile": first.profile, "before": first.to_dict()}
+        if after is not None and name in after:
+            entry["after"] = after[name].to_dict()
+            entry["drift_pct"] = drift_pct(first, after[name])
+        record[name] = entry
+    return record
+
+
+def rescaled_profiles(
+    scenario: Scenario, before: Readings, after: Readings | None, profile_dir: Path | None = None
+) -> dict[str, VllmProfile]:
+    """Each probed server's profile rescaled to the engine's speed during the run: the mean of
+    the factors before and after (the run sits between them)."""
+    profiles = {}
+    for name, (_, profile) in probed_servers(scenario, profile_dir).items():
+        if name not in before:
+            continue
+        readings = [before[name]] + ([after[name]] if after and name in after else [])
+        prefill = sum(r.prefill_factor for r in readings) / len(readings)
+        decode = sum(r.decode_factor for r in readings) / len(readings)
+        profiles[name] = rescaled(profile, prefill, decode)
+    return profiles
