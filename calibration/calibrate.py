@@ -53,6 +53,7 @@ class CalibrationOptions(BaseModel):
     chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
     description: str = ""
     notes: str = ""
+    machine: str = Field("", description="sim.profile.this_machine() if measured live here")
 
     @field_validator("params")
     @classmethod
@@ -183,6 +184,7 @@ def _provenance(
         date=date.today().isoformat(),
         sources=[t.source for t in tables],
         notes=options.notes,
+        machine=options.machine,
     )
 
 

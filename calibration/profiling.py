@@ -69,6 +69,21 @@ def profiling_plan(
     ]
 
 
+@dataclass(frozen=True)
+class ProfilingGrid:
+    prompt_lengths: tuple[int, ...]
+    concurrencies: tuple[int, ...]
+    cached_prefixes: tuple[int, ...]
+    output_tokens: int
+    rounds: int
+
+
+QUICK_GRID = ProfilingGrid((32, 512, 1536), (1, 4), (0, 512), output_tokens=64, rounds=2)
+"""``calibrate --quick``: the same kinds of cell, fewer of them and shorter answers, so the local
+CPU engine is fitted in about three minutes: three prompt lengths pin the prefill cost and
+its attention term, one and four users the batching, a 512-token cached prefix the hit."""
+
+
 def cell_scenario(
     cell: ProfilingCell, server: dict[str, Any], chars_per_token: float = 4.0
 ) -> dict[str, Any]:

@@ -207,6 +207,16 @@ class CapacityPlan:
     schedules: list[Candidate] = field(default_factory=list)  # best first
     best_capacity: RateSearch | None = None  # the best schedule's maximum rate
     best_replicas: ReplicaSearch | None = None  # and the replicas it needs for the target
+    live_capacity: RateSearch | None = None  # the same search with every level run for real
+    live_search: dict[str, Any] | None = None  # levels run, seconds, whether it converged
+
+    @property
+    def capacity_error_pct(self) -> float | None:
+        """The simulated maximum rate's error against the live one."""
+        live = self.live_capacity.max_rate if self.live_capacity is not None else None
+        if live is None or self.capacity.max_rate is None:
+            return None
+        return 100 * (self.capacity.max_rate - live) / live
 
     @property
     def best(self) -> Candidate | None:
@@ -217,6 +227,11 @@ class CapacityPlan:
         data = asdict(self)
         data["slos"] = {slo.name: slo.bound_s for slo in self.slos}
         data["best"] = asdict(self.best) if self.best is not None else None
+        if self.live_capacity is None:
+            for key in ("live_capacity", "live_search"):
+                del data[key]
+        else:
+            data["capacity_error_pct"] = self.capacity_error_pct
         finite: dict[str, Any] = _finite(data)
         return finite
 

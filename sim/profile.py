@@ -7,7 +7,11 @@ live in ``sim/profiles/`` and are selected by name; users pass a path to their o
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +37,11 @@ class Provenance(_Strict):
     date: str = ""
     sources: list[str] = Field(default_factory=list)
     notes: str = ""
+    machine: str = Field(
+        "",
+        description="this_machine() of the computer a live profiling run measured: says whether "
+        "a profile describes the machine a prediction is made on (empty: another source)",
+    )
 
 
 class StepCost(_Strict):
@@ -120,6 +129,21 @@ Profile = Annotated[VllmProfile | ApiProfile, Field(discriminator="kind")]
 
 class _ProfileFile(_Strict):
     profile: Profile
+
+
+def this_machine() -> str:
+    """A fingerprint of this computer: its host name, machine id and processor. A CPU engine's
+    speed is the machine's, so a profile measured elsewhere is a guess here."""
+    parts = [platform.node(), platform.machine(), str(os.cpu_count())]
+    for source, key in ((Path("/etc/machine-id"), ""), (Path("/proc/cpuinfo"), "model name")):
+        with contextlib.suppress(OSError):
+            lines = source.read_text().splitlines()
+            parts += [line for line in lines if line.startswith(key)][:1]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def measured_here(profile: VllmProfile | ApiProfile) -> bool:
+    return bool(profile.provenance.machine) and profile.provenance.machine == this_machine()
 
 
 def shipped_profiles() -> list[str]:

@@ -22,11 +22,11 @@ The Python API mirrors the CLI::
 """
 
 from sim import ConfigError, Scenario, SimResult, load_scenario, scenario_from_dict, simulate
-from sim.capacity import CapacityPlan, PlanSettings, plan
+from sim.capacity import CapacityPlan, PlanSettings
 from sim.metrics import summarize
 from sim.sweep import SweepResult, sweep
 from sim.trace import read_trace
-from stairwise.api import calibrate, replay, report, run, validate
+from stairwise.api import calibrate, plan, replay, report, run, validate
 
 __all__ = [
     "CapacityPlan",

@@ -20,6 +20,7 @@ from sim.scenario import Scenario
 if TYPE_CHECKING:
     from live.runner import LiveResult
     from reports.validation import Validation
+    from sim.capacity import CapacityPlan, PlanSettings
     from sim.profile import Profile
 
 Progress = Callable[[int, int], None]
@@ -165,3 +166,61 @@ def report(
     path = Path(output)
     write_report(path, html_text)
     return WrittenReport(path, path.stat().st_size, len(runs), runs[index].label)
+
+
+def plan(
+    scenario: Scenario | str | Path,
+    slos: Sequence[str] | dict[str, float | str],
+    settings: PlanSettings | None = None,
+    overrides: list[str] | None = None,
+    live: bool = False,
+    local: bool = True,
+    threads: int = 2,
+    live_budget_s: float = 900.0,
+    live_out: str | Path = "out/plan-live",
+    progress: Callable[[str], None] | None = None,
+    log: Callable[[str], None] = print,
+    **backend: Any,
+) -> CapacityPlan:
+    """Capacity under SLOs (:func:`sim.capacity.plan`); ``live`` also searches the real
+    maximum sustainable rate on the scenario's servers (``local``: the embedded vLLM) with the
+    same search and rule, starting from the simulated one, within ``live_budget_s`` seconds;
+    each live level's trace goes to ``live_out``. ``backend``: ``backend``, ``workers``,
+    ``address`` of the simulated searches."""
+    from sim.capacity import parse_slos
+    from sim.capacity import plan as simulated_plan
+
+    if live_budget_s <= 0:
+        raise ConfigError("--live-budget must be positive")
+    result = simulated_plan(
+        scenario, slos, settings, overrides=overrides, progress=progress, **backend
+    )
+    if not live:
+        return result
+    from live.endpoints import on_local_server
+    from stairwise.live_capacity import live_capacity
+
+    loaded, profile_dir = resolve_scenario(scenario, overrides)
+    if local:
+        loaded = on_local_server(loaded, threads, log=log)
+    if progress is not None:
+        progress("maximum sustainable rate, live")
+    start = result.capacity.max_rate or result.capacity.first_failing
+    measured = live_capacity(
+        loaded,
+        parse_slos(slos),
+        result.settings,
+        start,
+        live_budget_s,
+        Path(live_out),
+        profile_dir,
+        log,
+    )
+    result.live_capacity = measured.search
+    result.live_search = {
+        "levels": measured.levels,
+        "elapsed_s": measured.elapsed_s,
+        "complete": measured.complete,
+        "traces": str(live_out),
+    }
+    return result

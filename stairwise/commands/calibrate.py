@@ -36,6 +36,7 @@ OPTION_NAMES = {
     "max_evaluations": "evaluations",
     "kv_capacity_tokens": "kv-capacity",
 }
+QUICK_EVALUATIONS = 60  # replay simulations of the batching fit under --quick
 ServerOption = Annotated[
     str | None, typer.Option("--server", help="stairwise traces: the server the profile is for.")
 ]
@@ -84,6 +85,14 @@ def calibrate(
     ] = "0,512",
     output_tokens: Annotated[int, typer.Option(help="Profiling grid: answer length.")] = 128,
     rounds: Annotated[int, typer.Option(help="Profiling grid: requests per user.")] = 3,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="A short profiling grid (about 3 minutes on the local CPU engine) in place of "
+            "the grid options, and a shorter fit.",
+        ),
+    ] = False,
     fmt: FormatOption = "auto",
     select: SelectOption = None,
     name: Annotated[str | None, typer.Option(help="Profile name (default: the file's).")] = None,
@@ -132,10 +141,25 @@ def calibrate(
     from calibration.profiling import fit_profiling_run
     from calibration.readers.prometheus import run_totals
     from sim.errors import ConfigError
-    from sim.profile import ApiProfile, VllmProfile, load_profile, save_profile
+    from sim.profile import ApiProfile, VllmProfile, load_profile, save_profile, this_machine
 
     if (sources is None) == (endpoint is None and not local):
         raise ConfigError("give either --from FILE... or --endpoint URL / --local")
+    if quick and sources is not None:
+        raise ConfigError("--quick shortens a live profiling run: give --endpoint or --local")
+    if quick:
+        from calibration.profiling import QUICK_GRID
+
+        prompts, concurrency, cached = (
+            ",".join(map(str, sizes))
+            for sizes in (
+                QUICK_GRID.prompt_lengths,
+                QUICK_GRID.concurrencies,
+                QUICK_GRID.cached_prefixes,
+            )
+        )
+        output_tokens, rounds = QUICK_GRID.output_tokens, QUICK_GRID.rounds
+        evaluations = min(evaluations, QUICK_EVALUATIONS)
     if sources is None:
         grid = {"prompts": prompts, "concurrency": concurrency, "cached": cached}
         sources, measured = _profile_live(
@@ -185,6 +209,7 @@ def calibrate(
             "description": description,
             "notes": notes,
             "chars_per_token": chars_per_token,
+            "machine": this_machine() if local or _on_loopback(endpoint) else "",
         },
     )
     with progress_bar("fitting", enabled=True) as update:
@@ -197,6 +222,13 @@ def calibrate(
     typer.echo(f"wrote {output}")
     _print_fit(profile.fit)
     _print_kv_check(profile)
+
+
+def _on_loopback(endpoint: str | None) -> bool:
+    """An endpoint served by this machine: its speed is this machine's."""
+    from urllib.parse import urlparse
+
+    return endpoint is not None and urlparse(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _local_facts(

@@ -35,6 +35,7 @@ SHOWN_ROWS = 20
 SHOWN_METRICS = 3
 SHOWN_CANDIDATES = 10
 DEFAULTS = PlanSettings()
+LIVE_REQUESTS = 20  # per live load level: about a minute each near the local engine's capacity
 
 
 def _backend_name(backend: str) -> Any:
@@ -131,8 +132,12 @@ def plan(
         typer.Option("--target-rate", help="Requests/s to find the replicas for."),
     ] = None,
     requests: Annotated[
-        int, typer.Option(help="Requests simulated per load level.")
-    ] = DEFAULTS.requests,
+        int | None,
+        typer.Option(
+            help=f"Requests per load level (default {DEFAULTS.requests}; with --live "
+            f"{LIVE_REQUESTS}, for the simulated search too, so both judge the same runs)."
+        ),
+    ] = None,
     replications: Annotated[
         int, typer.Option(help="Runs per load level; each must pass.")
     ] = DEFAULTS.replications,
@@ -158,6 +163,23 @@ def plan(
         list[str] | None,
         typer.Option("--schedule", help="A fixed schedule to try too, e.g. 8,128,256."),
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Also measure the maximum sustainable rate for real on the scenario's servers "
+            "(the embedded local vLLM unless --no-local), with the same search and rule.",
+        ),
+    ] = False,
+    local: Annotated[
+        bool, typer.Option("--local/--no-local", help="--live on the embedded local vLLM.")
+    ] = True,
+    live_budget: Annotated[
+        float, typer.Option(help="--live: seconds the live search may take (then it stops).")
+    ] = 900.0,
+    live_out: Annotated[
+        Path, typer.Option(help="--live: where each live load level's trace goes.")
+    ] = Path("out/plan-live"),
     overrides: Overrides = None,
     backend: BackendOption = "local",
     address: AddressOption = None,
@@ -165,10 +187,10 @@ def plan(
     as_json: JsonFlag = False,
 ) -> None:
     """Maximum sustainable rate, replicas for a target rate, cost, best chunk schedule."""
-    from sim.capacity import plan as make_plan
+    from stairwise import api
 
     settings = PlanSettings(
-        requests=requests,
+        requests=requests or (LIVE_REQUESTS if live else DEFAULTS.requests),
         replications=replications,
         keep_up_slack=keep_up_slack,
         rate_tolerance=rate_tolerance,
@@ -179,15 +201,20 @@ def plan(
         schedules=tuple(_parse_schedule(text) for text in schedule or []),
     )
     with _phases(enabled=not as_json) as say:
-        result = make_plan(
+        result = api.plan(
             scenario,
             slo,
             settings,
             overrides=overrides or [],
+            live=live,
+            local=local,
+            live_budget_s=live_budget,
+            live_out=live_out,
+            progress=say,
+            log=err_console.print,
             backend=_backend_name(backend),
             workers=workers,
             address=address,
-            progress=say,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -217,6 +244,16 @@ def _print_plan(result: CapacityPlan) -> None:
     slos = ", ".join(f"{s.name} ≤ {s.bound_s:g} s" for s in result.slos)
     console.print(f"[bold]{result.scenario}[/bold] under {slos}", highlight=False)
     console.print(_capacity_line("as given", result.capacity), highlight=False)
+    if result.live_capacity is not None and result.live_search is not None:
+        console.print(_capacity_line("as given, live", result.live_capacity), highlight=False)
+        search = result.live_search
+        error = result.capacity_error_pct
+        console.print(
+            f"  live search: {search['levels']} levels in {search['elapsed_s']:.0f} s"
+            + ("" if search["complete"] else " (stopped by --live-budget)")
+            + ("" if error is None else f"; simulated maximum {error:+.1f} % off the live one"),
+            highlight=False,
+        )
     if result.replicas is not None:
         line = _replicas_line("as given", result, result.replicas, result.capacity)
         console.print(line, highlight=False)
