@@ -5,9 +5,11 @@ vLLM profile) as ``standard`` (the aggregator waits for whole answers), ``stairc
 starts from the proposers' first chunks) and ``multistream`` (all four agents as streams of
 one sequence — a what-if: no engine serves it yet), plus ``multistream`` with its two cost
 assumptions moved: free extra streams (``stream_token_s: 0``, a purely memory-bound step) and a
-lag of 4 steps. Prints a Markdown table (the one in docs/design.md).
+lag of 4 steps. Latency and KV come from the example's workload (Poisson, 0.1 requests/s);
+throughput from the same requests sent by 8 closed-loop users. Prints a Markdown table (the
+one in docs/design.md).
 
-    python examples/multistream_whatif.py [--requests 50]
+    python examples/multistream_whatif.py [--requests 50] [--profile vllm-a100-llama3-8b]
 """
 
 from __future__ import annotations
@@ -28,15 +30,20 @@ VARIANTS = {
     ],
     "multistream, lag 4": ["topology.mode=multistream", "topology.multistream.lag_steps=4"],
 }
-COLUMNS = [  # (header, summary path, format)
+LATENCY = [  # (header, summary path, format): the example's own workload
     ("TTFT p50 (s)", "ttft_s.p50", ".2f"),
     ("TTFT p90 (s)", "ttft_s.p90", ".2f"),
     ("stall p90 (s)", "stall_s.p90", ".2f"),
     ("E2E p50 (s)", "e2e_s.p50", ".2f"),
     ("answer TPS p50", "tps.p50", ".1f"),
-    ("throughput (tok/s)", "throughput_tok_s", ".1f"),
     ("KV peak p50 (tokens)", "kv_peak_tokens.p50", ",.0f"),
 ]
+LOADED = [  # the same requests from 8 closed-loop users: what one server sustains
+    ("8 users: requests/s", "request_throughput_per_s", ".3f"),
+    ("8 users: E2E p50 (s)", "e2e_s.p50", ".2f"),
+    ("8 users: KV peak p50", "kv_peak_tokens.p50", ",.0f"),
+]
+CLOSED_LOOP = ["workload.arrival={kind: closed, concurrency: 8}"]
 
 
 def value(summary: dict, path: str) -> float:
@@ -46,21 +53,25 @@ def value(summary: dict, path: str) -> float:
     return float(node)
 
 
+def cells(overrides: list[str], columns: list[tuple[str, str, str]]) -> list[str]:
+    summary = stairwise.simulate(SCENARIO, overrides=overrides).summary
+    return [format(value(summary, path), spec) for _, path, spec in columns]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--profile", help="another engine profile (a shipped name or a path)")
     args = parser.parse_args()
     common = [f"workload.requests={args.requests}"]
-    print(
-        f"| mode ({args.requests} requests, Poisson 0.1/s) | "
-        + " | ".join(c[0] for c in COLUMNS)
-        + " |"
-    )
-    print("|---" * (len(COLUMNS) + 1) + "|")
+    if args.profile:
+        common.append(f"servers.local.profile={args.profile}")
+    headers = [header for header, _, _ in LATENCY + LOADED]
+    print(f"| mode ({args.requests} requests) | " + " | ".join(headers) + " |")
+    print("|---" * (len(headers) + 1) + "|")
     for label, overrides in VARIANTS.items():
-        summary = stairwise.simulate(SCENARIO, overrides=common + overrides).summary
-        cells = [format(value(summary, path), spec) for _, path, spec in COLUMNS]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        row = cells(common + overrides, LATENCY) + cells(common + overrides + CLOSED_LOOP, LOADED)
+        print(f"| {label} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -176,6 +176,10 @@ class MultistreamRequests:
         schedule = StreamSchedule.of(plan, self.token_s)
         finished = self.env.event()
         reported: list[np.ndarray] = []
+
+        def done(result: CallResult, times: np.ndarray) -> None:
+            finished.succeed((result, times))
+
         call = EngineCall(
             key=(spec.index, "multistream"),
             prompt=self._prompt(spec),
@@ -184,7 +188,7 @@ class MultistreamRequests:
             tokens=plan.steps,
             watch=schedule.changes[1:],
             progress=reported.append,
-            done=lambda result, times: finished.succeed((result, times)),
+            done=done,
             streams=schedule,
         )
         engine = min(self.engines, key=lambda e: e.load())

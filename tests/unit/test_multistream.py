@@ -190,13 +190,21 @@ def test_the_trace_has_one_call_per_stream_and_the_answer_deltas(tmp_path):
     assert result.summary["generated_tokens"] == sum(e["completion_tokens"] for e in ends.values())
 
 
-def test_many_requests_batch_as_one_entry_each(tmp_path):
+@pytest.mark.parametrize("kv_capacity", [None, 1_600])
+def test_many_requests_batch_as_one_entry_each_even_through_preemption(tmp_path, kv_capacity):
     profile = write_profile(tmp_path, vllm_profile())
     data = moa_data(profile)
-    data["workload"] = {"requests": 6, "arrival": {"kind": "constant", "rate_per_s": 2.0}}
-    result = Simulator(scenario_from_dict(data)).run()
+    data["servers"]["s"]["kv_capacity_tokens"] = kv_capacity
+    data["workload"] = {"requests": 6, "arrival": {"kind": "constant", "rate_per_s": 20.0}}
+    simulator = Simulator(scenario_from_dict(data))
+    result = simulator.run()
+    (engine,) = simulator.engines["s"]
+    assert engine.steps < 6 * AGGREGATOR_TOKENS  # the requests shared steps
+    assert (engine.preemptions > 0) == (kv_capacity is not None)  # ~650 tokens per request
     assert result.summary["requests"] == 6
-    assert result.summary["kv_peak_tokens"]["count"] == 6
+    assert result.summary["tpot_s"]["count"] == 6
+    deltas = [r for r in result.records if r["type"] == "deltas"]
+    assert [sum(d["n"]) for d in deltas] == [AGGREGATOR_TOKENS] * 6
 
 
 # --- scenario rules and the live refusal ----------------------------------------------------
