@@ -104,6 +104,32 @@ def test_streams_nobody_reads_run_to_the_end_and_unread_chains_never_run():
     assert plan.stream("side").tokens == 4  # no consumer, not the answer: runs from step 0
 
 
+@pytest.mark.parametrize("agents,steps", [(2, 3), (5, 8)])
+def test_a_chain_pipelines_one_unit_per_agent(agents, steps):
+    names = [f"a{i}" for i in range(agents)]
+    plan = graph_plan(
+        {n: {"steps": steps, "next": names[i + 1 : i + 2]} for i, n in enumerate(names)}
+    )
+    unit = 4  # graph_plan's unit.tokens
+    assert [plan.stream(n).start for n in names] == [i * unit for i in range(agents)]
+    assert plan.steps == (agents - 1) * unit + steps * unit
+
+
+def test_a_debate_round_starts_on_the_first_unit_and_keeps_every_reader_fed():
+    scenario = scenario_from_dict(
+        {
+            "servers": {"s": {"kind": "vllm", "profile": "vllm-cpu-smollm2-135m"}},
+            "topology": {"kind": "debate", "mode": "multistream", "agents": 2, "rounds": 2,
+                         "chunks": [8], "agent": {"max_tokens": 100}},
+        }
+    )  # fmt: skip
+    dag = build_dag(scenario)
+    plan = plan_streams(dag, {a.name: 100 for a in dag.agents})
+    assert plan.steps == 8 + 100
+    assert (plan.stream("r2.a2").start, plan.stream("r2.a2").last) == (8, 107)  # unread: to the end
+    assert plan.stream("r1.a1").tokens == 100  # r2.a2 still reads it at step 101
+
+
 def test_a_schedule_gives_the_engine_each_steps_width():
     plan = graph_plan({"a": {"next": ["b"], "steps": 2}, "b": {"steps": 3}})
     schedule = StreamSchedule.of(plan, token_s=0.5)
