@@ -46,8 +46,8 @@ class _Seq:
     watch_index: int = 0
     next_stop: int = 0  # the token count of the next watch point or the end
     cancelled: bool = False
-    # a multi-stream sequence adds ``width`` tokens per step (its streams), each beyond the
-    # first costing ``stream_s / (width - 1)``; ``offset`` keeps the KV of earlier widths
+    # a multi-stream sequence adds ``width`` tokens per step (one per stream), its streams
+    # beyond the first add ``stream_s`` seconds to the step; ``offset``: KV of earlier widths
     width: int = 1
     offset: int = 0
     stream_s: float = 0.0
