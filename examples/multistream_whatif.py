@@ -41,7 +41,6 @@ LATENCY = [  # (header, summary path, format): the example's own workload
 LOADED = [  # the same requests from 8 closed-loop users: what one server sustains
     ("8 users: requests/s", "request_throughput_per_s", ".3f"),
     ("8 users: E2E p50 (s)", "e2e_s.p50", ".2f"),
-    ("8 users: KV peak p50", "kv_peak_tokens.p50", ",.0f"),
 ]
 CLOSED_LOOP = ["workload.arrival={kind: closed, concurrency: 8}"]
 
