@@ -31,7 +31,8 @@ class AgentNode:
     system_prompt: str
     temperature: float
     inputs: tuple[str, ...]
-    # "stream": answer in rounds, round j starting once `need` inputs released unit j;
+    # "stream": answer in rounds, round j starting once `need` inputs released unit j (a
+    # multistream stream starts once `need` inputs released unit 1, then reads on);
     # "all": one call once `need` inputs finished. Irrelevant for agents without inputs.
     wait: WaitMode
     need: int
@@ -110,7 +111,7 @@ def _node(
 
 
 def _moa(t: MoaTopology, default_server: str) -> Dag:
-    wait: WaitMode = "stream" if t.mode == "staircase" else "all"
+    wait: WaitMode = "all" if t.mode == "standard" else "stream"
     proposer_settings = t.proposer if isinstance(t.proposer, list) else [t.proposer] * t.proposers
     agents: list[AgentNode] = []
     previous: tuple[str, ...] = ()
@@ -142,7 +143,7 @@ def _moa(t: MoaTopology, default_server: str) -> Dag:
 
 
 def _debate(t: DebateTopology, default_server: str) -> Dag:
-    wait: WaitMode = "stream" if t.mode == "staircase" else "all"
+    wait: WaitMode = "all" if t.mode == "standard" else "stream"
     settings = _settings(default_server, t.agent)
     agents: list[AgentNode] = []
     previous: tuple[str, ...] = ()
@@ -157,7 +158,7 @@ def _debate(t: DebateTopology, default_server: str) -> Dag:
 
 
 def _graph(t: GraphTopology, default_server: str) -> Dag:
-    wait: WaitMode = "stream" if t.mode == "stream" else "all"
+    wait: WaitMode = "all" if t.mode == "serial" else "stream"
     inputs: dict[str, list[str]] = {name: [] for name in t.agents}
     for name, spec in t.agents.items():
         for nxt in spec.next:

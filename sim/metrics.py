@@ -9,6 +9,7 @@ agent's calls, joined):
 * Stall: a request's longest gap between successive answer deltas — staircase streaming can
   show the first tokens at once and then pause while the next upstream chunks are made.
 * Time to the k-th answer token; system throughput = all tokens of all agents / duration.
+* KV peak: the most KV tokens a request's calls hold at once (see :func:`kv_peaks`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def summarize(
     prices = prices if prices is not None else scenario.get("prices", {})
     per_request = request_metrics(records, k)
     done = [m for m in per_request if m.ok]
+    ok = {m.req for m in done}
     calls = [r for r in records if r["type"] == "call"]
     call_ends = [r for r in records if r["type"] == "call_end"]
     prompt = sum(r["prompt_tokens"] or 0 for r in call_ends)
@@ -134,6 +136,7 @@ def summarize(
         "tps": stats([m.tps for m in done if m.tps is not None]),
         "stall_s": stats([m.stall for m in done if m.stall is not None]),
         "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
+        "kv_peak_tokens": stats([peak for req, peak in kv_peaks(records).items() if req in ok]),
         "throughput_tok_s": generated / duration if duration > 0 else None,
         "output_throughput_tok_s": sum(m.tokens for m in done) / duration if duration else None,
         "request_throughput_per_s": len(done) / duration if duration > 0 else None,
@@ -148,6 +151,38 @@ def summarize(
         "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
         **_client_overhead(records),
     }
+
+
+def kv_peaks(records: list[Record]) -> dict[int, float]:
+    """Per request: the most KV-cache tokens its calls hold at once — each running call its
+    prompt plus its output so far, the output growing evenly from the call's start to its end.
+
+    These are logical tokens, the same for simulated and live traces: a prefix that two
+    concurrent calls share is counted for each (a server's prefix cache may hold it once).
+    """
+    started = {(r["req"], r["call"]): r["t"] for r in records if r["type"] == "call"}
+    calls: dict[int, list[tuple[float, float, int, int]]] = defaultdict(list)
+    for end in records:
+        key = (end.get("req"), end.get("call"))
+        if end["type"] == "call_end" and key in started:
+            prompt, output = end["prompt_tokens"] or 0, end["completion_tokens"] or 0
+            calls[end["req"]].append((started[key], end["t"], prompt, output))
+    return {req: _peak_held(spans) for req, spans in calls.items()}
+
+
+def _peak_held(calls: list[tuple[float, float, int, int]]) -> float:
+    """The maximum of a sum of calls' KV, each held over [start, end) and growing linearly;
+    a piecewise-linear sum peaks just before a call ends or just after one starts."""
+
+    def held(start: float, end: float, prompt: int, output: int, at: float) -> float:
+        return prompt + (output * (at - start) / (end - start) if end > start else output)
+
+    peak = 0.0
+    for start, end, _, _ in calls:
+        before_end = sum(held(*c, end) for c in calls if c[0] < end <= c[1] or c[0] == c[1] == end)
+        after_start = sum(held(*c, start) for c in calls if c[0] <= start < c[1])
+        peak = max(peak, before_end, after_start)
+    return peak
 
 
 def _client_overhead(records: list[Record]) -> dict[str, Any]:

@@ -75,8 +75,23 @@ class MoaChunks(Strict):
     aggregator: Schedule = Field(default_factory=lambda: [8, 128, 128])
 
 
-Mode = Literal["staircase", "standard"]
+Mode = Literal["staircase", "standard", "multistream"]
 Template = Literal["standard", "prefix_cache"]
+
+
+class MultistreamSettings(Strict):
+    """The assumptions of ``mode: multistream`` — a model that decodes every agent as a parallel
+    token stream of one sequence. No engine serves one yet, so these are what-if parameters."""
+
+    stream_token_s: float | None = Field(
+        None,
+        ge=0,
+        description="seconds each stream beyond the first adds to a decode step; default: the "
+        "profile's prefill_token_s (a step with K streams computes K query tokens)",
+    )
+    lag_steps: int = Field(
+        1, ge=1, description="a stream sees the other streams' tokens this many steps later"
+    )
 
 
 class MoaTopology(Strict):
@@ -92,9 +107,11 @@ class MoaTopology(Strict):
     chunks: MoaChunks = Field(default_factory=MoaChunks)
     redundancy: int = Field(0, ge=0)
     template: Template = "standard"
+    multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
 
     @model_validator(mode="after")
     def _consistent(self) -> MoaTopology:
+        _multistream_settings_fit(self.mode, self.multistream)
         if self.redundancy >= self.proposers:
             raise ValueError(
                 f"redundancy ({self.redundancy}) must be less than proposers ({self.proposers})"
@@ -120,9 +137,11 @@ class DebateTopology(Strict):
     chunks: Schedule = Field(default_factory=lambda: [8, 128, 256])
     redundancy: int = Field(0, ge=0)
     template: Template = "standard"
+    multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
 
     @model_validator(mode="after")
     def _consistent(self) -> DebateTopology:
+        _multistream_settings_fit(self.mode, self.multistream)
         if self.redundancy >= self.agents:
             raise ValueError(
                 f"redundancy ({self.redundancy}) must be less than agents ({self.agents})"
@@ -148,19 +167,22 @@ class GraphAgent(Strict):
 
 
 class GraphTopology(Strict):
-    """Any DAG of agents; ``stream`` forwards each finished step, ``serial`` whole answers."""
+    """Any DAG of agents; ``stream`` forwards each finished step, ``serial`` whole answers,
+    ``multistream`` decodes every agent as a stream of one sequence."""
 
     kind: Literal["graph"]
-    mode: Literal["stream", "serial"] = "stream"
+    mode: Literal["stream", "serial", "multistream"] = "stream"
     unit: StepUnit = Field(default_factory=StepUnit)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     agents: dict[str, GraphAgent] = Field(min_length=1)
     output: str | None = Field(None, description="the agent whose answer the user sees")
     redundancy: int = Field(0, ge=0)
     template: Template = "standard"
+    multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
 
     @model_validator(mode="after")
     def _is_a_dag(self) -> GraphTopology:
+        _multistream_settings_fit(self.mode, self.multistream)
         for name, spec in self.agents.items():
             for nxt in spec.next:
                 if nxt not in self.agents:
@@ -174,6 +196,11 @@ class GraphTopology(Strict):
         if self.output is not None and self.output not in self.agents:
             raise ValueError(f"output names unknown agent {self.output!r}")
         return self
+
+
+def _multistream_settings_fit(mode: str, settings: MultistreamSettings | None) -> None:
+    if settings is not None and mode != "multistream":
+        raise ValueError(f"multistream settings apply to mode: multistream, not {mode}")
 
 
 def _find_cycle(edges: dict[str, list[str]]) -> list[str]:
@@ -284,7 +311,25 @@ class Scenario(Strict):
             raise ValueError(
                 "topology.agent.server is required when the scenario has several servers"
             )
+        if self.topology.mode == "multistream":
+            self._one_vllm_server_for_all_streams()
         return self
+
+    def _one_vllm_server_for_all_streams(self) -> None:
+        """A multi-stream model decodes all of a request's agents in one sequence: one server."""
+        default = _default_server(self.topology) or next(iter(self.servers))
+        named = {server or default for _, server in _agent_servers(self.topology)}
+        if len(named) > 1:
+            raise ValueError(
+                f"mode: multistream runs all agents as streams of one sequence on one server; "
+                f"the agents name {', '.join(sorted(named))}"
+            )
+        (server,) = named
+        if self.servers[server].kind != "vllm":
+            raise ValueError(
+                f"mode: multistream needs a vllm server (an engine model); {server} is "
+                f"{self.servers[server].kind}"
+            )
 
 
 def _default_server(topology: Any) -> str | None:

@@ -22,6 +22,7 @@ from sim.engines.vllm import VllmEngine
 from sim.errors import ConfigError
 from sim.kv_cache import TokenRun
 from sim.metrics import DEFAULT_K, summarize
+from sim.multistream import MultistreamRequests
 from sim.network import DeltaStream, Link
 from sim.profile import ApiProfile, VllmProfile, load_profile
 from sim.protocol import (
@@ -118,6 +119,13 @@ class Simulator:
             profiles={n: p.model_dump(mode="json") for n, p in self.profiles.items()},
         )
         self.trace = TraceWriter(header, trace_path, flush=False)
+        self._multistream = (
+            MultistreamRequests(
+                self.env, scenario, self.dag, self.profiles, self.engines, self.links, self.trace
+            )
+            if scenario.topology.mode == "multistream"
+            else None
+        )
 
     def _engine(
         self,
@@ -177,6 +185,10 @@ class Simulator:
                 yield self.env.timeout(think)
 
     def _request(self, spec: RequestSpec) -> Generator[simpy.Event, Any, None]:
+        if self._multistream is not None:
+            yield from self._multistream.serve(spec)
+            self._count_finished()
+            return
         state = _Request(spec, RequestProtocol(self.dag, spec.output_tokens), self.env.event())
         self._states[spec.index] = state
         self.trace.write(
@@ -190,6 +202,9 @@ class Simulator:
         self._apply(state, state.protocol.start())
         yield state.done
         del self._states[spec.index]
+        self._count_finished()
+
+    def _count_finished(self) -> None:
         self._finished += 1
         if self._progress is not None:
             self._progress(self._finished, len(self.requests))

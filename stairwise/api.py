@@ -41,10 +41,10 @@ def run(
     if needed, with an empty prefix cache); ``inject_network`` routes every server through a
     proxy that adds the scenario's network latency. ``result.interrupted`` says whether Ctrl-C
     ended it early (the summary then covers the requests that completed)."""
+    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
     from live.endpoints import on_local_server, through_latency_proxies, with_cold_cache
     from live.runner import LiveRunner
 
-    loaded, _ = resolve_scenario(scenario, overrides)
     if local:
         loaded = on_local_server(loaded, threads, log=log)
     if cold_cache or local:
@@ -70,13 +70,13 @@ def validate(
     """Run a scenario live ``repeat`` times (or read the runs kept in the ``live_from``
     folders), simulate it from the file and trace-driven, compare. ``profile``: simulate every
     vLLM server on this one. Traces and the HTML report go to ``out``."""
+    if live_from and repeat > 1:
+        raise ConfigError("--repeat runs the scenarios live; --live-from reads kept runs: not both")
+    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
     from live.endpoints import on_local_server, with_cold_cache
     from reports.validation import kept_live_traces, with_profile
     from reports.validation import validate as validate_scenario
 
-    if live_from and repeat > 1:
-        raise ConfigError("--repeat runs the scenarios live; --live-from reads kept runs: not both")
-    loaded, _ = resolve_scenario(scenario, overrides)
     if profile is not None:
         loaded = with_profile(loaded, profile)
     live_traces = None
@@ -92,6 +92,16 @@ def validate(
     elif local:
         loaded = with_cold_cache(on_local_server(loaded, threads, log=log))
     return validate_scenario(loaded, Path(out), report, log, live_traces, repeat)
+
+
+def _live_servable(scenario: Scenario) -> Scenario:
+    """The scenario, if a real server can execute it; simulator-only what-ifs are refused."""
+    if scenario.topology.mode == "multistream":
+        raise ConfigError(
+            f"{scenario.name}: topology.mode multistream is a simulator-only what-if: no engine "
+            "serves multi-stream decoding yet (use `stairwise simulate`)"
+        )
+    return scenario
 
 
 def calibrate(

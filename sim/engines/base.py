@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from sim.kv_cache import TokenRun, block_hashes
+
+if TYPE_CHECKING:
+    from sim.multistream import StreamSchedule
 
 
 @dataclass
@@ -36,6 +39,9 @@ class EngineCall:
     watch: tuple[int, ...]
     progress: Callable[[np.ndarray], None]
     done: Callable[[CallResult, np.ndarray], None]
+    # a multi-stream sequence (mode: multistream): ``tokens`` counts steps, each step adding
+    # as many tokens as the schedule has streams; None: one token per step
+    streams: StreamSchedule | None = None
     prompt_tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,7 +51,8 @@ class EngineCall:
         return block_hashes(self.prompt, block_size)
 
     def kv_hashes(self, block_size: int, generated: int) -> list[int]:
-        """Full blocks of prompt + generated tokens: what a finished call leaves cached."""
+        """Full blocks of prompt + ``generated`` output tokens: what a finished call leaves
+        cached."""
         run = (self.output, self.output_start, self.output_start + generated)
         return block_hashes([*self.prompt, run], block_size)
 

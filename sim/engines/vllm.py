@@ -4,7 +4,8 @@ Each engine step decodes one token for every running sequence and prefills promp
 within the token budget; its duration comes from the profile's step-cost function. While
 the batch does not change (no prefill, nothing admissible waiting, no unit boundary or
 finish ahead) the steps are advanced together in one event, so the event count grows with
-batch changes, not with tokens.
+batch changes, not with tokens. A multi-stream sequence (``mode: multistream``) is one batch
+entry that adds one token per stream each step.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Generator, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -21,6 +22,9 @@ from sim.engines.base import CallResult, EngineCall
 from sim.kv_cache import KvCache
 from sim.profile import VllmProfile
 from sim.scenario import VllmServer
+
+if TYPE_CHECKING:
+    from sim.multistream import StreamSchedule
 
 MAX_STEPS_PER_EVENT = 100_000
 
@@ -42,6 +46,11 @@ class _Seq:
     watch_index: int = 0
     next_stop: int = 0  # the token count of the next watch point or the end
     cancelled: bool = False
+    # a multi-stream sequence adds ``width`` tokens per step (one per stream), its streams
+    # beyond the first add ``stream_s`` seconds to the step; ``offset``: KV of earlier widths
+    width: int = 1
+    offset: int = 0
+    stream_s: float = 0.0
 
     @property
     def decoding(self) -> bool:
@@ -49,13 +58,22 @@ class _Seq:
 
     @property
     def context(self) -> int:
-        return self.prompt + self.generated
+        return self.prompt + self.offset + self.width * self.generated
 
     def advance_watch(self) -> None:
         watch = self.call.watch
         self.watch_index += 1
         i = self.watch_index
         self.next_stop = watch[i] if i < len(watch) else self.call.tokens
+        if self.call.streams is not None:
+            self.set_width(self.call.streams)
+
+    def set_width(self, streams: StreamSchedule) -> None:
+        """The streams of the coming steps (a stream's watch points are where they change)."""
+        context = self.context
+        self.width = streams.width(self.generated)
+        self.offset = context - self.prompt - self.width * self.generated
+        self.stream_s = (self.width - 1) * streams.token_s
 
 
 class VllmEngine:
@@ -112,6 +130,8 @@ class VllmEngine:
             target=call.prompt_tokens,
             next_stop=watch[0] if watch else call.tokens,
         )
+        if call.streams is not None:
+            seq.set_width(call.streams)
         self._seqs[call.key] = seq
         self.waiting.append(seq)
         self._poke()
@@ -121,7 +141,7 @@ class VllmEngine:
             self._wake.succeed()
 
     def _hits(self, seq: _Seq) -> tuple[list[int], int]:
-        hashes = seq.call.kv_hashes(self.block, seq.generated)
+        hashes = seq.call.kv_hashes(self.block, seq.context - seq.prompt)
         hits = min(self.kv.cached_prefix(hashes), (seq.context - 1) // self.block)
         return hashes, hits  # at least one token is always computed
 
@@ -141,7 +161,8 @@ class VllmEngine:
 
     def _publish_prompt(self, seq: _Seq) -> None:
         """Once a prompt is computed its full blocks can serve other requests' prefixes."""
-        hashes = seq.call.kv_hashes(self.block, seq.generated)[: seq.computed // self.block]
+        hashes = seq.call.kv_hashes(self.block, seq.context - seq.prompt)
+        hashes = hashes[: seq.computed // self.block]
         fresh = hashes[len(seq.shared) :]
         published = self.kv.publish(fresh)
         seq.shared = seq.shared + fresh[:published]
@@ -149,7 +170,8 @@ class VllmEngine:
 
     def _release(self, seq: _Seq) -> None:
         kv_tokens = seq.context - 1 if seq.decoding else seq.computed
-        computed = seq.call.kv_hashes(self.block, seq.generated)[: kv_tokens // self.block]
+        computed = seq.call.kv_hashes(self.block, seq.context - seq.prompt)
+        computed = computed[: kv_tokens // self.block]
         self.kv.release(seq.shared, seq.private, computed[len(seq.shared) :])
         seq.shared, seq.private, seq.blocks = [], 0, 0
 
@@ -169,7 +191,7 @@ class VllmEngine:
         """Preempt (recompute later) the newest sequences until one more token fits for all."""
         while decode:
             block = self.block
-            growth = sum((s.prompt + s.generated + 1 + block) // block - s.blocks for s in decode)
+            growth = sum((s.context + s.width + block) // block - s.blocks for s in decode)
             if growth <= self.kv.free():
                 return decode
             victim = self.running.pop()
@@ -252,6 +274,9 @@ class VllmEngine:
         attention = float(sum(chunk * (seq.computed + chunk) for seq, chunk in prefill))
         context = sum(s.context for s in decode)
         duration = self.cost.seconds(prefill_tokens, attention, len(decode), context)
+        duration += sum([s.stream_s for s in decode]) + sum(
+            [s.stream_s for s, chunk in prefill if s.computed + chunk >= s.target]
+        )  # the streams of multi-stream sequences that produce tokens in this step
         self._wake = None
         yield self.env.timeout(duration)
         self.steps += 1
@@ -274,8 +299,10 @@ class VllmEngine:
         steps = min([s.next_stop - s.generated for s in decode])
         steps = self._fit_kv_growth(decode, min(steps, MAX_STEPS_PER_EVENT))
         batch = len(decode)
-        first = self.cost.seconds(0, 0.0, batch, sum([s.prompt + s.generated for s in decode]))
-        durations = first + self.cost.context_token_s * batch * np.arange(steps)
+        first = self.cost.seconds(0, 0.0, batch, sum([s.context for s in decode]))
+        first += sum([s.stream_s for s in decode])
+        growth = sum([s.width for s in decode])  # KV tokens per step
+        durations = first + self.cost.context_token_s * growth * np.arange(steps)
         start = self.env.now
         ends = start + np.cumsum(durations)
         self._wake = self.env.event()
@@ -298,7 +325,7 @@ class VllmEngine:
         block = self.block
 
         def growth(n: int) -> int:
-            return sum((s.prompt + s.generated + n + block) // block - s.blocks for s in decode)
+            return sum((s.context + s.width * n + block) // block - s.blocks for s in decode)
 
         free = self.kv.free()
         if growth(steps) <= free:
@@ -315,7 +342,7 @@ class VllmEngine:
     def _after_tokens(self, produced: list[_Seq]) -> None:
         block = self.block
         for seq in produced:
-            grow = (seq.prompt + seq.generated + block) // block - seq.blocks  # room for 1 more
+            grow = (seq.context + block) // block - seq.blocks  # room for 1 more
             if grow > 0:
                 self.kv.grow(grow)
                 seq.private += grow
