@@ -18,6 +18,7 @@ from calibration.probe import ProbeReading, drift_pct, probe_scenarios, read_pro
 from sim.errors import ConfigError
 from sim.profile import VllmProfile, load_profile
 from sim.scenario import Scenario, VllmServer
+from sim.trace import Record
 
 Readings = dict[str, ProbeReading]  # server name -> reading
 
@@ -84,16 +85,34 @@ def probe_record(before: Readings, after: Readings | None = None) -> dict[str, A
 
 
 def rescaled_profiles(
-    scenario: Scenario, before: Readings, after: Readings | None, profile_dir: Path | None = None
+    scenario: Scenario, readings: list[Readings], profile_dir: Path | None = None
 ) -> dict[str, VllmProfile]:
-    """Each probed server's profile rescaled to the engine's speed during the run: the mean of
-    the factors before and after (the run sits between them)."""
+    """Each probed server's profile rescaled to the engine's speed during the runs: the mean
+    of the factors of every probe around them (a run sits between its before and after)."""
     profiles = {}
     for name, (_, profile) in probed_servers(scenario, profile_dir).items():
-        if name not in before:
-            continue
-        readings = [before[name]] + ([after[name]] if after and name in after else [])
-        prefill = sum(r.prefill_factor for r in readings) / len(readings)
-        decode = sum(r.decode_factor for r in readings) / len(readings)
-        profiles[name] = rescaled(profile, prefill, decode)
+        found = [r[name] for r in readings if name in r]
+        if found:
+            prefill = sum(r.prefill_factor for r in found) / len(found)
+            decode = sum(r.decode_factor for r in found) / len(found)
+            profiles[name] = rescaled(profile, prefill, decode)
     return profiles
+
+
+def readings_of(records: list[Record]) -> tuple[Readings, Readings]:
+    """The probes a live trace kept: before the run (its header) and after (a ``probe``
+    record), so kept traces (``validate --live-from``) are rescaled like fresh ones."""
+    header = records[0] if records and records[0].get("type") == "header" else {}
+    before = {
+        name: ProbeReading.from_dict(entry["before"])
+        for name, entry in header.get("probe", {}).items()
+    }
+    after: Readings = {}
+    for record in records:
+        if record.get("type") == "probe":
+            after |= {
+                name: ProbeReading.from_dict(entry["after"])
+                for name, entry in record["servers"].items()
+                if "after" in entry
+            }
+    return before, after
