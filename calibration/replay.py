@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +21,17 @@ from sim.profile import ApiProfile, VllmProfile, parse_profile
 from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
 from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS
-from sim.trace import Record, read_trace
+from sim.trace import (
+    TRACE_SCHEMA,
+    CallEndRecord,
+    CallRecord,
+    DeltasRecord,
+    Record,
+    RequestEndRecord,
+    RequestRecord,
+    TraceRecord,
+    read_trace,
+)
 from sim.workload import RequestSpec
 
 SERVER = "engine"
@@ -171,7 +181,7 @@ def observed_records(table: TraceTable) -> list[Record]:
     records: list[Record] = [
         {
             "type": "header",
-            "schema": 1,
+            "schema": TRACE_SCHEMA,
             "source": f"observed ({table.format})",
             "name": Path(table.source).name,
             "scenario": {},
@@ -184,45 +194,41 @@ def observed_records(table: TraceTable) -> list[Record]:
 
 def _request_records(req: int, row: RequestRow) -> list[Record]:
     sent = row.arrival_s or 0.0
-    records: list[Record] = [
-        {"type": "request", "req": req, "t": sent, "prompt_tokens": row.prompt_tokens}
-    ]
+    request = RequestRecord(type="request", req=req, t=sent, prompt_tokens=row.prompt_tokens)
     if not row.ok or row.ttft_s is None or row.e2e_s is None:
-        return [
-            *records,
-            {"type": "request_end", "req": req, "t": sent, "ok": False, "reason": "failed"},
-        ]
+        failed = RequestEndRecord(type="request_end", req=req, t=sent, ok=False, reason="failed")
+        return cast(list[Record], [request, failed])
     times, counts = _delta_times(row)
     end = sent + row.e2e_s
-    return [
-        *records,
-        {
-            "type": "call",
-            "req": req,
-            "call": "c",
-            "agent": AGENT,
-            "round": 1,
-            "server": SERVER,
-            "t": sent,
-            "tokens": row.output_tokens,
-            "final": True,
-            "prompt_tokens": row.prompt_tokens,
-        },
-        {"type": "deltas", "req": req, "call": "c", "t": [sent + t for t in times], "n": counts},
-        {
-            "type": "call_end",
-            "req": req,
-            "call": "c",
-            "t": end,
-            "status": "ok",
-            "prompt_tokens": row.prompt_tokens,
-            "cached_tokens": row.cached_tokens or 0,
-            "completion_tokens": row.output_tokens,
-            "queued_s": None,
-            "reason": "",
-        },
-        {"type": "request_end", "req": req, "t": end, "ok": True, "reason": ""},
+    records: list[TraceRecord] = [
+        request,
+        CallRecord(
+            type="call",
+            req=req,
+            call="c",
+            agent=AGENT,
+            round=1,
+            server=SERVER,
+            t=sent,
+            tokens=row.output_tokens,
+            final=True,
+        ),
+        DeltasRecord(type="deltas", req=req, call="c", t=[sent + t for t in times], n=counts),
+        CallEndRecord(
+            type="call_end",
+            req=req,
+            call="c",
+            t=end,
+            status="ok",
+            prompt_tokens=row.prompt_tokens,
+            cached_tokens=row.cached_tokens or 0,
+            completion_tokens=row.output_tokens,
+            queued_s=None,
+            reason="",
+        ),
+        RequestEndRecord(type="request_end", req=req, t=end, ok=True, reason=""),
     ]
+    return cast(list[Record], records)
 
 
 def _delta_times(row: RequestRow) -> tuple[list[float], list[int]]:
