@@ -288,7 +288,9 @@ class LiveRunner:
 @contextlib.contextmanager
 def _ctrl_c_cancels_this_task() -> Iterator[None]:
     """Ctrl-C cancels the sending (the run then ends with what it recorded) whatever SIGINT
-    handler the process had: asyncio.run only installs its own over Python's default one."""
+    state the process inherited: asyncio.run only installs its handler over Python's default
+    one, and a process started with SIGINT blocked (Ray's process launcher blocks it, for
+    one) never sees the signal at all — the run then finished as if not interrupted."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -297,7 +299,9 @@ def _ctrl_c_cancels_this_task() -> Iterator[None]:
     except (NotImplementedError, RuntimeError, ValueError):  # not Unix, or not the main thread
         yield
         return
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -211,7 +211,7 @@ def fake_server(
     server = FakeServer(timings or {}, faults or [])
     port = free_port()
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(server.app(), handle_signals=False)
+    runner = web.AppRunner(server.app(), handle_signals=False, shutdown_timeout=0.2)
     ready = threading.Event()
 
     def serve() -> None:
