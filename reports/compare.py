@@ -33,6 +33,8 @@ METRICS: dict[str, str] = {
     "stall": "stall_s",
 }
 PERCENTILES = ("p50", "p90", "p99")
+# the errors validate --max-error judges, and the suite table shows
+HEADLINE_ERRORS = ("ttft_p50", "ttft_p90", "tps_p50", "e2e_p50", "stall_p50")
 THROUGHPUT_KEY = "throughput_tok_s"
 # per-agent timing -> key of its mean in the summary's "agents"
 AGENT_TIMINGS: dict[str, str] = {

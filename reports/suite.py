@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import plotly.graph_objects as go
 
-from reports.compare import error_pct
+from reports.compare import HEADLINE_ERRORS, error_pct
 from reports.escape import esc, plot_text
 from reports.html import Section, page, write_report
 from reports.sections import error_badge, number, table
-from reports.validation import HEADLINE_ERRORS, Validation
 
 SUITE_PLOT_ID = "suite-errors"
 COLUMNS = (
@@ -22,7 +22,15 @@ COLUMNS = (
 )
 
 
-def suite_report(path: Path, validations: list[Validation]) -> None:
+class Validation(Protocol):
+    """What the page shows of one scenario's validation."""
+
+    name: str
+    summary: dict[str, Any]  # the validate --json object
+    report: Path | None  # its own report, linked
+
+
+def suite_report(path: Path, validations: Sequence[Validation]) -> None:
     rows = [_row(v, path.parent) for v in validations]
     head = ["scenario"]
     for _, _, label, _ in COLUMNS:
@@ -61,7 +69,7 @@ def _scaled(value: float | None, scale: float) -> str:
     return number(None if value is None else value * scale, 1)
 
 
-def _error_chart(validations: list[Validation]) -> go.Figure:
+def _error_chart(validations: Sequence[Validation]) -> go.Figure:
     figure = go.Figure()
     names = [plot_text(v.name) for v in validations]
     for key in HEADLINE_ERRORS:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal, NotRequired, TypedDict, cast
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, writable_file
 from sim.jsonl import json_objects
 
 TRACE_SCHEMA = 1  # later additions are optional fields: schema-1 traces of any age still read
@@ -192,7 +192,8 @@ class TraceWriter:
         self._flush = flush
         self._file: IO[str] | None = None
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path = writable_file(path, "trace")
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "w")  # noqa: SIM115 - closed in close()
         self.write(header)
 

@@ -7,21 +7,19 @@ Bad input raises :class:`sim.errors.ConfigError` (the CLI turns it into one line
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sim import resolve_scenario
-from sim.errors import ConfigError, validated
+from sim.errors import ConfigError, validated, writable_file, writable_folder
 from sim.scenario import Scenario
 
 if TYPE_CHECKING:
     from live.runner import LiveResult
-    from reports.validation import Validation
     from sim.capacity import CapacityPlan, PlanSettings
     from sim.profile import Profile
+    from stairwise.orchestrate.validation import Validation
 
 Progress = Callable[[int, int], None]
 
@@ -41,18 +39,13 @@ def run(
     if needed, with an empty prefix cache); ``inject_network`` routes every server through a
     proxy that adds the scenario's network latency. ``result.interrupted`` says whether Ctrl-C
     ended it early (the summary then covers the requests that completed)."""
-    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
-    from live.endpoints import on_local_server, through_latency_proxies, with_cold_cache
-    from live.runner import LiveRunner
+    from stairwise.orchestrate.live import prepared, run_live
 
-    if local:
-        loaded = on_local_server(loaded, threads, log=log)
-    if cold_cache or local:
-        loaded = with_cold_cache(loaded)
-    with contextlib.ExitStack() as proxies:
-        if inject_network:
-            loaded = through_latency_proxies(loaded, proxies)
-        return asyncio.run(LiveRunner(loaded, trace_path=trace).run(progress=progress))
+    if trace is not None:
+        writable_file(trace, "--trace")
+    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
+    loaded = prepared(loaded, local, threads, cold_cache, log)
+    return run_live(loaded, trace, inject_network, progress)
 
 
 def validate(
@@ -68,30 +61,72 @@ def validate(
     log: Callable[[str], None] = print,
 ) -> Validation:
     """Run a scenario live ``repeat`` times (or read the runs kept in the ``live_from``
-    folders), simulate it from the file and trace-driven, compare. ``profile``: simulate every
-    vLLM server on this one. Traces and the HTML report go to ``out``."""
+    folders, which must have run this scenario), simulate it from the file and trace-driven,
+    compare. ``profile``: simulate every vLLM server on this one. Traces and the HTML report
+    go to ``out``."""
+    from stairwise.orchestrate.validation import validate as validate_scenario
+
+    (loaded,) = _validation_scenarios(
+        [scenario], overrides, profile, local, threads, repeat, live_from, out, None, log
+    )
+    return validate_scenario(loaded, Path(out), report, log, _folders(live_from), repeat)
+
+
+def validate_suite(
+    scenarios: Sequence[Scenario | str | Path],
+    overrides: list[str] | None = None,
+    out: str | Path = "out/validate",
+    profile: str | None = None,
+    local: bool = True,
+    threads: int = 2,
+    repeat: int = 1,
+    live_from: Sequence[str | Path] = (),
+    report: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Validation]:
+    """:func:`validate` for each scenario; ``report``: the one scenario's HTML report, or the
+    suite's summary page for several (``stairwise validate``)."""
+    from stairwise.orchestrate.validation import validate_suite as validate_all
+
+    loaded = _validation_scenarios(
+        scenarios, overrides, profile, local, threads, repeat, live_from, out, report, log
+    )
+    page = None if report is None else Path(report)
+    return validate_all(loaded, Path(out), page, log, _folders(live_from), repeat)
+
+
+def _validation_scenarios(
+    scenarios: Sequence[Scenario | str | Path],
+    overrides: list[str] | None,
+    profile: str | None,
+    local: bool,
+    threads: int,
+    repeat: int,
+    live_from: Sequence[str | Path],
+    out: str | Path,
+    report: str | Path | None,
+    log: Callable[[str], None],
+) -> list[Scenario]:
+    """Scenarios resolved (``profile`` on every vLLM server), on the local server unless
+    their live runs are read from kept traces; the options checked before any long work."""
+    from stairwise.orchestrate.live import prepared
+    from stairwise.orchestrate.validation import with_profile
+
     if live_from and repeat > 1:
         raise ConfigError("--repeat runs the scenarios live; --live-from reads kept runs: not both")
-    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
-    from live.endpoints import on_local_server, with_cold_cache
-    from reports.validation import kept_live_traces, with_profile
-    from reports.validation import validate as validate_scenario
-
+    writable_folder(out, "--out")
+    if report is not None:
+        writable_file(report, "--report")
+    resolved = [_live_servable(resolve_scenario(s, overrides)[0]) for s in scenarios]
     if profile is not None:
-        loaded = with_profile(loaded, profile)
-    live_traces = None
-    if live_from:
-        live_traces = []
-        for folder in map(Path, live_from):
-            kept = kept_live_traces(folder, loaded.name)
-            if not kept:
-                raise ConfigError(
-                    f"--live-from: no {folder / loaded.name}.live.jsonl for scenario {loaded.name}"
-                )
-            live_traces += kept
-    elif local:
-        loaded = with_cold_cache(on_local_server(loaded, threads, log=log))
-    return validate_scenario(loaded, Path(out), report, log, live_traces, repeat)
+        resolved = [with_profile(s, profile) for s in resolved]
+    if live_from or not local:
+        return resolved
+    return [prepared(s, local=True, threads=threads, log=log) for s in resolved]
+
+
+def _folders(live_from: Sequence[str | Path]) -> list[Path]:
+    return [Path(folder) for folder in live_from]
 
 
 def _live_servable(scenario: Scenario) -> Scenario:
