@@ -63,3 +63,5 @@ def test_output_paths_are_checked_before_any_run(tmp_path):
         api.validate_suite([scenario], out=tmp_path, local=False, report=a_file / "r.html")
     with pytest.raises(ConfigError, match=r"^--out .*a-file: .*is a file, not a folder"):
         api.validate(scenario, out=a_file, local=False)
+    with pytest.raises(ConfigError, match=r"^--output .*a-file is a file, not a folder"):
+        api.calibrate(["never-read.json"], a_file / "profile.json")  # before the fit
