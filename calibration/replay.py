@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from calibration.table import RequestRow, TraceTable
 from sim.errors import ConfigError
-from sim.metrics import stats, summarize
+from sim.metrics import METRICS, error_pct, stats, summarize
 from sim.profile import ApiProfile, VllmProfile, parse_profile
 from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
@@ -38,12 +38,7 @@ SERVER = "engine"
 AGENT = "solo"
 # The one-agent prompt is [system ""][user query][assistant open]: framing around the query.
 FRAMING_TOKENS = 2 * (MESSAGE_OPEN_TOKENS + MESSAGE_CLOSE_TOKENS) + MESSAGE_OPEN_TOKENS
-ERROR_KEYS = {
-    "ttft_p50": ("ttft_s", "p50"),
-    "ttft_p90": ("ttft_s", "p90"),
-    "tpot_p50": ("tpot_s", "p50"),
-    "e2e_p50": ("e2e_s", "p50"),
-}
+ERROR_KEYS = (("ttft", "p50"), ("ttft", "p90"), ("tpot", "p50"), ("e2e", "p50"))
 TOKEN_TIME_METRICS = ("itl_s", "stall_s", "time_to_k_tokens_s")
 
 Profile = VllmProfile | ApiProfile
@@ -255,13 +250,13 @@ def compare(table: TraceTable, profile: Profile, engine: EngineSettings) -> dict
     return {
         "predicted": predicted,
         "observed": observed,
-        "error_pct": error_pct(predicted, observed),
+        "error_pct": quantile_errors(predicted, observed),
     }
 
 
-def error_pct(predicted: dict[str, Any], observed: dict[str, Any]) -> dict[str, float | None]:
-    result: dict[str, float | None] = {}
-    for name, (metric, quantile) in ERROR_KEYS.items():
-        want, got = observed[metric][quantile], predicted[metric][quantile]
-        result[name] = None if not want or got is None else 100 * (got - want) / want
-    return result
+def quantile_errors(predicted: dict[str, Any], observed: dict[str, Any]) -> dict[str, float | None]:
+    """``{"ttft_p50": %, ...}`` of the quantiles a replay is judged by."""
+    return {
+        f"{name}_{q}": error_pct(predicted[METRICS[name].key][q], observed[METRICS[name].key][q])
+        for name, q in ERROR_KEYS
+    }

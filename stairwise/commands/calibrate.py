@@ -266,6 +266,8 @@ def _print_comparison(result: dict[str, Any], trace: str, profile: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from sim.metrics import METRICS, error_pct
+
     observed, predicted = result["observed"], result["predicted"]
     table = Table(
         title=f"{trace} replayed on {profile}: {observed['requests']} requests",
@@ -273,11 +275,12 @@ def _print_comparison(result: dict[str, Any], trace: str, profile: str) -> None:
     )
     for column in ("metric", "observed (ms)", "predicted (ms)", "error"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for label, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("E2E", "e2e_s")):
+    for metric in (METRICS[name] for name in ("ttft", "tpot", "e2e")):
         for quantile in ("p50", "p90", "p99"):
-            want, got = observed[key][quantile], predicted[key][quantile]
-            error = "-" if not want or got is None else f"{100 * (got - want) / want:+.1f} %"
-            table.add_row(f"{label} {quantile}", _ms(want), _ms(got), error)
+            want, got = observed[metric.key][quantile], predicted[metric.key][quantile]
+            error = error_pct(got, want)
+            shown = "-" if error is None else f"{error:+.1f} %"
+            table.add_row(f"{metric.label} {quantile}", _ms(want), _ms(got), shown)
     Console().print(table)
 
 
