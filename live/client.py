@@ -49,14 +49,16 @@ def api_key(server: ServerBase) -> str:
 
 
 class Endpoint:
-    def __init__(self, name: str, server: ServerBase, settings: LiveSettings, clock: Clock):
-        if server.endpoint is None:
-            raise ConfigError(f"servers.{name}.endpoint is required for live runs (or use --local)")
+    """One replica of a server: its base URL and an OpenAI client for it."""
+
+    def __init__(
+        self, name: str, server: ServerBase, url: str, settings: LiveSettings, clock: Clock
+    ):
         self.name = name
         self.server = server
         self.settings = settings
         self.clock = clock
-        self.base_url = server.endpoint.rstrip("/")
+        self.base_url = url.rstrip("/")
         self.model = server.model or "default"
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,

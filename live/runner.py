@@ -28,7 +28,7 @@ from sim.driver import Call, Driver, ProgressCallback, plan_requests, random_str
 from sim.errors import ConfigError
 from sim.metrics import summarize
 from sim.protocol import Span
-from sim.scenario import Scenario
+from sim.scenario import Scenario, ServerBase
 from sim.trace import Record, ServerMetricsRecord, TraceWriter, make_header
 from sim.workload import RequestSpec
 
@@ -76,18 +76,14 @@ class LiveRunner:
         self.scenario = scenario
         self.header_extra = header_extra or {}
         self.dag: Dag = build_dag(scenario)
-        for name, server in scenario.servers.items():
-            if server.replicas > 1:
-                raise ConfigError(
-                    f"servers.{name}.replicas: {server.replicas} copies are simulated only; a "
-                    "live run reaches one endpoint per server (declare each copy as a server "
-                    "of its own, or set replicas: 1)"
-                )
         self.requests = requests or plan_requests(scenario, self.dag, random_streams(scenario.seed))
         self.trace_path = trace_path
         self._t0 = time.perf_counter()
-        self.endpoints = {
-            name: Endpoint(name, server, scenario.live, self.clock)
+        self.endpoints = {  # server -> one endpoint per replica, spread as simulated
+            name: [
+                Endpoint(name, server, url, scenario.live, self.clock)
+                for url in _urls(name, server)
+            ]
             for name, server in scenario.servers.items()
         }
         self._prompts: dict[int, str] = {}
@@ -99,17 +95,20 @@ class LiveRunner:
     def clock(self) -> float:
         return time.perf_counter() - self._t0
 
+    def _all_endpoints(self) -> list[Endpoint]:
+        return [endpoint for replicas in self.endpoints.values() for endpoint in replicas]
+
     # --- the run ------------------------------------------------------------------------------
 
     async def run(self, progress: ProgressCallback | None = None) -> LiveResult:
         try:
             return await self._run(progress)
         finally:
-            for endpoint in self.endpoints.values():
+            for endpoint in self._all_endpoints():
                 await endpoint.close()
 
     async def _run(self, progress: ProgressCallback | None) -> LiveResult:
-        for endpoint in self.endpoints.values():
+        for endpoint in self._all_endpoints():
             await endpoint.check()
         async with httpx.AsyncClient() as http:
             requests = await self._prompts_of(http)
@@ -151,8 +150,8 @@ class LiveRunner:
         server (the requests as the driver sends them)."""
         server_name = self.dag.agent(self.dag.output).server
         server = self.scenario.servers[server_name]
-        endpoint = self.endpoints[server_name]
-        tokenizing = server.endpoint if server.kind == "vllm" else None
+        endpoint = self.endpoints[server_name][0]
+        tokenizing = endpoint.base_url if server.kind == "vllm" else None
         maker = PromptMaker(tokenizing, endpoint.model, self.scenario.seed)
         requests = []
         for spec in self.requests:
@@ -165,10 +164,11 @@ class LiveRunner:
         return requests
 
     async def _reset_prefix_caches(self, http: httpx.AsyncClient) -> None:
-        for name, server in self.scenario.servers.items():
-            if server.kind != "vllm" or server.endpoint is None:
+        for endpoint in self._all_endpoints():
+            name, server = endpoint.name, endpoint.server
+            if server.kind != "vllm":
                 continue
-            url = server.endpoint.rstrip("/").removesuffix("/v1") + "/reset_prefix_cache"
+            url = endpoint.base_url.removesuffix("/v1") + "/reset_prefix_cache"
             response = await http.post(url)
             if response.status_code != 200:
                 raise ConfigError(
@@ -177,15 +177,15 @@ class LiveRunner:
                 )
 
     async def _scrape(self, http: httpx.AsyncClient, when: str) -> None:
-        for name, server in self.scenario.servers.items():
-            if server.endpoint is None:
-                continue
-            values = await scrape(http, server.endpoint)
-            if values is not None:
+        for name, replicas in self.endpoints.items():
+            for index, endpoint in enumerate(replicas):
+                values = await scrape(http, endpoint.base_url)
+                if values is None:
+                    continue
                 self.trace.write(
                     ServerMetricsRecord(
                         type="server_metrics",
-                        server=name,
+                        server=name if len(replicas) == 1 else f"{name}[{index}]",
                         when="before" if when == "before" else "after",
                         t=self.clock(),
                         values=values,
@@ -246,7 +246,7 @@ class LiveRunner:
         """Stream one call; whatever goes wrong is recorded as a failed call."""
         req, action = call.request.index, call.action
         agent = self.dag.agent(action.agent)
-        endpoint = self.endpoints[call.server]
+        endpoint = self.endpoints[call.server][call.replica]
         answer = self._answers.setdefault((req, action.agent), AnswerText())
         received = 0
 
@@ -283,6 +283,19 @@ class LiveRunner:
             self._guarded(lambda: self.driver.finished(call))
             return
         self._guarded(lambda: self.driver.failed(call, reason))
+
+
+def _urls(name: str, server: ServerBase) -> list[str]:
+    """Each replica's base URL, or a one-line refusal."""
+    urls = server.urls
+    if not urls:
+        raise ConfigError(f"servers.{name}.endpoint is required for live runs (or use --local)")
+    if len(urls) != server.replicas:
+        raise ConfigError(
+            f"servers.{name}.replicas: {server.replicas} copies need one URL each for a live "
+            f"run: list them in servers.{name}.endpoints"
+        )
+    return urls
 
 
 @contextlib.contextmanager

@@ -18,8 +18,10 @@ import yaml
 from live.runner import LiveRunner
 from sim.errors import ConfigError
 from sim.scenario import Scenario, scenario_from_dict
+from sim.simulator import Simulator
 from sim.trace import read_trace
 from tests.fake_server import FakeServer, Fault, Timing, fake_server
+from tests.helpers import api_profile, write_profile
 
 MOA = {
     "kind": "moa",
@@ -102,12 +104,46 @@ def test_a_workload_files_arrival_times_are_kept_live_as_simulated(tmp_path):
     assert sent == pytest.approx([0.0, 0.6, 0.9], abs=0.1)  # not back to back
 
 
-def test_replicas_are_refused_live_in_one_line():
+def test_replicas_are_spread_over_their_endpoints_as_simulated(tmp_path):
+    """Two users; answer lengths 4, 16, 30, 4 tokens: request 2 (long) still runs on replica
+    0 when request 3 arrives, so the least-loaded rule sends request 3 to replica 1."""
+    rows = [{"prompt_tokens": 8, "output_tokens": n} for n in (4, 16, 30, 4)]
+    workload = tmp_path / "w.jsonl"
+    workload.write_text("\n".join(json.dumps(r) for r in rows))
+    profile = write_profile(tmp_path, api_profile(ttft_s=0.03, itl_s=0.02))
+    solo = {"kind": "graph", "unit": {"tokens": 32}, "agents": {"solo": {"steps": 1}}}
+    timing = {"solo": Timing(0.03, 0.02)}
+    with fake_server(timing) as first, fake_server(timing) as second:
+        server = {"kind": "api", "profile": profile, "replicas": 2}
+        live = {**server, "endpoints": [first.url, second.url]}
+        data = {
+            "name": "replicas",
+            "topology": solo,
+            "workload": {"file": str(workload), "arrival": {"kind": "closed", "concurrency": 2}},
+        }
+        measured = asyncio.run(
+            LiveRunner(scenario_from_dict(data | {"servers": {"s": live}})).run()
+        )
+    simulated = Simulator(scenario_from_dict(data | {"servers": {"s": server}})).run()
+
+    def replicas(records: list[dict[str, Any]]) -> list[int]:
+        calls = sorted((r for r in records if r["type"] == "call"), key=lambda r: r["req"])
+        return [call["replica"] for call in calls]
+
+    assert replicas(measured.records) == replicas(simulated.records) == [0, 1, 0, 1]
+    assert sorted(r.req for r in first.received) == [0, 2]
+    assert sorted(r.req for r in second.received) == [1, 3]
+
+
+def test_replicas_without_one_url_each_are_refused_live_in_one_line():
     with fake_server() as server:
         data = scenario_on(server.url).model_dump(mode="json")
         data["servers"]["gpu"]["replicas"] = 2
-        with pytest.raises(ConfigError, match=r"servers\.gpu\.replicas: 2 copies"):
+        with pytest.raises(ConfigError, match=r"servers\.gpu\.replicas: 2 copies need one URL"):
             LiveRunner(scenario_from_dict(data))
+        data["servers"]["gpu"] |= {"endpoint": None, "endpoints": [server.url]}
+        with pytest.raises(ConfigError, match=r"endpoints lists 1 URLs for 2 replicas"):
+            scenario_from_dict(data)
 
 
 def _ignore_and_block_sigint() -> None:
