@@ -204,11 +204,14 @@ class Driver:
     # --- what the adapters report ----------------------------------------------------------
 
     def tokens(self, call: Call, count: int) -> None:
-        """The call has produced ``count`` tokens so far (an adapter may skip counts)."""
+        """The call has produced ``count`` tokens so far (an adapter may skip counts). Its
+        last token counts when the call ends (:meth:`finished`): the simulator reports only
+        unit boundaries inside a call, and a live stream's last piece would otherwise release
+        the final unit — and cancel the call as no longer needed — before it ends."""
         if call.ended:
             return
         call.usage.completion_tokens = max(call.usage.completion_tokens, count)
-        if call.action.watch:
+        if call.action.watch and count < call.action.tokens:
             state = self._running[call.request.index]
             self._apply(state, state.protocol.tokens(call.action.call_id, count))
 

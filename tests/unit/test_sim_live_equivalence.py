@@ -4,13 +4,15 @@ The live runner runs against the in-process fake server, which streams each agen
 speed the simulator's ``api`` profile of that agent's server gives (no network delay), with
 speeds far enough apart that the order of events cannot depend on a few milliseconds of
 live jitter. Compared: who is called, in which order, for how many tokens, which tokens of
-which upstream answers each prompt carries (live: read back from what the server received),
-which units are released and which calls end cancelled.
+which upstream answers each prompt carries (live: read back from what the server received)
+and which calls end cancelled. (How far a cancelled call got before its cancel — units it
+released that nobody read — is timing, and not compared.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,78 +26,91 @@ from sim.trace import Record
 from tests.fake_server import Timing, fake_server
 from tests.helpers import api_profile, write_profile
 
-# per server: (time to first token, gap between tokens), seconds
+# per server: (time to first token, gap between tokens), seconds. The aggregators are the
+# fastest, so each of their rounds waits for its inputs, never the other way round: what a
+# round reads then depends on the proposers' relative speeds, not on per-call overheads the
+# live side adds (the decisions below stay the same with up to 30 ms of delay per message).
 SPEEDS = {
     "fast": Timing(0.04, 0.012),
     "mid": Timing(0.07, 0.025),
     "slow": Timing(0.10, 0.045),
-    "agg": Timing(0.05, 0.018),
+    "agg": Timing(0.03, 0.008),
 }
 
-TOPOLOGIES: dict[str, dict[str, Any]] = {
-    "moa-standard-redundancy": {
-        "kind": "moa",
-        "mode": "standard",
-        "proposers": 3,
-        "redundancy": 1,
-        "agent": {"max_tokens": 12},
-        "proposer": [{"server": "fast"}, {"server": "slow"}, {"server": "mid"}],
-        "aggregator": {"server": "agg", "max_tokens": 10},
-    },
-    "moa-staircase-redundancy": {
-        "kind": "moa",
-        "mode": "staircase",
-        "proposers": 3,
-        "redundancy": 1,
-        "agent": {"max_tokens": 16},
-        "proposer": [{"server": "fast"}, {"server": "slow"}, {"server": "mid"}],
-        "aggregator": {"server": "agg", "max_tokens": 14},
-        "chunks": {"proposer": [4, 6], "aggregator": [3, 5]},
-    },
-    "moa-staircase-prefix-cache": {
-        "kind": "moa",
-        "mode": "staircase",
-        "proposers": 2,
-        "template": "prefix_cache",
-        "agent": {"max_tokens": 14},
-        "proposer": [{"server": "fast"}, {"server": "mid"}],
-        "aggregator": {"server": "agg", "max_tokens": 12},
-        "chunks": {"proposer": [4, 6], "aggregator": [3, 5]},
-    },
-    "debate-staircase": {
-        "kind": "debate",
-        "mode": "staircase",
-        "agents": 2,
-        "rounds": 2,
-        "agent": {"server": "mid", "max_tokens": 12},
-        "chunks": [4, 6],
-    },
-    "graph-serial": {
-        "kind": "graph",
-        "mode": "serial",
-        "unit": {"tokens": 3},
-        "agents": {
-            "plan": {"steps": 2, "next": ["left", "right"], "server": "fast"},
-            "left": {"steps": 3, "next": ["join"], "server": "mid"},
-            "right": {"steps": 2, "next": ["join"], "server": "slow"},
-            "join": {"steps": 2, "server": "agg"},
+PROPOSERS = [{"server": "fast"}, {"server": "slow"}, {"server": "mid"}]
+STAIRCASE_CHUNKS = {"proposer": [4, 8], "aggregator": [2, 3]}
+GRAPH = {
+    "plan": {"steps": 2, "next": ["left", "right"], "server": "fast"},
+    "left": {"steps": 3, "next": ["join"], "server": "mid"},
+    "right": {"steps": 2, "next": ["join"], "server": "slow"},
+    "join": {"steps": 3, "server": "agg"},
+}
+# topology, and answer lengths that differ from max_tokens
+TOPOLOGIES: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
+    "moa-standard-redundancy": (
+        {
+            "kind": "moa",
+            "mode": "standard",
+            "proposers": 3,
+            "redundancy": 1,
+            "agent": {"max_tokens": 12},
+            "proposer": PROPOSERS,
+            "aggregator": {"server": "agg", "max_tokens": 10},
         },
-    },
-    "graph-stream": {
-        "kind": "graph",
-        "mode": "stream",
-        "unit": {"tokens": 3},
-        "agents": {
-            "plan": {"steps": 2, "next": ["left", "right"], "server": "fast"},
-            "left": {"steps": 3, "next": ["join"], "server": "mid"},
-            "right": {"steps": 2, "next": ["join"], "server": "slow"},
-            "join": {"steps": 3, "server": "agg"},
+        {},
+    ),
+    "moa-staircase-redundancy": (
+        {
+            "kind": "moa",
+            "mode": "staircase",
+            "proposers": 3,
+            "redundancy": 1,
+            "agent": {"max_tokens": 16},
+            "proposer": PROPOSERS,
+            "aggregator": {"server": "agg", "max_tokens": 8},
+            "chunks": STAIRCASE_CHUNKS,
         },
-    },
+        {},
+    ),
+    "moa-staircase-prefix-cache": (
+        {
+            "kind": "moa",
+            "mode": "staircase",
+            "proposers": 2,
+            "template": "prefix_cache",
+            "agent": {"max_tokens": 16},
+            "proposer": [{"server": "fast"}, {"server": "mid"}],
+            "aggregator": {"server": "agg", "max_tokens": 8},
+            "chunks": STAIRCASE_CHUNKS,
+        },
+        {},
+    ),
+    "debate-staircase": (  # the user's agent answers first: the other one is cancelled
+        {
+            "kind": "debate",
+            "mode": "staircase",
+            "agents": 2,
+            "rounds": 2,
+            "agent": {"server": "mid", "max_tokens": 15},
+            "chunks": [3, 8],
+        },
+        {"r2.a1": 8},
+    ),
+    "graph-serial": (
+        {"kind": "graph", "mode": "serial", "unit": {"tokens": 3}, "agents": GRAPH},
+        {},
+    ),
+    "graph-stream": (
+        {"kind": "graph", "mode": "stream", "unit": {"tokens": 3}, "agents": GRAPH},
+        {},
+    ),
 }
 
 
-def scenario(tmp_path: Path, topology: dict[str, Any], url: str | None) -> Scenario:
+def scenario(
+    tmp_path: Path, topology: dict[str, Any], lengths: dict[str, int], url: str | None
+) -> Scenario:
+    """One request; ``lengths`` of some agents' answers through a workload file."""
     servers = {}
     for name, timing in SPEEDS.items():
         profile = api_profile(ttft_s=timing.ttft_s, itl_s=timing.itl_s, name=f"eq-{name}")
@@ -106,13 +121,18 @@ def scenario(tmp_path: Path, topology: dict[str, Any], url: str | None) -> Scena
             **({"endpoint": url} if url else {}),
         }
     agent = {"server": "agg", **topology.get("agent", {})}  # every agent names its own anyway
+    workload: dict[str, Any] = {"requests": 1, "prompt_tokens": {"dist": "fixed", "value": 20}}
+    if lengths:
+        rows = tmp_path / "lengths.jsonl"
+        rows.write_text(json.dumps({"prompt_tokens": 20, "output_tokens": lengths}) + "\n")
+        workload = {"file": str(rows)}
     return scenario_from_dict(
         {
             "name": "equivalence",
             "seed": 3,
             "servers": servers,
             "topology": {**topology, "agent": agent},
-            "workload": {"requests": 1, "prompt_tokens": {"dist": "fixed", "value": 20}},
+            "workload": workload,
         }
     )
 
@@ -142,21 +162,17 @@ def calls(records: list[Record]) -> list[tuple[Any, ...]]:
     ]
 
 
-def units(records: list[Record]) -> list[tuple[Any, ...]]:
-    return [(r["req"], r["agent"], r["unit"], r["tokens"]) for r in records if r["type"] == "unit"]
-
-
 def endings(records: list[Record]) -> set[tuple[Any, ...]]:
     return {(r["req"], r["call"], r["status"]) for r in records if r["type"] == "call_end"}
 
 
 @pytest.mark.parametrize("name", sorted(TOPOLOGIES))
 def test_a_scenario_makes_the_same_calls_simulated_and_live(tmp_path: Path, name: str) -> None:
-    topology = TOPOLOGIES[name]
-    simulator = RecordingSimulator(scenario(tmp_path, topology, None))
+    topology, lengths = TOPOLOGIES[name]
+    simulator = RecordingSimulator(scenario(tmp_path, topology, lengths, None))
     simulated = simulator.run().records
     with fake_server(timings={}) as server:
-        live_scenario = scenario(tmp_path, topology, server.url)
+        live_scenario = scenario(tmp_path, topology, lengths, server.url)
         agents_on = {a.name: a.server for a in simulator.dag.agents}
         server.timings = {agent: SPEEDS[on] for agent, on in agents_on.items()}
         measured = asyncio.run(LiveRunner(live_scenario).run()).records
@@ -167,7 +183,6 @@ def test_a_scenario_makes_the_same_calls_simulated_and_live(tmp_path: Path, name
     }
 
     assert calls(measured) == calls(simulated)
-    assert sorted(units(measured)) == sorted(units(simulated))  # ties across agents aside
     assert endings(measured) == endings(simulated)
     assert live_included == simulator.included
     assert {r.call for r in server.received} == {c[1] for c in calls(simulated)}
