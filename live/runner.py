@@ -165,8 +165,8 @@ class LiveRunner:
 
     async def _reset_prefix_caches(self, http: httpx.AsyncClient) -> None:
         for endpoint in self._all_endpoints():
-            name, server = endpoint.name, endpoint.server
-            if server.kind != "vllm":
+            name = endpoint.name
+            if self.scenario.servers[name].kind != "vllm":
                 continue
             url = endpoint.base_url.removesuffix("/v1") + "/reset_prefix_cache"
             response = await http.post(url)

@@ -134,7 +134,11 @@ class Simulator:
     def run(self, progress: ProgressCallback | None = None) -> SimResult:
         started = time.perf_counter()
         everything = self.env.event()
-        self.driver.start(on_all_done=everything.succeed, progress=progress)
+
+        def all_done() -> None:
+            everything.succeed()
+
+        self.driver.start(on_all_done=all_done, progress=progress)
         self.env.run(until=everything)
         self.trace.close(self.env.now)
         engine_events = sum(

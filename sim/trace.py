@@ -124,7 +124,7 @@ TraceRecord = (
     | ServerMetricsRecord
     | EndRecord
 )
-RECORD_TYPES: dict[str, type] = {
+RECORD_TYPES: dict[str, Any] = {  # the TypedDict classes
     "request": RequestRecord,
     "call": CallRecord,
     "unit": UnitRecord,
