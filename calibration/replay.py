@@ -10,30 +10,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from calibration.table import RequestRow, TraceTable
 from sim.errors import ConfigError
-from sim.metrics import stats, summarize
+from sim.metrics import METRICS, error_pct, stats, summarize
 from sim.profile import ApiProfile, VllmProfile, parse_profile
 from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
 from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS
-from sim.trace import Record, read_trace
+from sim.trace import (
+    TRACE_SCHEMA,
+    CallEndRecord,
+    CallRecord,
+    DeltasRecord,
+    Record,
+    RequestEndRecord,
+    RequestRecord,
+    TraceRecord,
+    read_trace,
+)
 from sim.workload import RequestSpec
 
 SERVER = "engine"
 AGENT = "solo"
 # The one-agent prompt is [system ""][user query][assistant open]: framing around the query.
 FRAMING_TOKENS = 2 * (MESSAGE_OPEN_TOKENS + MESSAGE_CLOSE_TOKENS) + MESSAGE_OPEN_TOKENS
-ERROR_KEYS = {
-    "ttft_p50": ("ttft_s", "p50"),
-    "ttft_p90": ("ttft_s", "p90"),
-    "tpot_p50": ("tpot_s", "p50"),
-    "e2e_p50": ("e2e_s", "p50"),
-}
+ERROR_KEYS = (("ttft", "p50"), ("ttft", "p90"), ("tpot", "p50"), ("e2e", "p50"))
 TOKEN_TIME_METRICS = ("itl_s", "stall_s", "time_to_k_tokens_s")
 
 Profile = VllmProfile | ApiProfile
@@ -171,7 +176,7 @@ def observed_records(table: TraceTable) -> list[Record]:
     records: list[Record] = [
         {
             "type": "header",
-            "schema": 1,
+            "schema": TRACE_SCHEMA,
             "source": f"observed ({table.format})",
             "name": Path(table.source).name,
             "scenario": {},
@@ -184,45 +189,41 @@ def observed_records(table: TraceTable) -> list[Record]:
 
 def _request_records(req: int, row: RequestRow) -> list[Record]:
     sent = row.arrival_s or 0.0
-    records: list[Record] = [
-        {"type": "request", "req": req, "t": sent, "prompt_tokens": row.prompt_tokens}
-    ]
+    request = RequestRecord(type="request", req=req, t=sent, prompt_tokens=row.prompt_tokens)
     if not row.ok or row.ttft_s is None or row.e2e_s is None:
-        return [
-            *records,
-            {"type": "request_end", "req": req, "t": sent, "ok": False, "reason": "failed"},
-        ]
+        failed = RequestEndRecord(type="request_end", req=req, t=sent, ok=False, reason="failed")
+        return cast(list[Record], [request, failed])
     times, counts = _delta_times(row)
     end = sent + row.e2e_s
-    return [
-        *records,
-        {
-            "type": "call",
-            "req": req,
-            "call": "c",
-            "agent": AGENT,
-            "round": 1,
-            "server": SERVER,
-            "t": sent,
-            "tokens": row.output_tokens,
-            "final": True,
-            "prompt_tokens": row.prompt_tokens,
-        },
-        {"type": "deltas", "req": req, "call": "c", "t": [sent + t for t in times], "n": counts},
-        {
-            "type": "call_end",
-            "req": req,
-            "call": "c",
-            "t": end,
-            "status": "ok",
-            "prompt_tokens": row.prompt_tokens,
-            "cached_tokens": row.cached_tokens or 0,
-            "completion_tokens": row.output_tokens,
-            "queued_s": None,
-            "reason": "",
-        },
-        {"type": "request_end", "req": req, "t": end, "ok": True, "reason": ""},
+    records: list[TraceRecord] = [
+        request,
+        CallRecord(
+            type="call",
+            req=req,
+            call="c",
+            agent=AGENT,
+            round=1,
+            server=SERVER,
+            t=sent,
+            tokens=row.output_tokens,
+            final=True,
+        ),
+        DeltasRecord(type="deltas", req=req, call="c", t=[sent + t for t in times], n=counts),
+        CallEndRecord(
+            type="call_end",
+            req=req,
+            call="c",
+            t=end,
+            status="ok",
+            prompt_tokens=row.prompt_tokens,
+            cached_tokens=row.cached_tokens or 0,
+            completion_tokens=row.output_tokens,
+            queued_s=None,
+            reason="",
+        ),
+        RequestEndRecord(type="request_end", req=req, t=end, ok=True, reason=""),
     ]
+    return cast(list[Record], records)
 
 
 def _delta_times(row: RequestRow) -> tuple[list[float], list[int]]:
@@ -249,13 +250,13 @@ def compare(table: TraceTable, profile: Profile, engine: EngineSettings) -> dict
     return {
         "predicted": predicted,
         "observed": observed,
-        "error_pct": error_pct(predicted, observed),
+        "error_pct": quantile_errors(predicted, observed),
     }
 
 
-def error_pct(predicted: dict[str, Any], observed: dict[str, Any]) -> dict[str, float | None]:
-    result: dict[str, float | None] = {}
-    for name, (metric, quantile) in ERROR_KEYS.items():
-        want, got = observed[metric][quantile], predicted[metric][quantile]
-        result[name] = None if not want or got is None else 100 * (got - want) / want
-    return result
+def quantile_errors(predicted: dict[str, Any], observed: dict[str, Any]) -> dict[str, float | None]:
+    """``{"ttft_p50": %, ...}`` of the quantiles a replay is judged by."""
+    return {
+        f"{name}_{q}": error_pct(predicted[METRICS[name].key][q], observed[METRICS[name].key][q])
+        for name, q in ERROR_KEYS
+    }

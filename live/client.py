@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 
+from sim.driver import CallUsage
 from sim.errors import ConfigError
 from sim.scenario import LiveSettings, ServerBase
 
@@ -25,14 +26,6 @@ class Piece:
     t: float  # when the client received it (run clock)
     text: str
     tokens: int  # completion tokens so far, this piece included
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int | None = None
-    cached_tokens: int | None = None
-    completion_tokens: int = 0
-    attempts: int = 1
 
 
 class CallFailed(Exception):
@@ -56,14 +49,16 @@ def api_key(server: ServerBase) -> str:
 
 
 class Endpoint:
-    def __init__(self, name: str, server: ServerBase, settings: LiveSettings, clock: Clock):
-        if server.endpoint is None:
-            raise ConfigError(f"servers.{name}.endpoint is required for live runs (or use --local)")
+    """One replica of a server: its base URL and an OpenAI client for it."""
+
+    def __init__(
+        self, name: str, server: ServerBase, url: str, settings: LiveSettings, clock: Clock
+    ):
         self.name = name
         self.server = server
         self.settings = settings
         self.clock = clock
-        self.base_url = server.endpoint.rstrip("/")
+        self.base_url = url.rstrip("/")
         self.model = server.model or "default"
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -98,18 +93,20 @@ class Endpoint:
         tokens: int,
         continue_final: bool,
         temperature: float,
-        usage: Usage,
+        usage: CallUsage,
         on_piece: Callable[[Piece], None],
+        tag: str = "",
     ) -> None:
         """Generate exactly ``tokens`` tokens, calling ``on_piece`` for each streamed piece.
 
         ``usage`` is kept current as the call goes, so a cancelled or failed call still
-        reports what it received.
+        reports what it received. ``tag`` names the call in a ``X-Stairwise-Call`` header
+        (servers ignore it; a proxy or a test server can tell the calls apart by it).
         """
         for attempt in range(self.settings.retries + 1):
             usage.attempts = attempt + 1
             try:
-                pieces = self._pieces(messages, tokens, continue_final, temperature)
+                pieces = self._pieces(messages, tokens, continue_final, temperature, tag)
                 async for piece, latest in pieces:
                     usage.prompt_tokens = latest.prompt_tokens
                     usage.cached_tokens = latest.cached_tokens
@@ -130,7 +127,8 @@ class Endpoint:
         tokens: int,
         continue_final: bool,
         temperature: float,
-    ) -> AsyncIterator[tuple[Piece | None, Usage]]:
+        tag: str,
+    ) -> AsyncIterator[tuple[Piece | None, CallUsage]]:
         """Streamed pieces with the usage so far; finally (None, the call's usage)."""
         extra: dict[str, Any] = {"ignore_eos": True, "min_tokens": tokens}
         common: dict[str, Any] = {
@@ -139,6 +137,7 @@ class Endpoint:
             "temperature": temperature,
             "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+            "extra_headers": {"X-Stairwise-Call": tag} if tag else None,
         }
         if isinstance(messages, str):
             stream: Any = await self.client.completions.create(
@@ -154,7 +153,7 @@ class Endpoint:
                 extra_body=extra,
                 **common,
             )
-        usage = Usage()
+        usage = CallUsage()
         chunks_with_text = last_count = 0
         timeout = self.settings.first_token_timeout_s
         try:
@@ -196,10 +195,10 @@ def _chunk_text(chunk: Any) -> str:
     return getattr(choice, "text", "") or ""
 
 
-def _usage(raw: Any, previous: Usage) -> Usage:
+def _usage(raw: Any, previous: CallUsage) -> CallUsage:
     details = getattr(raw, "prompt_tokens_details", None)
     cached = getattr(details, "cached_tokens", None) if details is not None else None
-    return Usage(
+    return CallUsage(
         prompt_tokens=raw.prompt_tokens,
         cached_tokens=cached if cached is not None else previous.cached_tokens,
         completion_tokens=raw.completion_tokens or 0,

@@ -23,29 +23,38 @@ def on_local_server(
     servers: dict[str, Any] = {}
     for name, server in scenario.servers.items():
         if isinstance(server, VllmServer):
-            server = server.model_copy(
-                update={"endpoint": state.settings.url, "model": local_server.MODEL_NAME}
+            server = server.model_copy(  # one server: a run with replicas is refused
+                update={
+                    "endpoint": state.settings.url,
+                    "endpoints": None,
+                    "model": local_server.MODEL_NAME,
+                }
             )
         servers[name] = server
     return scenario.model_copy(update={"servers": servers})
 
 
 def through_latency_proxies(scenario: Scenario, stack: contextlib.ExitStack) -> Scenario:
-    """One latency proxy per server (closed with ``stack``), the scenario pointed at them."""
+    """One latency proxy per server replica (closed with ``stack``), the scenario pointed at
+    them."""
     from live.proxy import ProxyConfig, free_port, start_proxy
 
     servers: dict[str, Any] = {}
     for index, (name, server) in enumerate(scenario.servers.items()):
-        if server.endpoint is None:
+        proxied = []
+        for replica, url in enumerate(server.urls):
+            config = ProxyConfig(
+                upstream=url.rstrip("/").removesuffix("/v1"),
+                latency=server.network or scenario.network.latency,
+                seed=scenario.seed + index + 1000 * replica,
+            )
+            proxied.append(stack.enter_context(start_proxy(config, free_port())))
+        if server.endpoints is not None:
+            servers[name] = server.model_copy(update={"endpoints": proxied})
+        elif proxied:
+            servers[name] = server.model_copy(update={"endpoint": proxied[0]})
+        else:
             servers[name] = server
-            continue
-        config = ProxyConfig(
-            upstream=server.endpoint.rstrip("/").removesuffix("/v1"),
-            latency=server.network or scenario.network.latency,
-            seed=scenario.seed + index,
-        )
-        url = stack.enter_context(start_proxy(config, free_port()))
-        servers[name] = server.model_copy(update={"endpoint": url})
     return scenario.model_copy(update={"servers": servers})
 
 

@@ -1,8 +1,9 @@
-"""The asyncio driver: the same scenario as the simulator, executed against real servers.
+"""The live runner: the same scenario as the simulator, executed against real servers.
 
-It drives the shared sans-IO protocol (``sim.protocol``) with real HTTP streams and records
-every streamed piece in the trace the simulator also writes, flushed as it goes: a crash or
-Ctrl-C loses nothing already recorded, and the summary covers what completed.
+It is an adapter of the shared driver (``sim.driver``): it keeps the run's clock and starts
+and cancels real HTTP streams; the driver applies the protocol's decisions and records every
+streamed piece of the answer in the trace the simulator also writes, flushed as it goes: a
+crash or Ctrl-C loses nothing already recorded, and the summary covers what completed.
 """
 
 from __future__ import annotations
@@ -12,33 +13,24 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from live.client import CallFailed, Endpoint, Piece, Usage
+from live.client import CallFailed, Endpoint, Piece
 from live.server_metrics import scrape
 from live.texts import AnswerText, PromptMaker, render_completion_prompt, render_messages
 from sim.dag import Dag, build_dag
+from sim.driver import Call, Driver, ProgressCallback, plan_requests, random_streams
 from sim.errors import ConfigError
 from sim.metrics import summarize
-from sim.protocol import (
-    Action,
-    CancelCall,
-    FinishRequest,
-    ReleaseUnit,
-    RequestProtocol,
-    Span,
-    StartCall,
-)
-from sim.scenario import ClosedArrival, Scenario
-from sim.trace import Record, TraceWriter, make_header
-from sim.workload import RequestSpec, build_requests
-
-ProgressCallback = Callable[[int, int], None]
+from sim.protocol import Span
+from sim.scenario import Scenario, ServerBase
+from sim.trace import Record, ServerMetricsRecord, TraceWriter, make_header
+from sim.workload import RequestSpec
 
 
 @dataclass
@@ -47,16 +39,6 @@ class LiveResult:
     summary: dict[str, Any]
     interrupted: bool
     client: dict[str, float]  # the runner's own overhead
-
-
-@dataclass
-class _Request:
-    spec: RequestSpec
-    prompt: str
-    protocol: RequestProtocol
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    answers: dict[str, AnswerText] = field(default_factory=dict)
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
 
 class LoopLag:
@@ -94,24 +76,27 @@ class LiveRunner:
         self.scenario = scenario
         self.header_extra = header_extra or {}
         self.dag: Dag = build_dag(scenario)
-        arrivals_rng, lengths_rng, _, _ = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(4)
-        )  # the same streams the simulator draws from: the same arrivals and lengths
-        self.requests = requests or build_requests(
-            scenario.workload, self.dag, arrivals_rng, lengths_rng
-        )
+        self.requests = requests or plan_requests(scenario, self.dag, random_streams(scenario.seed))
         self.trace_path = trace_path
         self._t0 = time.perf_counter()
-        self.endpoints = {
-            name: Endpoint(name, server, scenario.live, self.clock)
+        self.endpoints = {  # server -> one endpoint per replica, spread as simulated
+            name: [
+                Endpoint(name, server, url, scenario.live, self.clock)
+                for url in _urls(name, server)
+            ]
             for name, server in scenario.servers.items()
         }
-        self._states: dict[int, _Request] = {}
-        self._finished = 0
-        self._progress: ProgressCallback | None = None
+        self._prompts: dict[int, str] = {}
+        self._answers: dict[tuple[int, str], AnswerText] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._crash: BaseException | None = None
+        self._everything = asyncio.Event()  # set when every request ended (or on a crash)
 
     def clock(self) -> float:
         return time.perf_counter() - self._t0
+
+    def _all_endpoints(self) -> list[Endpoint]:
+        return [endpoint for replicas in self.endpoints.values() for endpoint in replicas]
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -119,17 +104,17 @@ class LiveRunner:
         try:
             return await self._run(progress)
         finally:
-            for endpoint in self.endpoints.values():
+            for endpoint in self._all_endpoints():
                 await endpoint.close()
 
     async def _run(self, progress: ProgressCallback | None) -> LiveResult:
-        self._progress = progress
-        for endpoint in self.endpoints.values():
+        for endpoint in self._all_endpoints():
             await endpoint.check()
         async with httpx.AsyncClient() as http:
-            prompts = await self._prompts(http)
+            requests = await self._prompts_of(http)
             header = make_header("live", self.scenario.model_dump(mode="json"), **self.header_extra)
             self.trace = TraceWriter(header, self.trace_path, flush=True)
+            self.driver = Driver(self.scenario, self.dag, requests, self.trace, self)
             if self.scenario.live.cold_cache:
                 await self._reset_prefix_caches(http)
             self._t0 = time.perf_counter()
@@ -140,7 +125,7 @@ class LiveRunner:
             interrupted = False
             try:
                 with _ctrl_c_cancels_this_task():
-                    await self._send_all(prompts)
+                    await self._send_all(progress)
             except asyncio.CancelledError:
                 interrupted = True
                 await self._cancel_everything()
@@ -155,29 +140,35 @@ class LiveRunner:
             if not interrupted:
                 await self._scrape(http, "after")
         self.trace.close(self.clock(), interrupted=interrupted, client=client)
+        if self._crash is not None:
+            raise self._crash
         records = self.trace.records
         return LiveResult(records, summarize(records), interrupted, client)
 
-    async def _prompts(self, http: httpx.AsyncClient) -> dict[int, tuple[str, int]]:
-        """Each request's user prompt (exact token length via the output agent's server)."""
+    async def _prompts_of(self, http: httpx.AsyncClient) -> list[RequestSpec]:
+        """Each request's user prompt, with its exact token length by the output agent's
+        server (the requests as the driver sends them)."""
         server_name = self.dag.agent(self.dag.output).server
         server = self.scenario.servers[server_name]
-        endpoint = self.endpoints[server_name]
-        tokenizing = server.endpoint if server.kind == "vllm" else None
+        endpoint = self.endpoints[server_name][0]
+        tokenizing = endpoint.base_url if server.kind == "vllm" else None
         maker = PromptMaker(tokenizing, endpoint.model, self.scenario.seed)
-        prompts: dict[int, tuple[str, int]] = {}
+        requests = []
         for spec in self.requests:
             if spec.prompt is not None:
-                prompts[spec.index] = (spec.prompt, await maker.count(http, spec.prompt))
+                prompt, tokens = spec.prompt, await maker.count(http, spec.prompt)
             else:
-                prompts[spec.index] = await maker.make(http, spec.index, spec.prompt_tokens)
-        return prompts
+                prompt, tokens = await maker.make(http, spec.index, spec.prompt_tokens)
+            self._prompts[spec.index] = prompt
+            requests.append(replace(spec, prompt_tokens=tokens))
+        return requests
 
     async def _reset_prefix_caches(self, http: httpx.AsyncClient) -> None:
-        for name, server in self.scenario.servers.items():
-            if server.kind != "vllm" or server.endpoint is None:
+        for endpoint in self._all_endpoints():
+            name = endpoint.name
+            if self.scenario.servers[name].kind != "vllm":
                 continue
-            url = server.endpoint.rstrip("/").removesuffix("/v1") + "/reset_prefix_cache"
+            url = endpoint.base_url.removesuffix("/v1") + "/reset_prefix_cache"
             response = await http.post(url)
             if response.status_code != 200:
                 raise ConfigError(
@@ -186,199 +177,133 @@ class LiveRunner:
                 )
 
     async def _scrape(self, http: httpx.AsyncClient, when: str) -> None:
-        for name, server in self.scenario.servers.items():
-            if server.endpoint is None:
-                continue
-            values = await scrape(http, server.endpoint)
-            if values is not None:
+        for name, replicas in self.endpoints.items():
+            for index, endpoint in enumerate(replicas):
+                values = await scrape(http, endpoint.base_url)
+                if values is None:
+                    continue
                 self.trace.write(
-                    {
-                        "type": "server_metrics",
-                        "server": name,
-                        "when": when,
-                        "t": self.clock(),
-                        "values": values,
-                    }
+                    ServerMetricsRecord(
+                        type="server_metrics",
+                        server=name if len(replicas) == 1 else f"{name}[{index}]",
+                        when="before" if when == "before" else "after",
+                        t=self.clock(),
+                        values=values,
+                    )
                 )
 
-    async def _send_all(self, prompts: dict[int, tuple[str, int]]) -> None:
-        arrival = self.scenario.workload.arrival
-        if isinstance(arrival, ClosedArrival):
-            queue = list(self.requests)
-            users = [
-                self._user(queue[u :: arrival.concurrency], prompts, arrival.think_time_s)
-                for u in range(arrival.concurrency)
-            ]
-            await asyncio.gather(*users)
-        else:
-            await asyncio.gather(*(self._arrive(spec, prompts) for spec in self.requests))
-
-    async def _arrive(self, spec: RequestSpec, prompts: dict[int, tuple[str, int]]) -> None:
-        await asyncio.sleep(max(0.0, (spec.arrival_s or 0.0) - self.clock()))
-        await self._request(spec, *prompts[spec.index])
-
-    async def _user(
-        self, specs: list[RequestSpec], prompts: dict[int, tuple[str, int]], think_s: float
-    ) -> None:
-        for spec in specs:
-            await self._request(spec, *prompts[spec.index])
-            if think_s:
-                await asyncio.sleep(think_s)
-
-    async def _request(self, spec: RequestSpec, prompt: str, prompt_tokens: int) -> None:
-        state = _Request(spec, prompt, RequestProtocol(self.dag, spec.output_tokens))
-        self._states[spec.index] = state
-        self.trace.write(
-            {
-                "type": "request",
-                "req": spec.index,
-                "t": self.clock(),
-                "prompt_tokens": prompt_tokens,
-            }
-        )
-        self._apply(state, state.protocol.start())
-        await state.done.wait()
-        self._finished += 1
-        if self._progress is not None:
-            self._progress(self._finished, len(self.requests))
+    async def _send_all(self, progress: ProgressCallback | None) -> None:
+        self.driver.start(on_all_done=self._everything.set, progress=progress)
+        await self._everything.wait()
 
     async def _cancel_everything(self) -> None:
-        tasks = [t for s in self._states.values() for t in s.tasks.values() if not t.done()]
-        for task in tasks:
+        self.driver.interrupt()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- the driver's adapter ------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_later(delay, self._guarded, callback)
+
+    def start_call(self, call: Call) -> None:
+        task = asyncio.create_task(self._call(call))
+        call.handle = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel_call(self, call: Call) -> None:
+        task: asyncio.Task[None] = call.handle
+        if not task.done():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
-    # --- protocol actions ------------------------------------------------------------------------
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run a driver step; an error there is a bug that ends the run (re-raised after the
+        trace is closed), never a run that waits forever."""
+        try:
+            step()
+        except Exception as exc:
+            self._crash = exc
+            self._everything.set()
 
-    def _apply(self, state: _Request, actions: list[Action]) -> None:
-        req = state.spec.index
-        for action in actions:
-            if isinstance(action, StartCall):
-                task = asyncio.create_task(self._call(state, action))
-                state.tasks[action.call_id] = task
-            elif isinstance(action, ReleaseUnit):
-                self.trace.write(
-                    {
-                        "type": "unit",
-                        "req": req,
-                        "agent": action.agent,
-                        "unit": action.unit,
-                        "tokens": action.tokens,
-                        "t": self.clock(),
-                    }
-                )
-            elif isinstance(action, CancelCall):
-                running = state.tasks.get(action.call_id)
-                if running is not None and not running.done():
-                    running.cancel(msg=action.reason)
-            elif isinstance(action, FinishRequest):
-                self.trace.write(
-                    {
-                        "type": "request_end",
-                        "req": req,
-                        "t": self.clock(),
-                        "ok": action.ok,
-                        "reason": action.reason,
-                    }
-                )
-                state.done.set()
-
-    def _text_of(self, state: _Request) -> Callable[[Span], str]:
+    def _text_of(self, req: int) -> Callable[[Span], str]:
         def text_of(span: Span) -> str:
             kind = span.stream[0]  # type: ignore[index]
             if kind == "system":
                 return self.dag.agent(span.stream[1]).system_prompt  # type: ignore[index]
             if kind == "query":
-                return state.prompt
+                return self._prompts[req]
             if kind == "output":
-                answer = state.answers.get(span.stream[1])  # type: ignore[index]
+                answer = self._answers.get((req, span.stream[1]))  # type: ignore[index]
                 return answer.slice(span.start, span.end) if answer else ""
             return str(span.stream[1])  # type: ignore[index]
 
         return text_of
 
-    async def _call(self, state: _Request, action: StartCall) -> None:
-        req = state.spec.index
+    async def _call(self, call: Call) -> None:
+        """Stream one call; whatever goes wrong is recorded as a failed call."""
+        req, action = call.request.index, call.action
         agent = self.dag.agent(action.agent)
-        endpoint = self.endpoints[agent.server]
-        answer = state.answers.setdefault(action.agent, AnswerText())
-        text_of = self._text_of(state)
-        messages: list[dict[str, str]] | str
-        if endpoint.server.api == "chat":
-            messages = render_messages(action.messages, text_of)
-        else:
-            messages = render_completion_prompt(action.messages, text_of, action.continue_final)
-        self.trace.write(
-            {
-                "type": "call",
-                "req": req,
-                "call": action.call_id,
-                "agent": action.agent,
-                "round": action.round,
-                "server": agent.server,
-                "t": self.clock(),
-                "tokens": action.tokens,
-                "final": action.final,
-                "prompt_tokens": None,
-            }
-        )
-        usage = Usage()
+        endpoint = self.endpoints[call.server][call.replica]
+        answer = self._answers.setdefault((req, action.agent), AnswerText())
         received = 0
 
         def on_piece(piece: Piece) -> None:
             nonlocal received
             answer.extend(piece.text, action.out_start + piece.tokens)
-            self.trace.write(
-                {
-                    "type": "deltas",
-                    "req": req,
-                    "call": action.call_id,
-                    "t": [piece.t],
-                    "n": [piece.tokens - received],
-                }
-            )
+            self.driver.deltas(call, [piece.t], [piece.tokens - received])
             received = piece.tokens
-            if action.watch:
-                self._apply(state, state.protocol.tokens(action.call_id, piece.tokens))
+            self.driver.tokens(call, piece.tokens)
 
         try:
+            text_of = self._text_of(req)
+            messages: list[dict[str, str]] | str
+            if endpoint.server.api == "chat":
+                messages = render_messages(action.messages, text_of)
+            else:
+                messages = render_completion_prompt(action.messages, text_of, action.continue_final)
             await endpoint.stream(
-                messages, action.tokens, action.continue_final, agent.temperature, usage, on_piece
+                messages,
+                action.tokens,
+                action.continue_final,
+                agent.temperature,
+                call.usage,
+                on_piece,
+                tag=f"{req} {action.call_id}",
             )
         except asyncio.CancelledError:
-            self._end_call(req, action, "cancelled", usage, reason="no longer needed")
-            raise
+            return  # the driver cancelled it and has recorded why
         except CallFailed as failure:
-            self._end_call(req, action, "failed", usage, reason=str(failure))
-            self._apply(state, state.protocol.failed(action.call_id, str(failure)))
+            reason = str(failure)
+        except Exception as exc:  # a bug or an unforeseen client error: one failed call
+            reason = f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]
+        else:
+            self._guarded(lambda: self.driver.finished(call))
             return
-        self._end_call(req, action, "ok", usage)
-        self._apply(state, state.protocol.finished(action.call_id, usage.completion_tokens))
+        self._guarded(lambda: self.driver.failed(call, reason))
 
-    def _end_call(
-        self, req: int, action: StartCall, status: str, usage: Usage, reason: str = ""
-    ) -> None:
-        self.trace.write(
-            {
-                "type": "call_end",
-                "req": req,
-                "call": action.call_id,
-                "t": self.clock(),
-                "status": status,
-                "prompt_tokens": usage.prompt_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "queued_s": None,
-                "reason": reason,
-                "attempts": usage.attempts,
-            }
+
+def _urls(name: str, server: ServerBase) -> list[str]:
+    """Each replica's base URL, or a one-line refusal."""
+    urls = server.urls
+    if not urls:
+        raise ConfigError(f"servers.{name}.endpoint is required for live runs (or use --local)")
+    if len(urls) != server.replicas:
+        raise ConfigError(
+            f"servers.{name}.replicas: {server.replicas} copies need one URL each for a live "
+            f"run: list them in servers.{name}.endpoints"
         )
+    return urls
 
 
 @contextlib.contextmanager
 def _ctrl_c_cancels_this_task() -> Iterator[None]:
     """Ctrl-C cancels the sending (the run then ends with what it recorded) whatever SIGINT
-    handler the process had: asyncio.run only installs its own over Python's default one."""
+    state the process inherited: asyncio.run only installs its handler over Python's default
+    one, and a process started with SIGINT blocked (Ray's process launcher blocks it, for
+    one) never sees the signal at all — the run then finished as if not interrupted."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -387,7 +312,9 @@ def _ctrl_c_cancels_this_task() -> Iterator[None]:
     except (NotImplementedError, RuntimeError, ValueError):  # not Unix, or not the main thread
         yield
         return
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

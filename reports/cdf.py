@@ -14,9 +14,10 @@ from plotly.subplots import make_subplots
 
 from reports.escape import plot_text
 from reports.runs import Run
+from sim.metrics import METRICS
 
-# (sample name in RunStats, panel title, unit, scale from seconds)
-PANELS = (("ttft", "TTFT", "s", 1.0), ("e2e", "E2E", "s", 1.0), ("itl", "ITL", "ms", 1e3))
+# (metric, unit, scale from seconds): whole-request times read better in seconds
+PANELS = (("ttft", "s", 1.0), ("e2e", "s", 1.0), ("itl", "ms", 1e3))
 RUN_COLORS = qualitative.D3
 REFERENCE_COLOR = "#111"
 # A CDF of more points than this is thinned to evenly spaced ranks: it looks the same and
@@ -45,10 +46,10 @@ def cdf_figure(runs: list[Run], reference: int) -> go.Figure:
     figure = make_subplots(
         rows=1,
         cols=len(PANELS),
-        subplot_titles=[f"{title} ({unit})" for _, title, unit, _ in PANELS],
+        subplot_titles=[f"{METRICS[metric].label} ({unit})" for metric, unit, _ in PANELS],
         horizontal_spacing=0.06,
     )
-    for column, (metric, _, unit, scale) in enumerate(PANELS, 1):
+    for column, (metric, unit, scale) in enumerate(PANELS, 1):
         for index, run in enumerate(runs):
             values, probabilities = cdf_points(run.stats.samples[metric])
             label = plot_text(run.label)

@@ -1,7 +1,7 @@
 """The runs a report shows: trace records with a label, loaded and checked once.
 
-A report reads only a handful of fields of each record; checking them on load turns a
-hand-edited or truncated trace into one line naming the file, line and field instead of a
+Checking each record's required fields (the record types of ``sim/trace.py``) on load turns
+a hand-edited or truncated trace into one line naming the file, line and field instead of a
 ``KeyError`` deep inside a plot.
 """
 
@@ -15,17 +15,7 @@ from pathlib import Path
 from reports.compare import RunStats, run_stats
 from sim.errors import ConfigError
 from sim.metrics import DEFAULT_K
-from sim.trace import Record, read_trace
-
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "request": ("req", "t"),
-    "call": ("req", "call", "agent", "round", "t", "final"),
-    "unit": ("req", "agent", "unit", "t"),
-    "deltas": ("req", "call", "t", "n"),
-    "call_end": ("req", "call", "t", "status"),
-    "request_end": ("req", "t", "ok"),
-    "server_metrics": ("server", "when", "values"),
-}
+from sim.trace import Record, missing_field, read_trace
 
 
 @dataclass
@@ -49,15 +39,13 @@ class Run:
 
 
 def load_trace(path: Path) -> list[Record]:
-    """A trace file's records, each checked for the fields reports read."""
+    """A trace file's records, each checked for its type's required fields."""
     records = read_trace(path)
     for index, record in enumerate(records):
-        for name in REQUIRED_FIELDS.get(record["type"], ()):
-            if name not in record:
-                raise ConfigError(
-                    f"{path}:{_line_number(path, index)}: {record['type']} record has no "
-                    f"field {name!r}"
-                )
+        if (name := missing_field(record)) is not None:
+            raise ConfigError(
+                f"{path}:{_line_number(path, index)}: {record['type']} record has no field {name!r}"
+            )
     return records
 
 

@@ -13,7 +13,6 @@ import yaml
 
 from reports.compare import (
     AGENT_TIMINGS,
-    METRICS,
     PERCENTILES,
     THROUGHPUT_KEY,
     agent_timing_errors,
@@ -23,16 +22,8 @@ from reports.compare import (
 from reports.engine_metrics import HIT_RATE, highlights, server_deltas, trace_figures
 from reports.escape import esc
 from reports.runs import Run
+from sim.metrics import METRICS
 
-# (metric, label, unit, scale from the summary's unit)
-METRIC_ROWS = (
-    ("ttft", "TTFT", "ms", 1e3),
-    ("itl", "ITL", "ms", 1e3),
-    ("tpot", "TPOT", "ms", 1e3),
-    ("e2e", "E2E", "ms", 1e3),
-    ("tps", "TPS per request", "tok/s", 1.0),
-    ("stall", "stall (longest pause)", "ms", 1e3),
-)
 GOOD_ERROR_PCT = 10.0  # the project's fidelity target
 FAIR_ERROR_PCT = 25.0
 AGENT_TIMING_LABELS = {"start_s": "first start", "end_s": "last end", "call_s": "mean call"}
@@ -83,12 +74,12 @@ def error_table(runs: list[Run], reference: int) -> str:
     errors = [percentile_errors(run.stats, measured) for run in runs]
     ks = [ks_distances(run.stats, measured) for run in runs]
     rows = []
-    for metric, label, unit, scale in METRIC_ROWS:
+    for metric, shown in METRICS.items():
         for p in PERCENTILES:
-            cells = [f"{label} {p} ({unit})"]
+            cells = [f"{shown.title} {p} ({shown.unit})"]
             for index, run in enumerate(runs):
-                value = run.stats.summary[METRICS[metric]][p]
-                cell = number(None if value is None else value * scale)
+                value = run.stats.summary[shown.key][p]
+                cell = number(None if value is None else value * shown.scale)
                 if index != reference:
                     cell += " " + error_badge(errors[index][f"{metric}_{p}"])
                 cells.append(cell)
@@ -100,9 +91,9 @@ def error_table(runs: list[Run], reference: int) -> str:
             cell += " " + error_badge(errors[index]["throughput"])
         throughput.append(cell)
     rows.append(throughput)
-    for metric, label, _, _ in METRIC_ROWS:
+    for metric, shown in METRICS.items():
         rows.append(
-            [f"KS distance, {label}"]
+            [f"KS distance, {shown.title}"]
             + [
                 "" if index == reference else number(ks[index][metric], 3)
                 for index in range(len(runs))

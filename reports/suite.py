@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import plotly.graph_objects as go
 
-from reports.compare import error_pct
+from reports.compare import HEADLINE_ERRORS
 from reports.escape import esc, plot_text
 from reports.html import Section, page, write_report
 from reports.sections import error_badge, number, table
-from reports.validation import HEADLINE_ERRORS, Validation
+from sim.metrics import METRICS, error_pct
 
 SUITE_PLOT_ID = "suite-errors"
-COLUMNS = (
-    ("ttft_s", "p50", "TTFT p50 (ms)", 1e3),
-    ("tps", "p50", "TPS p50", 1.0),
-    ("e2e_s", "p50", "E2E p50 (ms)", 1e3),
-    ("stall_s", "p50", "stall p50 (ms)", 1e3),
-)
+COLUMNS = tuple(METRICS[name] for name in ("ttft", "tps", "e2e", "stall"))  # their p50
 
 
-def suite_report(path: Path, validations: list[Validation]) -> None:
+class Validation(Protocol):
+    """What the page shows of one scenario's validation."""
+
+    name: str
+    summary: dict[str, Any]  # the validate --json object
+    report: Path | None  # its own report, linked
+
+
+def suite_report(path: Path, validations: Sequence[Validation]) -> None:
     rows = [_row(v, path.parent) for v in validations]
     head = ["scenario"]
-    for _, _, label, _ in COLUMNS:
-        head += [f"{label} live", "sim", "error", "trace-driven", "error"]
+    for metric in COLUMNS:
+        head += [
+            f"{metric.label} p50 ({metric.unit}) live",
+            "sim",
+            "error",
+            "trace-driven",
+            "error",
+        ]
     head.append("KS TTFT")
     explanation = (
         '<p class="small">error % = 100·(predicted − live)/live. "sim" is predicted from the '
@@ -47,12 +57,12 @@ def _row(validation: Validation, base: Path) -> list[str]:
     if validation.report is not None:
         name = f'<a href="{esc(validation.report.relative_to(base))}">{name}</a>'
     cells = [name]
-    for key, quantile, _, scale in COLUMNS:
-        live = summary["live"][key][quantile]
-        cells.append(_scaled(live, scale))
+    for metric in COLUMNS:
+        live = summary["live"][metric.key]["p50"]
+        cells.append(_scaled(live, metric.scale))
         for run in ("sim", "sim_trace_driven"):
-            predicted = summary[run][key][quantile]
-            cells += [_scaled(predicted, scale), error_badge(error_pct(predicted, live))]
+            predicted = summary[run][metric.key]["p50"]
+            cells += [_scaled(predicted, metric.scale), error_badge(error_pct(predicted, live))]
     cells.append(number(summary["ks"].get("ttft"), 2))
     return cells
 
@@ -61,7 +71,7 @@ def _scaled(value: float | None, scale: float) -> str:
     return number(None if value is None else value * scale, 1)
 
 
-def _error_chart(validations: list[Validation]) -> go.Figure:
+def _error_chart(validations: Sequence[Validation]) -> go.Figure:
     figure = go.Figure()
     names = [plot_text(v.name) for v in validations]
     for key in HEADLINE_ERRORS:

@@ -7,13 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-LATENCY_ROWS = [
-    ("TTFT", "ttft_s"),
-    ("ITL", "itl_s"),
-    ("TPOT", "tpot_s"),
-    ("E2E", "e2e_s"),
-    ("stall (longest pause)", "stall_s"),
-]
+from sim.metrics import METRICS, error_pct
+
+LATENCY_ROWS = [(m.title, m.key) for m in METRICS.values() if m.unit == "ms"]
 
 
 def _ms(value: float | None) -> str:
@@ -86,21 +82,20 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console.print(agents)
 
 
+# (metric, quantile) rows of the validation table
 VALIDATION_ROWS = [
-    ("TTFT p50 (ms)", "ttft_s", "p50", 1e3),
-    ("TTFT p90 (ms)", "ttft_s", "p90", 1e3),
-    ("ITL p50 (ms)", "itl_s", "p50", 1e3),
-    ("TPOT p50 (ms)", "tpot_s", "p50", 1e3),
-    ("E2E p50 (ms)", "e2e_s", "p50", 1e3),
-    ("stall p50 (ms)", "stall_s", "p50", 1e3),
-    ("TPS p50 (tok/s)", "tps", "p50", 1.0),
+    ("ttft", "p50"),
+    ("ttft", "p90"),
+    ("itl", "p50"),
+    ("tpot", "p50"),
+    ("e2e", "p50"),
+    ("stall", "p50"),
+    ("tps", "p50"),
 ]
 
 
 def print_validation(name: str, summary: dict[str, Any], console: Console | None = None) -> None:
     """Live vs both predictions; errors are 100·(predicted − live)/live."""
-    from reports.compare import error_pct
-
     console = console or Console()
     live = summary["live"]
     table = Table(
@@ -108,13 +103,14 @@ def print_validation(name: str, summary: dict[str, Any], console: Console | None
     )
     for column in ("metric", "live", "sim", "error", "trace-driven", "error"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for label, key, quantile, scale in VALIDATION_ROWS:
-        measured = live[key][quantile]
-        cells = [label, _scaled(measured, scale)]
+    for name, quantile in VALIDATION_ROWS:
+        metric = METRICS[name]
+        measured = live[metric.key][quantile]
+        cells = [f"{metric.label} {quantile} ({metric.unit})", _scaled(measured, metric.scale)]
         for run in ("sim", "sim_trace_driven"):
-            predicted = summary[run][key][quantile]
+            predicted = summary[run][metric.key][quantile]
             error = error_pct(predicted, measured)
-            cells += [_scaled(predicted, scale), "-" if error is None else f"{error:+.1f} %"]
+            cells += [_scaled(predicted, metric.scale), "-" if error is None else f"{error:+.1f} %"]
         table.add_row(*cells)
     console.print(table)
     ks = ", ".join(f"{k} {v:.2f}" for k, v in summary["ks"].items() if v is not None)

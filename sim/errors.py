@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -44,3 +46,32 @@ def validated(
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(one_line(exc, source, what, tags)) from None
+
+
+def writable_file(path: str | Path, what: str) -> Path:
+    """``path``, checked before long work that ends by writing it: not a folder, and in a
+    folder that exists or can be made and can be written (missing folders are made then)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a file name")
+    _check_folder(path.parent, path, what)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{what} {path}: not writable")
+    return path
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """``path``, checked like :func:`writable_file`, for a folder results are written into."""
+    path = Path(path)
+    _check_folder(path, path, what)
+    return path
+
+
+def _check_folder(folder: Path, named: Path, what: str) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {named}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {named}: cannot write in {existing}")

@@ -25,6 +25,34 @@ from sim.trace import Record
 DEFAULT_K = 32
 
 
+@dataclass(frozen=True)
+class Metric:
+    """How a latency metric is named, keyed in the summary and shown (once, for every view)."""
+
+    key: str  # its distribution in the summary: {"mean", "p50", ...}
+    label: str  # short: "TTFT"
+    title: str  # in a table row: "stall (longest pause)"
+    unit: str  # as shown
+    scale: float  # shown = summary value x scale
+
+
+METRICS: dict[str, Metric] = {
+    "ttft": Metric("ttft_s", "TTFT", "TTFT", "ms", 1e3),
+    "itl": Metric("itl_s", "ITL", "ITL", "ms", 1e3),
+    "tpot": Metric("tpot_s", "TPOT", "TPOT", "ms", 1e3),
+    "e2e": Metric("e2e_s", "E2E", "E2E", "ms", 1e3),
+    "tps": Metric("tps", "TPS", "TPS per request", "tok/s", 1.0),
+    "stall": Metric("stall_s", "stall", "stall (longest pause)", "ms", 1e3),
+}
+
+
+def error_pct(predicted: float | None, measured: float | None) -> float | None:
+    """100·(predicted − measured)/measured; None when either is missing or measured is 0."""
+    if predicted is None or measured is None or measured == 0:
+        return None
+    return 100.0 * (predicted - measured) / abs(measured)
+
+
 @dataclass
 class RequestMetrics:
     req: int

@@ -32,8 +32,29 @@ class ServerBase(Strict):
     api: Literal["chat", "completions"] = "chat"
     api_key_env: str | None = Field(None, description="environment variable holding the key")
     replicas: int = Field(1, ge=1, description="identical copies; requests are spread over them")
+    endpoints: list[str] | None = Field(
+        None, description="live: one base URL per replica, in order (instead of endpoint)"
+    )
     prefix_caching: bool = True
     network: LatencyDist | None = Field(None, description="overrides network.latency")
+
+    @model_validator(mode="after")
+    def _one_url_per_replica(self) -> ServerBase:
+        if self.endpoints is not None:
+            if self.endpoint is not None:
+                raise ValueError("give endpoint or endpoints, not both")
+            if len(self.endpoints) != self.replicas:
+                raise ValueError(
+                    f"endpoints lists {len(self.endpoints)} URLs for {self.replicas} replicas"
+                )
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        """Live: the base URL of each replica (none given: empty)."""
+        if self.endpoints is not None:
+            return list(self.endpoints)
+        return [self.endpoint] if self.endpoint is not None else []
 
 
 class VllmServer(ServerBase):

@@ -1,38 +1,165 @@
 """The trace: one JSON-lines file per run, the same schema for simulated and live runs.
 
-Line 1 is a header (scenario, seed, versions, hardware, profiles); then one record per event,
-each with ``type`` and ``t`` (seconds since the run started):
+Line 1 is a header (scenario, its hash, seed, versions, hardware, profiles); then one record
+per event, each with ``type`` and ``t`` (seconds since the run started). The record types
+below are the schema: ``sim/driver.py`` writes them for the simulator and the live runner
+alike, and readers check a record's required fields against the same types.
 
-* ``request``      {req, t, prompt_tokens}                      — the user's request is sent
-* ``call``         {req, call, agent, round, server, t, tokens, final, prompt_tokens}
-* ``unit``         {req, agent, unit, tokens, t}                  — a unit released downstream
-* ``deltas``       {req, call, t: [..], n: [..]}                 — streamed pieces received
-* ``call_end``     {req, call, t, status, prompt_tokens, cached_tokens, completion_tokens,
-                    queued_s, reason, attempts?}                  — status ok|cancelled|failed
-* ``request_end``  {req, t, ok, reason}
-* ``server_metrics`` {server, when, values}                      — live: /metrics snapshots
-* ``end``          {t, interrupted, client?}                    — live: the runner's overhead
-
-Records are written (and flushed) as they happen, so an interrupted run keeps everything it
-recorded. ``deltas`` may batch several pieces; a simulated trace records the deltas of the
-final answer only (other calls keep their token counts in ``call_end``).
+Records are written (and, live, flushed) as they happen, so an interrupted run keeps
+everything it recorded. ``deltas`` hold the streamed pieces of the answer the user sees (the
+output agent's calls); other calls keep their token counts in ``call_end``. A live run writes
+one ``deltas`` record per piece as it arrives, a simulated run one per call.
 """
 
-from __future__ import annotations
-
 import gzip
+import hashlib
 import json
 import platform
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, NotRequired, TypedDict, cast
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, writable_file
 from sim.jsonl import json_objects
 
-TRACE_SCHEMA = 1
+TRACE_SCHEMA = 1  # later additions are optional fields: schema-1 traces of any age still read
 Record = dict[str, Any]
+
+
+class RequestRecord(TypedDict):
+    """The user's request is sent; ``prompt_tokens``: the user prompt (query) alone."""
+
+    type: Literal["request"]
+    req: int
+    t: float
+    prompt_tokens: int
+
+
+class CallRecord(TypedDict):
+    """A call is started (``tokens``: exactly this many asked for)."""
+
+    type: Literal["call"]
+    req: int
+    call: str
+    agent: str
+    round: int
+    server: str
+    t: float
+    tokens: int
+    final: bool  # part of the answer the user sees
+    replica: NotRequired[int]  # which copy of the server (0-based)
+
+
+class UnitRecord(TypedDict):
+    """A unit of an agent's answer is released to its consumers."""
+
+    type: Literal["unit"]
+    req: int
+    agent: str
+    unit: int
+    tokens: int
+    t: float
+
+
+class DeltasRecord(TypedDict):
+    """Streamed pieces of a final call received at times ``t``, carrying ``n`` tokens each."""
+
+    type: Literal["deltas"]
+    req: int
+    call: str
+    t: list[float]
+    n: list[int]
+
+
+CallStatus = Literal["ok", "cancelled", "failed"]
+
+
+class CallEndRecord(TypedDict):
+    type: Literal["call_end"]
+    req: int
+    call: str
+    t: float
+    status: CallStatus
+    prompt_tokens: int | None  # the whole prompt as the server counted it
+    cached_tokens: int | None
+    completion_tokens: int
+    queued_s: float | None  # simulated only: time waiting for a batch slot
+    reason: str  # why it failed or was cancelled
+    attempts: NotRequired[int]  # live: 1 + retries before the first token
+
+
+class RequestEndRecord(TypedDict):
+    type: Literal["request_end"]
+    req: int
+    t: float
+    ok: bool
+    reason: str
+
+
+class ServerMetricsRecord(TypedDict):
+    """Live: a server's /metrics snapshot before or after the run."""
+
+    type: Literal["server_metrics"]
+    server: str
+    when: Literal["before", "after"]
+    t: float
+    values: dict[str, float]
+
+
+class EndRecord(TypedDict):
+    type: Literal["end"]
+    t: float
+    interrupted: bool
+    client: NotRequired[dict[str, float]]  # live: the runner's own CPU use and loop lag
+
+
+TraceRecord = (
+    RequestRecord
+    | CallRecord
+    | UnitRecord
+    | DeltasRecord
+    | CallEndRecord
+    | RequestEndRecord
+    | ServerMetricsRecord
+    | EndRecord
+)
+RECORD_TYPES: dict[str, Any] = {  # the TypedDict classes
+    "request": RequestRecord,
+    "call": CallRecord,
+    "unit": UnitRecord,
+    "deltas": DeltasRecord,
+    "call_end": CallEndRecord,
+    "request_end": RequestEndRecord,
+    "server_metrics": ServerMetricsRecord,
+    "end": EndRecord,
+}
+
+
+def missing_field(record: Record) -> str | None:
+    """The first required field a record of a known type lacks (None: it has them all)."""
+    kind = RECORD_TYPES.get(record["type"])
+    if kind is None:
+        return None
+    required = kind.__required_keys__
+    return next((n for n in kind.__annotations__ if n in required and n not in record), None)
+
+
+def scenario_hash(scenario: dict[str, Any]) -> str:
+    """What decides a run's calls, hashed: the scenario without where its servers are
+    (endpoint, model, key), which profile simulates them, and live-only settings — so a kept
+    live trace can be re-compared after recalibrating, but not with another scenario."""
+    servers = {
+        name: {
+            k: v
+            for k, v in server.items()
+            if k not in ("endpoint", "model", "api_key_env", "profile")
+        }
+        for name, server in scenario.get("servers", {}).items()
+    }
+    decisive = {k: v for k, v in scenario.items() if k != "live"} | {"servers": servers}
+    text = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def make_header(source: str, scenario: dict[str, Any], **extra: Any) -> Record:
@@ -52,6 +179,7 @@ def make_header(source: str, scenario: dict[str, Any], **extra: Any) -> Record:
         "versions": {"stairwise": own_version, "python": platform.python_version()},
         "hardware": {"machine": platform.machine(), "system": platform.system()},
         "scenario": scenario,
+        "scenario_hash": scenario_hash(scenario),
         **extra,
     }
 
@@ -64,7 +192,8 @@ class TraceWriter:
         self._flush = flush
         self._file: IO[str] | None = None
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path = writable_file(path, "trace")
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "w")  # noqa: SIM115 - closed in close()
         self.write(header)
 
@@ -72,15 +201,15 @@ class TraceWriter:
     def header(self) -> Record:
         return self.records[0]
 
-    def write(self, record: Record) -> None:
-        self.records.append(record)
+    def write(self, record: TraceRecord | Record) -> None:
+        self.records.append(cast(Record, record))
         if self._file is not None:
             self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
             if self._flush:
                 self._file.flush()
 
     def close(self, t: float, interrupted: bool = False, **extra: Any) -> None:
-        self.write({"type": "end", "t": t, "interrupted": interrupted, **extra})
+        self.write({"type": "end", "t": t, "interrupted": interrupted, **extra})  # an EndRecord
         if self._file is not None:
             self._file.close()
             self._file = None

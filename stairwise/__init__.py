@@ -15,6 +15,9 @@ The Python API mirrors the CLI::
     live = stairwise.run("examples/staircase-moa.yaml", local=True)  # the embedded vLLM
     checked = stairwise.validate("examples/staircase-moa.yaml", repeat=3)
     checked.summary["error_pct"]["ttft_p50"]
+    suite = stairwise.validate_suite(["a.yaml", "b.yaml"], report="out/suite.html")
+
+    local = stairwise.calibrate(local=True, output="local.json")  # profile the embedded vLLM
 
     profile = stairwise.calibrate(["bench.json"], "my-gpu.json", model="m", hardware="1x L40S")
     stairwise.replay("bench.json", "my-gpu.json")["error_pct"]
@@ -26,7 +29,7 @@ from sim.capacity import CapacityPlan, PlanSettings
 from sim.metrics import summarize
 from sim.sweep import SweepResult, sweep
 from sim.trace import read_trace
-from stairwise.api import calibrate, plan, replay, report, run, validate
+from stairwise.api import calibrate, plan, replay, report, run, validate, validate_suite
 
 __all__ = [
     "CapacityPlan",
@@ -47,4 +50,5 @@ __all__ = [
     "summarize",
     "sweep",
     "validate",
+    "validate_suite",
 ]

@@ -7,23 +7,26 @@ Bad input raises :class:`sim.errors.ConfigError` (the CLI turns it into one line
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from pydantic import BaseModel
 
 from sim import resolve_scenario
-from sim.errors import ConfigError, validated
+from sim.errors import ConfigError, writable_file, writable_folder
 from sim.scenario import Scenario
 
 if TYPE_CHECKING:
+    from calibration import CalibrationOptions
+    from calibration.profiling import ProfilingGrid
     from live.runner import LiveResult
-    from reports.validation import Validation
     from sim.capacity import CapacityPlan, PlanSettings
     from sim.profile import Profile
+    from stairwise.orchestrate.validation import Validation
 
 Progress = Callable[[int, int], None]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def run(
@@ -41,18 +44,13 @@ def run(
     if needed, with an empty prefix cache); ``inject_network`` routes every server through a
     proxy that adds the scenario's network latency. ``result.interrupted`` says whether Ctrl-C
     ended it early (the summary then covers the requests that completed)."""
-    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
-    from live.endpoints import on_local_server, through_latency_proxies, with_cold_cache
-    from live.runner import LiveRunner
+    from stairwise.orchestrate.live import prepared, run_live
 
-    if local:
-        loaded = on_local_server(loaded, threads, log=log)
-    if cold_cache or local:
-        loaded = with_cold_cache(loaded)
-    with contextlib.ExitStack() as proxies:
-        if inject_network:
-            loaded = through_latency_proxies(loaded, proxies)
-        return asyncio.run(LiveRunner(loaded, trace_path=trace).run(progress=progress))
+    if trace is not None:
+        writable_file(trace, "--trace")
+    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
+    loaded = prepared(loaded, local, threads, cold_cache, log)
+    return run_live(loaded, trace, inject_network, progress)
 
 
 def validate(
@@ -68,30 +66,72 @@ def validate(
     log: Callable[[str], None] = print,
 ) -> Validation:
     """Run a scenario live ``repeat`` times (or read the runs kept in the ``live_from``
-    folders), simulate it from the file and trace-driven, compare. ``profile``: simulate every
-    vLLM server on this one. Traces and the HTML report go to ``out``."""
+    folders, which must have run this scenario), simulate it from the file and trace-driven,
+    compare. ``profile``: simulate every vLLM server on this one. Traces and the HTML report
+    go to ``out``."""
+    from stairwise.orchestrate.validation import validate as validate_scenario
+
+    (loaded,) = _validation_scenarios(
+        [scenario], overrides, profile, local, threads, repeat, live_from, out, None, log
+    )
+    return validate_scenario(loaded, Path(out), report, log, _folders(live_from), repeat)
+
+
+def validate_suite(
+    scenarios: Sequence[Scenario | str | Path],
+    overrides: list[str] | None = None,
+    out: str | Path = "out/validate",
+    profile: str | None = None,
+    local: bool = True,
+    threads: int = 2,
+    repeat: int = 1,
+    live_from: Sequence[str | Path] = (),
+    report: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Validation]:
+    """:func:`validate` for each scenario; ``report``: the one scenario's HTML report, or the
+    suite's summary page for several (``stairwise validate``)."""
+    from stairwise.orchestrate.validation import validate_suite as validate_all
+
+    loaded = _validation_scenarios(
+        scenarios, overrides, profile, local, threads, repeat, live_from, out, report, log
+    )
+    page = None if report is None else Path(report)
+    return validate_all(loaded, Path(out), page, log, _folders(live_from), repeat)
+
+
+def _validation_scenarios(
+    scenarios: Sequence[Scenario | str | Path],
+    overrides: list[str] | None,
+    profile: str | None,
+    local: bool,
+    threads: int,
+    repeat: int,
+    live_from: Sequence[str | Path],
+    out: str | Path,
+    report: str | Path | None,
+    log: Callable[[str], None],
+) -> list[Scenario]:
+    """Scenarios resolved (``profile`` on every vLLM server), on the local server unless
+    their live runs are read from kept traces; the options checked before any long work."""
+    from stairwise.orchestrate.live import prepared
+    from stairwise.orchestrate.validation import with_profile
+
     if live_from and repeat > 1:
         raise ConfigError("--repeat runs the scenarios live; --live-from reads kept runs: not both")
-    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
-    from live.endpoints import on_local_server, with_cold_cache
-    from reports.validation import kept_live_traces, with_profile
-    from reports.validation import validate as validate_scenario
-
+    writable_folder(out, "--out")
+    if report is not None:
+        writable_file(report, "--report")
+    resolved = [_live_servable(resolve_scenario(s, overrides)[0]) for s in scenarios]
     if profile is not None:
-        loaded = with_profile(loaded, profile)
-    live_traces = None
-    if live_from:
-        live_traces = []
-        for folder in map(Path, live_from):
-            kept = kept_live_traces(folder, loaded.name)
-            if not kept:
-                raise ConfigError(
-                    f"--live-from: no {folder / loaded.name}.live.jsonl for scenario {loaded.name}"
-                )
-            live_traces += kept
-    elif local:
-        loaded = with_cold_cache(on_local_server(loaded, threads, log=log))
-    return validate_scenario(loaded, Path(out), report, log, live_traces, repeat)
+        resolved = [with_profile(s, profile) for s in resolved]
+    if live_from or not local:
+        return resolved
+    return [prepared(s, local=True, threads=threads, log=log) for s in resolved]
+
+
+def _folders(live_from: Sequence[str | Path]) -> list[Path]:
+    return [Path(folder) for folder in live_from]
 
 
 def _live_servable(scenario: Scenario) -> Scenario:
@@ -104,29 +144,110 @@ def _live_servable(scenario: Scenario) -> Scenario:
     return scenario
 
 
+# option fields named by their command-line option in errors
+OPTION_NAMES = {
+    "params": "fit",
+    "max_evaluations": "evaluations",
+    "kv_capacity_tokens": "kv-capacity",
+}
+
+
 def calibrate(
-    sources: Sequence[str | Path],
+    sources: Sequence[str | Path] = (),
     output: str | Path | None = None,
     format: str = "auto",
     select: dict[str, str] | None = None,
     progress: Progress | None = None,
+    endpoint: str | None = None,
+    local: bool = False,
+    endpoint_model: str | None = None,
+    grid: ProfilingGrid | None = None,
+    metrics: Sequence[str | Path] = (),
+    log: Callable[[str], None] = print,
     **options: Any,
 ) -> Profile:
-    """Fit a profile from trace files (``format``: see ``stairwise calibrate --format``);
+    """Fit a profile from trace files (``format``: see ``stairwise calibrate --format``), or
+    profile a live vLLM — ``endpoint`` (serving ``endpoint_model``) or ``local``, the embedded
+    one — with a designed ``grid`` of runs (traces kept beside ``output``) and fit those.
     ``options`` are :class:`calibration.CalibrationOptions` fields (``name``, ``model``,
-    ``hardware``, ``kv_capacity_tokens``, ``method``, ``params``, ``max_evaluations``, …).
-    Written to ``output`` if given."""
-    from calibration import CalibrationOptions, read_tables
-    from calibration import calibrate as fit
-    from sim.profile import save_profile
+    ``hardware``, ``kv_capacity_tokens``, ``method``, ``params``, ``initial`` (a profile name
+    or path), ``max_evaluations``, …); ``metrics``: Prometheus snapshots around the traced
+    run. Written to ``output`` if given (checked first)."""
+    from calibration import read_tables
+    from calibration.calibrate import calibrate as fit
+    from calibration.profiling import fit_profiling_run
+    from calibration.readers.prometheus import run_totals
+    from sim.profile import save_profile, this_machine
+    from stairwise.orchestrate.profiling import (
+        DEFAULT_GRID,
+        local_facts,
+        on_this_machine,
+        profile_live,
+    )
 
-    tables = read_tables([Path(s) for s in sources], format, select or {})
-    name = options.pop("name", None) or (Path(output).stem if output else "calibrated")
-    settings = validated(CalibrationOptions, {"name": name, **options}, "calibrate", "options", ())
-    profile = fit(tables, settings, progress)
+    if (not sources) == (endpoint is None and not local):
+        raise ConfigError("give either --from FILE... or --endpoint URL / --local")
     if output is not None:
-        save_profile(profile, Path(output))
+        output = writable_file(output, "--output")
+    if not sources:
+        traces = output.with_suffix(".traces") if output else Path("profiling.traces")
+        grid = grid or DEFAULT_GRID
+        sources, measured = profile_live(
+            endpoint, endpoint_model, local, grid, traces, progress, log
+        )
+        format, options["method"] = "stairwise", "profiling"
+        options["chars_per_token"] = options.get("chars_per_token") or measured
+    if local:
+        given = {key: value for key, value in options.items() if value is not None}
+        options = local_facts() | given
+    if local or on_this_machine(endpoint):  # the profile then measured this machine's speed
+        options.setdefault("machine", this_machine())
+    profiling = options.get("method") == "profiling"
+    name = options.pop("name", None) or (output.stem if output else "calibrated")
+    method = "replay" if profiling else options.get("method", "auto")  # how profiling is fitted
+    settings = _calibration_options({"name": name, **options, "method": method})
+    tables = [] if profiling else read_tables([Path(s) for s in sources], format, select or {})
+    if metrics:
+        totals = run_totals([Path(m) for m in metrics])
+        for table in tables:
+            table.server_totals = {**totals, **table.server_totals}
+    paths = [Path(s) for s in sources]
+    profile = (
+        fit_profiling_run(paths, settings, progress)
+        if profiling
+        else fit(tables, settings, progress)
+    )
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_profile(profile, output)
     return profile
+
+
+def _calibration_options(values: dict[str, Any]) -> CalibrationOptions:
+    from calibration import CalibrationOptions
+    from sim.profile import VllmProfile, load_profile
+
+    initial = values.get("initial")
+    if isinstance(initial, str):
+        values["initial"] = load_profile(initial)
+        if not isinstance(values["initial"], VllmProfile):
+            kind = values["initial"].kind
+            raise ConfigError(f"--initial {initial}: a {kind} profile cannot start a vllm fit")
+    return _checked(CalibrationOptions, values)
+
+
+def _checked(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """Options checked by their pydantic model; a bad one is named by its CLI option."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][-1])
+        option = OPTION_NAMES.get(name, name.replace("_", "-"))
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--{option}: {message}") from None
 
 
 def replay(
@@ -146,7 +267,7 @@ def replay(
     (table,) = read_tables([Path(trace)], format, select or {})
     if not table.requests:
         raise ConfigError(f"{trace}: has step measurements only; replay needs requests")
-    settings = validated(EngineSettings, engine, "replay", "engine settings", ())
+    settings = _checked(EngineSettings, engine)
     return compare(table, load_profile(profile), settings)
 
 

@@ -10,7 +10,6 @@ level's trace is kept.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ def live_capacity(
 ) -> LiveCapacity:
     """Search the real maximum sustainable rate (``scenario``'s servers must be reachable)."""
     from live.endpoints import with_cold_cache
-    from live.runner import LiveRunner
+    from stairwise.orchestrate.live import run_live
 
     trace_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -56,7 +55,7 @@ def live_capacity(
         rate = getattr(level.workload.arrival, "rate_per_s", None)
         log(f"live load level {levels}: {rate:.4g} requests/s, {level.workload.requests} requests")
         trace = trace_dir / f"{scenario.name}.rate-{rate:.4g}.jsonl"
-        result = asyncio.run(LiveRunner(level, trace_path=trace).run())
+        result = run_live(level, trace)
         if result.interrupted:
             raise KeyboardInterrupt
         return load_measure(result.records, result.summary, task.slo_paths)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -63,28 +64,19 @@ def validate(
     from reports.table import print_validation
     from stairwise import api
 
-    results = [
-        api.validate(
-            path,
-            overrides,
-            out,
-            profile,
-            local=local,
-            threads=threads,
-            repeat=repeat,
-            live_from=live_from or (),
-            log=err_console.print,
-        )
-        for path in scenarios
-    ]
+    results = api.validate_suite(
+        scenarios,
+        overrides,
+        out,
+        profile,
+        local=local,
+        threads=threads,
+        repeat=repeat,
+        live_from=live_from or (),
+        report=report,
+        log=err_console.print,
+    )
     if report is not None:
-        if len(results) == 1 and results[0].report is not None:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_bytes(results[0].report.read_bytes())
-        else:
-            from reports.suite import suite_report
-
-            suite_report(report, results)
         err_console.print(f"report: {report}")
     if as_json:
         payload = [r.summary for r in results]
@@ -94,5 +86,11 @@ def validate(
             print_validation(result.name, result.summary)
     if max_error is not None and any(r.worst_error() > max_error for r in results):
         worst = max(results, key=lambda r: r.worst_error())
-        err_console.print(f"{worst.name}: an error of {worst.worst_error():.1f} % > {max_error} %")
+        if math.isinf(worst.worst_error()):
+            side = "live" if worst.summary["live"]["requests"] == 0 else "simulated"
+            err_console.print(f"{worst.name}: every {side} request failed")
+        else:
+            err_console.print(
+                f"{worst.name}: an error of {worst.worst_error():.1f} % > {max_error} %"
+            )
         raise typer.Exit(1)

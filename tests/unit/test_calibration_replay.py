@@ -58,7 +58,8 @@ def test_the_one_agent_replay_sends_exactly_the_measured_prompt(tmp_path):
     )
     generic = replace(table, scenario=None, format="test")
     records = replay(plan(generic, "vllm", EngineSettings()), profile)
-    sent = [r["prompt_tokens"] for r in records if r["type"] == "call"]
+    prompts = {r["req"]: r["prompt_tokens"] for r in records if r["type"] == "call_end"}
+    sent = [prompts[req] for req in sorted(prompts)]
     assert sent == [r.prompt_tokens for r in generic.served]
     assert all(r.prompt_tokens > FRAMING_TOKENS for r in generic.served)
     errors = compare(generic, profile, EngineSettings())["error_pct"]

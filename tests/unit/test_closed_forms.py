@@ -70,7 +70,7 @@ def heterogeneous_moa(tmp_path: Path, **topology):
         **topology,
     )
     records = Simulator(scenario).run().records
-    (round1,) = [r for r in records if r["type"] == "call" and r["call"] == "aggregator#1"]
+    (round1,) = [r for r in records if r["type"] == "call_end" and r["call"] == "aggregator#1"]
     return records, round1["prompt_tokens"]
 
 

@@ -53,8 +53,9 @@ def solo_simulator(
     return Simulator(scenario)
 
 
-def calls(result):
-    return [r for r in result.records if r["type"] == "call"]
+def call_ends(result):
+    """Calls as they ended: with the prompt the engine was given (``prompt_tokens``)."""
+    return [r for r in result.records if r["type"] == "call_end"]
 
 
 def answers(result):
@@ -63,7 +64,7 @@ def answers(result):
 
 def test_one_request_on_an_idle_engine_follows_the_step_cost(tmp_path):
     result = solo(tmp_path, tokens=32)
-    (call,) = calls(result)
+    (call,) = call_ends(result)
     (times,) = answers(result)
     p = call["prompt_tokens"]
     ttft = COST.seconds(p, p * p, 0, 0)
@@ -75,7 +76,7 @@ def test_one_request_on_an_idle_engine_follows_the_step_cost(tmp_path):
 
 def test_concurrent_requests_share_steps(tmp_path):
     result = solo(tmp_path, tokens=16, requests=4, concurrency=4)
-    p = calls(result)[0]["prompt_tokens"]
+    p = call_ends(result)[0]["prompt_tokens"]
     ttft = COST.seconds(4 * p, 4 * p * p, 0, 0)
     decode = sum(COST.seconds(0, 0, 4, 4 * (p + k)) for k in range(1, 16))
     for times in answers(result):
@@ -111,7 +112,7 @@ def test_cached_tokens_never_cost_prefill_time(tmp_path_factory, system_words, p
 
 def test_long_prompts_are_prefilled_in_chunks_of_the_token_budget(tmp_path):
     result = solo(tmp_path, tokens=2, prompt=600, server={"max_num_batched_tokens": 256})
-    p = calls(result)[0]["prompt_tokens"]
+    p = call_ends(result)[0]["prompt_tokens"]
     expected, done = 0.0, 0
     while done < p:
         chunk = min(256, p - done)
@@ -165,7 +166,7 @@ def test_a_profile_says_how_many_characters_its_tokenizer_packs_in_a_token(tmp_p
         profile = vllm_profile()
         profile["chars_per_token"] = chars_per_token
         result = solo(tmp_path, tokens=2, system_prompt=system, profile=profile)
-        prompts.append(calls(result)[0]["prompt_tokens"])
+        prompts.append(call_ends(result)[0]["prompt_tokens"])
     assert prompts[0] - prompts[1] == estimate_tokens(system, 4.0) - estimate_tokens(system, 6.0)
 
 

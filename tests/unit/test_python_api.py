@@ -43,9 +43,11 @@ def test_calibrate_then_replay_then_report_from_python(tmp_path):
 
 
 def test_bad_options_raise_one_line_config_errors():
-    with pytest.raises(stairwise.ConfigError, match="max_evaluations"):
+    with pytest.raises(stairwise.ConfigError, match="--evaluations"):  # named as in the CLI
         stairwise.calibrate([DISTSERVE], max_evaluations=0)
-    with pytest.raises(stairwise.ConfigError, match="max_num_seqs"):
+    with pytest.raises(stairwise.ConfigError, match="--max-num-seqs"):
         stairwise.replay(DISTSERVE, "vllm-a100-opt-13b", max_num_seqs=-1)
     with pytest.raises(stairwise.ConfigError, match="not both"):
         stairwise.validate("examples/staircase-moa.yaml", repeat=2, live_from=["out"])
+    with pytest.raises(stairwise.ConfigError, match="either --from FILE"):
+        stairwise.calibrate()

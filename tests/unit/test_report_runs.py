@@ -25,7 +25,7 @@ def test_a_record_missing_a_field_is_named_with_file_and_line(tmp_path):
     path.write_text(
         json.dumps(header())
         + "\n\n"  # a blank line still counts as a line
-        + json.dumps({"type": "request", "req": 0, "t": 0.0})
+        + json.dumps({"type": "request", "req": 0, "t": 0.0, "prompt_tokens": 5})
         + "\n"
         + json.dumps({"type": "call", "req": 0, "call": "a#1", "round": 1, "t": 0, "final": True})
         + "\n"

@@ -7,24 +7,23 @@ a user gets from the scenario file before running anything.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+import math
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calibration.readers import read_tables
 from calibration.replay import EngineSettings, plan, replay
-from live.runner import LiveRunner
-from reports.compare import validation_summary
+from reports.compare import HEADLINE_ERRORS, validation_summary
 from reports.html import validation_report
+from sim.errors import ConfigError, writable_folder
 from sim.profile import load_profile
-from sim.scenario import Scenario, VllmServer
+from sim.scenario import Scenario, VllmServer, scenario_from_dict
 from sim.simulator import Simulator
-from sim.trace import Record, pool_runs, read_trace
-
-# the errors --max-error judges, and the suite table shows
-HEADLINE_ERRORS = ("ttft_p50", "ttft_p90", "tps_p50", "e2e_p50", "stall_p50")
+from sim.trace import Record, pool_runs, read_trace, scenario_hash
+from stairwise.orchestrate.live import run_live
 
 
 @dataclass
@@ -37,6 +36,10 @@ class Validation:
     report: Path | None
 
     def worst_error(self, keys: tuple[str, ...] = HEADLINE_ERRORS) -> float:
+        """The largest headline error in %; infinite when a side completed no request
+        (every live request failed is no pass, whatever ``--max-error`` says)."""
+        if not self.summary["live"]["requests"] or not self.summary["sim"]["requests"]:
+            return math.inf
         values = [abs(v) for k in keys if (v := self.summary["error_pct"].get(k)) is not None]
         return max(values, default=0.0)
 
@@ -57,32 +60,35 @@ def validate(
     out_dir: Path,
     report: bool = True,
     progress: Callable[[str], None] | None = None,
-    live_traces: list[Path] | None = None,
+    live_from: Sequence[Path] = (),
     repeat: int = 1,
 ) -> Validation:
     """Run ``scenario`` live ``repeat`` times (its servers must be reachable), simulate it
     from the file and trace-driven, compare — the live runs pooled.
 
-    With ``live_traces`` the live runs are read from those traces instead of run again (e.g.
-    to re-validate after recalibrating a profile). Traces go to ``out_dir/<name>.live.jsonl``
-    (``.live-2.jsonl``, … for further runs) and ``<name>.sim.jsonl``; the HTML report (if
-    asked) to ``out_dir/<name>.html``. Pooling repetitions matters on a shared machine, where
-    one run of a few requests moves its TTFT p50 by 10–20 % from the next.
+    With ``live_from`` folders, the live runs an earlier validate kept there are read
+    instead of run again (e.g. to re-validate after recalibrating a profile). Traces go to
+    ``out_dir/<name>.live.jsonl`` (``.live-2.jsonl``, … for further runs) and
+    ``<name>.sim.jsonl``; the HTML report (if asked) to ``out_dir/<name>.html``. Pooling
+    repetitions matters on a shared machine, where one run of a few requests moves its TTFT
+    p50 by 10–20 % from the next.
     """
     say = progress or (lambda message: None)
+    writable_folder(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / scenario.name.replace("/", "_")
-    if live_traces is None:
+    if live_from:
+        live_traces = [t for folder in live_from for t in kept_live_traces(folder, scenario)]
+        runs = [read_trace(path) for path in live_traces]
+    else:
         live_traces = [live_trace_path(stem, run) for run in range(1, repeat + 1)]
         runs = []
         for run, path in enumerate(live_traces, 1):
             say(f"{scenario.name}: running live" + (f" ({run}/{repeat})" if repeat > 1 else ""))
-            live = asyncio.run(LiveRunner(scenario, trace_path=path).run())
+            live = run_live(scenario, trace=path)
             if live.interrupted:
                 raise KeyboardInterrupt
             runs.append(live.records)
-    else:
-        runs = [read_trace(path) for path in live_traces]
     measured = pool_runs(runs)
     say(f"{scenario.name}: simulating")
     simulated = Simulator(scenario, trace_path=stem.with_suffix(".sim.jsonl")).run().records
@@ -94,20 +100,65 @@ def validate(
     return Validation(scenario.name, summary, measured, simulated, replayed, html)
 
 
+def validate_suite(
+    scenarios: Sequence[Scenario],
+    out_dir: Path,
+    report: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    live_from: Sequence[Path] = (),
+    repeat: int = 1,
+) -> list[Validation]:
+    """Each scenario validated; ``report``: the one scenario's report, or for several the
+    suite's summary page (linking theirs)."""
+    from reports.suite import suite_report
+
+    results = [
+        validate(scenario, out_dir, True, progress, live_from, repeat) for scenario in scenarios
+    ]
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        if len(results) == 1 and results[0].report is not None:
+            shutil.copyfile(results[0].report, report)
+        else:
+            suite_report(report, results)
+    return results
+
+
 def live_trace_path(stem: Path, run: int) -> Path:
     return stem.with_suffix(".live.jsonl" if run == 1 else f".live-{run}.jsonl")
 
 
-def kept_live_traces(folder: Path, name: str) -> list[Path]:
-    """The live runs of scenario ``name`` an earlier validate left in ``folder``, in order."""
-    stem = folder / name.replace("/", "_")
+def kept_live_traces(folder: Path, scenario: Scenario) -> list[Path]:
+    """The live runs of ``scenario`` an earlier validate left in ``folder``, in order; each
+    must have run this very scenario (its header's, resolved, hashes the same)."""
+    stem = folder / scenario.name.replace("/", "_")
     first = live_trace_path(stem, 1)
     if not first.exists():
-        return []
+        raise ConfigError(
+            f"--live-from: no {first} for scenario {scenario.name} (run validate without it first)"
+        )
     traces = [first]
     while (following := live_trace_path(stem, len(traces) + 1)).exists():
         traces.append(following)
+    expected = scenario_hash(scenario.model_dump(mode="json"))
+    for trace in traces:
+        if _hash_of_run(trace) != expected:
+            raise ConfigError(
+                f"--live-from: {trace} ran another scenario than {scenario.name} as resolved "
+                "now (its workload, topology or servers differ); run it live again"
+            )
     return traces
+
+
+def _hash_of_run(trace: Path) -> str | None:
+    """The hash of the scenario a trace's header holds, resolved by today's schema (so new
+    fields with defaults do not set old traces apart)."""
+    header = read_trace(trace)[0]
+    try:
+        scenario = scenario_from_dict(header.get("scenario"), str(trace))
+    except ConfigError:
+        return None
+    return scenario_hash(scenario.model_dump(mode="json"))
 
 
 def replay_live_trace(trace: Path, scenario: Scenario) -> list[Record]:
