@@ -101,7 +101,10 @@ def print_validation(name: str, summary: dict[str, Any], console: Console | None
     table = Table(
         title=f"{name}: live ({live['requests']} requests) vs simulated", title_justify="left"
     )
-    for column in ("metric", "live", "sim", "error", "trace-driven", "error"):
+    scaled = summary.get("error_pct_probe_scaled")
+    columns = ["metric", "live", "sim", "error", "trace-driven", "error"]
+    columns += ["error, probe-scaled"] if scaled is not None else []
+    for column in columns:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, quantile in VALIDATION_ROWS:
         metric = METRICS[name]
@@ -109,13 +112,54 @@ def print_validation(name: str, summary: dict[str, Any], console: Console | None
         cells = [f"{metric.label} {quantile} ({metric.unit})", _scaled(measured, metric.scale)]
         for run in ("sim", "sim_trace_driven"):
             predicted = summary[run][metric.key][quantile]
-            error = error_pct(predicted, measured)
-            cells += [_scaled(predicted, metric.scale), "-" if error is None else f"{error:+.1f} %"]
+            cells += [_scaled(predicted, metric.scale), _pct(error_pct(predicted, measured))]
+        if scaled is not None:
+            cells.append(_pct(scaled.get(f"{name}_{quantile}")))
         table.add_row(*cells)
     console.print(table)
     ks = ", ".join(f"{k} {v:.2f}" for k, v in summary["ks"].items() if v is not None)
     console.print(f"KS distance (sim vs live): {ks}")
+    for server, probe in summary.get("probe", {}).items():
+        console.print(probe_line(server, probe, summary.get("profiles", {}).get(server, {})))
+
+
+def probe_line(server: str, probe: dict[str, Any], facts: dict[str, Any]) -> str:
+    """What the engine probes said: how far the engine ran from its profile, how much it
+    drifted during the runs, and whether the profile describes this machine at all."""
+    factors = probe["factors"]
+    where = "measured on this machine" if facts.get("measured_here") else "measured elsewhere"
+    drift = max(probe["drift_pct"], default=0.0)
+    line = (
+        f"engine probe, {server}: prefill {100 * (factors['prefill'] - 1):+.0f} %, decode "
+        f"{100 * (factors['decode'] - 1):+.0f} % against {probe['profile']} ({where}); "
+        f"drift during the runs up to {drift:.0f} %"
+    )
+    return line + (" — UNRELIABLE: the engine changed speed" if probe["unreliable"] else "")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f} %"
 
 
 def _scaled(value: float | None, scale: float) -> str:
     return "-" if value is None else f"{value * scale:,.1f}"
+
+
+OFF_PROFILE_PCT = 10.0  # beyond this, a profile measured elsewhere is worth refitting here
+
+
+def recalibration_hint(summary: dict[str, Any]) -> str | None:
+    """The one command that fits this machine, when a probe found the engine more than
+    10 % off a profile measured elsewhere."""
+    for server, probe in summary.get("probe", {}).items():
+        off = max(abs(100 * (f - 1)) for f in probe["factors"].values())
+        if off > OFF_PROFILE_PCT and not summary.get("profiles", {}).get(server, {}).get(
+            "measured_here"
+        ):
+            return (
+                f"this engine runs up to {off:.0f} % off {probe['profile']}, a profile measured "
+                "on another machine; `stairwise calibrate --local --quick -o local-cpu.json` "
+                f"fits this machine in about 3 minutes, then `--set servers.{server}.profile="
+                "local-cpu.json` (or `validate --profile local-cpu.json`) uses it"
+            )
+    return None

@@ -215,7 +215,7 @@ def _peak_held(calls: list[tuple[float, float, int, int]]) -> float:
 
 def _client_overhead(records: list[Record]) -> dict[str, Any]:
     """Live runs record the runner's own CPU use and event-loop lag in the end record."""
-    end = records[-1] if records and records[-1]["type"] == "end" else {}
+    end = next((r for r in reversed(records) if r["type"] == "end"), {})
     return {"client": end["client"]} if "client" in end else {}
 
 

@@ -114,6 +114,16 @@ class EndRecord(TypedDict):
     client: NotRequired[dict[str, float]]  # live: the runner's own CPU use and loop lag
 
 
+class ProbeRecord(TypedDict):
+    """Live: the engine probes after the run (the header keeps the ones before), per server:
+    ``{profile, before, after, drift_pct}`` (see ``calibration/probe.py``). Appended after
+    ``end``: the probe runs once the run is over."""
+
+    type: Literal["probe"]
+    t: float
+    servers: dict[str, Any]
+
+
 TraceRecord = (
     RequestRecord
     | CallRecord
@@ -123,6 +133,7 @@ TraceRecord = (
     | RequestEndRecord
     | ServerMetricsRecord
     | EndRecord
+    | ProbeRecord
 )
 RECORD_TYPES: dict[str, Any] = {  # the TypedDict classes
     "request": RequestRecord,
@@ -133,6 +144,7 @@ RECORD_TYPES: dict[str, Any] = {  # the TypedDict classes
     "request_end": RequestEndRecord,
     "server_metrics": ServerMetricsRecord,
     "end": EndRecord,
+    "probe": ProbeRecord,
 }
 
 
@@ -213,6 +225,12 @@ class TraceWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def append_record(path: str | Path, record: TraceRecord) -> None:
+    """One more record at the end of a finished trace file."""
+    with open(path, "a") as file:
+        file.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
 def read_trace(path: str | Path) -> list[Record]:

@@ -39,18 +39,21 @@ def run(
     inject_network: bool = False,
     progress: Progress | None = None,
     log: Callable[[str], None] = print,
+    probe: bool = True,
 ) -> LiveResult:
     """Execute a scenario for real against its servers (``local``: the embedded vLLM, started
     if needed, with an empty prefix cache); ``inject_network`` routes every server through a
     proxy that adds the scenario's network latency. ``result.interrupted`` says whether Ctrl-C
-    ended it early (the summary then covers the requests that completed)."""
+    ended it early (the summary then covers the requests that completed). ``probe``: measure
+    each vLLM server's speed right before and after, kept in the trace."""
     from stairwise.orchestrate.live import prepared, run_live
 
     if trace is not None:
         writable_file(trace, "--trace")
-    loaded = _live_servable(resolve_scenario(scenario, overrides)[0])
+    loaded, profile_dir = resolve_scenario(scenario, overrides)
+    loaded = _live_servable(loaded)
     loaded = prepared(loaded, local, threads, cold_cache, log)
-    return run_live(loaded, trace, inject_network, progress)
+    return run_live(loaded, trace, inject_network, progress, probe, profile_dir, log)
 
 
 def validate(
@@ -64,6 +67,7 @@ def validate(
     live_from: Sequence[str | Path] = (),
     report: bool = True,
     log: Callable[[str], None] = print,
+    probe: bool = True,
 ) -> Validation:
     """Run a scenario live ``repeat`` times (or read the runs kept in the ``live_from``
     folders, which must have run this scenario), simulate it from the file and trace-driven,
@@ -74,7 +78,7 @@ def validate(
     (loaded,) = _validation_scenarios(
         [scenario], overrides, profile, local, threads, repeat, live_from, out, None, log
     )
-    return validate_scenario(loaded, Path(out), report, log, _folders(live_from), repeat)
+    return validate_scenario(loaded, Path(out), report, log, _folders(live_from), repeat, probe)
 
 
 def validate_suite(
@@ -88,6 +92,7 @@ def validate_suite(
     live_from: Sequence[str | Path] = (),
     report: str | Path | None = None,
     log: Callable[[str], None] = print,
+    probe: bool = True,
 ) -> list[Validation]:
     """:func:`validate` for each scenario; ``report``: the one scenario's HTML report, or the
     suite's summary page for several (``stairwise validate``)."""
@@ -97,7 +102,7 @@ def validate_suite(
         scenarios, overrides, profile, local, threads, repeat, live_from, out, report, log
     )
     page = None if report is None else Path(report)
-    return validate_all(loaded, Path(out), page, log, _folders(live_from), repeat)
+    return validate_all(loaded, Path(out), page, log, _folders(live_from), repeat, probe)
 
 
 def _validation_scenarios(

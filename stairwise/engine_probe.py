@@ -16,7 +16,7 @@ from typing import Any
 
 from calibration.probe import ProbeReading, drift_pct, probe_scenarios, read_probe, rescaled
 from sim.errors import ConfigError
-from sim.profile import VllmProfile, load_profile
+from sim.profile import VllmProfile, load_profile, measured_here
 from sim.scenario import Scenario, VllmServer
 from sim.trace import Record
 
@@ -72,6 +72,27 @@ def probe_servers(
     return readings
 
 
+def profile_facts(scenario: Scenario, profile_dir: Path | None = None) -> dict[str, Any]:
+    """Per server: the profile that simulates it and whether it was measured on this machine
+    (a CPU engine's speed is its machine's; a profile from elsewhere is a guess here)."""
+    facts = {}
+    for name, server in scenario.servers.items():
+        try:
+            profile = load_profile(server.profile, profile_dir)
+        except ConfigError:
+            continue  # a live run does not need its profile
+        facts[name] = {"profile": profile.name, "measured_here": measured_here(profile)}
+    return facts
+
+
+DRIFT_FLOOR_PCT = 10.0  # a speed change below this is within one probe's resolution here
+
+
+def unreliable(before: ProbeReading, after: ProbeReading) -> bool:
+    """The engine changed speed during the run by more than the probes can resolve."""
+    return drift_pct(before, after) > max(DRIFT_FLOOR_PCT, before.noise_pct, after.noise_pct)
+
+
 def probe_record(before: Readings, after: Readings | None = None) -> dict[str, Any]:
     """What a trace keeps of the probes: per server, before/after readings and their drift."""
     record: dict[str, Any] = {}
@@ -80,8 +101,18 @@ def probe_record(before: Readings, after: Readings | None = None) -> dict[str, A
         if after is not None and name in after:
             entry["after"] = after[name].to_dict()
             entry["drift_pct"] = drift_pct(first, after[name])
+            entry["unreliable"] = unreliable(first, after[name])
         record[name] = entry
     return record
+
+
+def mean_factors(readings: list[Readings], server: str) -> tuple[float, float]:
+    """The server's prefill and decode factors averaged over every probe that read it."""
+    found = [r[server] for r in readings if server in r]
+    return (
+        sum(r.prefill_factor for r in found) / len(found),
+        sum(r.decode_factor for r in found) / len(found),
+    )
 
 
 def rescaled_profiles(
@@ -89,14 +120,11 @@ def rescaled_profiles(
 ) -> dict[str, VllmProfile]:
     """Each probed server's profile rescaled to the engine's speed during the runs: the mean
     of the factors of every probe around them (a run sits between its before and after)."""
-    profiles = {}
-    for name, (_, profile) in probed_servers(scenario, profile_dir).items():
-        found = [r[name] for r in readings if name in r]
-        if found:
-            prefill = sum(r.prefill_factor for r in found) / len(found)
-            decode = sum(r.decode_factor for r in found) / len(found)
-            profiles[name] = rescaled(profile, prefill, decode)
-    return profiles
+    return {
+        name: rescaled(profile, *mean_factors(readings, name))
+        for name, (_, profile) in probed_servers(scenario, profile_dir).items()
+        if any(name in r for r in readings)
+    }
 
 
 def readings_of(records: list[Record]) -> tuple[Readings, Readings]:

@@ -39,6 +39,14 @@ def run(
     cold_cache: Annotated[
         bool, typer.Option("--cold-cache", help="Empty the vLLM prefix caches first.")
     ] = False,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe",
+            help="Measure each vLLM server's speed right before and after the run (about 10 s "
+            "each on the local engine), kept in the trace.",
+        ),
+    ] = True,
     inject_network: Annotated[
         bool,
         typer.Option(
@@ -62,6 +70,7 @@ def run(
             inject_network=inject_network,
             progress=update,
             log=err_console.print,
+            probe=probe,
         )
     emit(result.summary, as_json)
     if result.interrupted:

@@ -52,6 +52,14 @@ def validate(
             "recalibrating); repeat to pool several folders' runs."
         ),
     ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe",
+            help="Measure each vLLM server's speed right before and after each live run (about "
+            "10 s each on the local engine) and compare also on the profile rescaled to it.",
+        ),
+    ] = True,
     max_error: Annotated[
         float | None,
         typer.Option(
@@ -61,7 +69,7 @@ def validate(
     ] = None,
 ) -> None:
     """Run scenarios live, simulate them (from the file, and trace-driven), compare."""
-    from reports.table import print_validation
+    from reports.table import print_validation, recalibration_hint
     from stairwise import api
 
     results = api.validate_suite(
@@ -75,6 +83,7 @@ def validate(
         live_from=live_from or (),
         report=report,
         log=err_console.print,
+        probe=probe,
     )
     if report is not None:
         err_console.print(f"report: {report}")
@@ -84,6 +93,9 @@ def validate(
     else:
         for result in results:
             print_validation(result.name, result.summary)
+        hints = {h for r in results if (h := recalibration_hint(r.summary)) is not None}
+        for hint in sorted(hints):
+            err_console.print(hint)
     if max_error is not None and any(r.worst_error() > max_error for r in results):
         worst = max(results, key=lambda r: r.worst_error())
         if math.isinf(worst.worst_error()):

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from live.endpoints import on_local_server, through_latency_proxies, with_cold_cache
 from live.runner import LiveResult, LiveRunner
 from sim.driver import ProgressCallback
+from sim.errors import ConfigError
 from sim.scenario import Scenario
+from sim.trace import ProbeRecord, append_record
 
 
 def prepared(
@@ -34,12 +37,40 @@ def run_live(
     trace: str | Path | None = None,
     inject_network: bool = False,
     progress: ProgressCallback | None = None,
+    probe: bool = False,
+    profile_dir: Path | None = None,
+    log: Callable[[str], None] = print,
 ) -> LiveResult:
     """Run a prepared scenario live once (``run``, ``validate`` and the profiling grid all
     come here: the place for anything to do before or after every live run).
     ``inject_network`` routes every server through a proxy that adds the scenario's network
-    latency."""
+    latency. ``probe``: measure each vLLM server's speed right before and right after the run
+    (:mod:`stairwise.engine_probe`), kept in the trace's header and a final ``probe`` record.
+    Every trace says which profile each server is simulated on and whether it was measured
+    on this machine."""
+    from stairwise.engine_probe import probe_record, probe_servers, profile_facts
+
+    extra: dict[str, Any] = {"profiles": profile_facts(scenario, profile_dir)}
+    before = probe_servers(scenario, profile_dir, "before", log) if probe else {}
+    if before:
+        extra["probe"] = probe_record(before)
     with contextlib.ExitStack() as proxies:
         if inject_network:
             scenario = through_latency_proxies(scenario, proxies)
-        return asyncio.run(LiveRunner(scenario, trace_path=trace).run(progress=progress))
+        runner = LiveRunner(scenario, trace_path=trace, header_extra=extra)
+        result = asyncio.run(runner.run(progress=progress))
+    if before and not result.interrupted:
+        try:
+            after = probe_servers(scenario, profile_dir, "after", log)
+        except ConfigError as exc:
+            kept = f" (the run's trace is kept: {trace})" if trace is not None else ""
+            raise ConfigError(f"{exc}{kept}") from None
+        record: ProbeRecord = {
+            "type": "probe",
+            "t": result.records[-1]["t"],
+            "servers": probe_record(before, after),
+        }
+        if trace is not None:
+            append_record(trace, record)
+        result.records.append(dict(record))
+    return result

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calibration.probe import drift_pct
 from calibration.readers import read_tables
 from calibration.replay import EngineSettings, plan, replay
-from reports.compare import HEADLINE_ERRORS, validation_summary
+from reports.compare import HEADLINE_ERRORS, percentile_errors, run_stats, validation_summary
 from reports.html import validation_report
 from sim.errors import ConfigError, writable_folder
 from sim.profile import load_profile
 from sim.scenario import Scenario, VllmServer, scenario_from_dict
 from sim.simulator import Simulator
 from sim.trace import Record, pool_runs, read_trace, scenario_hash
+from stairwise.engine_probe import mean_factors, readings_of, rescaled_profiles, unreliable
 from stairwise.orchestrate.live import run_live
 
 
@@ -62,9 +64,15 @@ def validate(
     progress: Callable[[str], None] | None = None,
     live_from: Sequence[Path] = (),
     repeat: int = 1,
+    probe: bool = True,
 ) -> Validation:
     """Run ``scenario`` live ``repeat`` times (its servers must be reachable), simulate it
     from the file and trace-driven, compare — the live runs pooled.
+
+    ``probe``: each live run is bracketed by engine probes; the scenario is then simulated a
+    second time on its profiles rescaled to the probed speed (``error_pct_probe_scaled``:
+    the model's error without the machine's drift), and runs whose probes disagree are
+    flagged ``unreliable``.
 
     With ``live_from`` folders, the live runs an earlier validate kept there are read
     instead of run again (e.g. to re-validate after recalibrating a profile). Traces go to
@@ -85,7 +93,7 @@ def validate(
         runs = []
         for run, path in enumerate(live_traces, 1):
             say(f"{scenario.name}: running live" + (f" ({run}/{repeat})" if repeat > 1 else ""))
-            live = run_live(scenario, trace=path)
+            live = run_live(scenario, trace=path, probe=probe, log=say)
             if live.interrupted:
                 raise KeyboardInterrupt
             runs.append(live.records)
@@ -94,10 +102,42 @@ def validate(
     simulated = Simulator(scenario, trace_path=stem.with_suffix(".sim.jsonl")).run().records
     replayed = pool_runs([replay_live_trace(path, scenario) for path in live_traces])
     summary = validation_summary(measured, simulated, replayed)
+    summary["profiles"] = measured[0].get("profiles", {}) if measured else {}
+    summary |= probe_comparison(scenario, runs, measured)
     html = stem.with_suffix(".html") if report else None
     if html is not None:
         validation_report(html, measured, simulated, replayed)
     return Validation(scenario.name, summary, measured, simulated, replayed, html)
+
+
+def probe_comparison(
+    scenario: Scenario, runs: list[list[Record]], measured: list[Record]
+) -> dict[str, Any]:
+    """``probe`` (per server: the profile, every probe's reading, the drift during each run,
+    whether any run is unreliable) and ``error_pct_probe_scaled`` — empty without probes."""
+    readings = [readings_of(records) for records in runs]
+    probed = [r for pair in readings for r in pair if r]
+    if not probed:
+        return {}
+    scaled = rescaled_profiles(scenario, probed)
+    simulated = Simulator(scenario, profiles=dict(scaled)).run().records
+    servers: dict[str, Any] = {}
+    for name in scaled:
+        pairs = [(b[name], a.get(name)) for b, a in readings if name in b]
+        drifts = [drift_pct(b, a) for b, a in pairs if a is not None]
+        servers[name] = {
+            "profile": pairs[0][0].profile,
+            "before": [b.to_dict() for b, _ in pairs],
+            "after": [a.to_dict() for _, a in pairs if a is not None],
+            "drift_pct": drifts,
+            "unreliable": any(unreliable(b, a) for b, a in pairs if a is not None),
+            "factors": dict(zip(("prefill", "decode"), mean_factors(probed, name), strict=True)),
+        }
+    return {
+        "probe": servers,
+        "unreliable": any(entry["unreliable"] for entry in servers.values()),
+        "error_pct_probe_scaled": percentile_errors(run_stats(simulated), run_stats(measured)),
+    }
 
 
 def validate_suite(
@@ -107,13 +147,15 @@ def validate_suite(
     progress: Callable[[str], None] | None = None,
     live_from: Sequence[Path] = (),
     repeat: int = 1,
+    probe: bool = True,
 ) -> list[Validation]:
     """Each scenario validated; ``report``: the one scenario's report, or for several the
     suite's summary page (linking theirs)."""
     from reports.suite import suite_report
 
     results = [
-        validate(scenario, out_dir, True, progress, live_from, repeat) for scenario in scenarios
+        validate(scenario, out_dir, True, progress, live_from, repeat, probe)
+        for scenario in scenarios
     ]
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
