@@ -34,7 +34,8 @@ from sim.sweep.replicate import (
 # the summary's distributions that get intervals, and the quantiles that do
 HEADLINE_METRICS = ("ttft_s", "itl_s", "tpot_s", "e2e_s", "tps", "stall_s")
 INTERVAL_QUANTILES = ("p50", "p90")
-# simulating the examples 10 times takes about as long as starting the CLI (docs/design.md)
+# 10 runs of any example scenario take 0.5–1 s, less than the CLI's start
+# (benchmarks/intervals.py); the t interval stays exact at few runs, only wider
 DEFAULT_REPLICATIONS = 10
 
 ProgressCallback = Callable[[int, int], None]  # (requests simulated, requests in all runs)
@@ -122,3 +123,18 @@ def with_intervals(
         "level, given the workload's random draws and the profiles' parameter uncertainty",
     }
     return decorated
+
+
+def inside(predicted: dict[str, Any], observed: dict[str, Any]) -> dict[str, bool | None]:
+    """For each headline quantile (``ttft_s.p50``, …): does the observed run's value — a live
+    run's summary, say — lie in the predicted interval? ``None`` where either side has no
+    value or the prediction no interval."""
+    verdicts: dict[str, bool | None] = {}
+    for path in interval_paths():
+        metric, quantile = path.split(".")
+        interval = predicted[metric].get(f"{quantile}_ci")
+        value = observed[metric][quantile]
+        verdicts[path] = (
+            None if interval is None or value is None else interval[0] <= value <= interval[1]
+        )
+    return verdicts

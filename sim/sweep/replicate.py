@@ -152,12 +152,12 @@ def prediction_interval(
     present = np.asarray([v for v in values if v is not None], dtype=float)
     if len(present) < 2:
         return None
-    from scipy import stats  # a second to import: kept out of the CLI's and workers' start
+    from scipy.special import stdtrit  # t quantiles; scipy.stats would add a second's import
 
     logarithmic = bool((present > 0).all())
     scaled = np.log(present) if logarithmic else present
     count = len(scaled)
-    half = stats.t.ppf((1 + level) / 2, count - 1) * scaled.std(ddof=1) * np.sqrt(1 + 1 / count)
+    half = stdtrit(count - 1, (1 + level) / 2) * scaled.std(ddof=1) * np.sqrt(1 + 1 / count)
     low, high = scaled.mean() - half, scaled.mean() + half
     if logarithmic:
         low, high = np.exp(low), np.exp(high)

@@ -13,7 +13,13 @@ import pytest
 from sim import simulate
 from sim.capacity import PlanSettings, plan
 from sim.errors import ConfigError
-from sim.intervals import IntervalSettings, interval_paths, predict
+from sim.intervals import (
+    HEADLINE_METRICS,
+    IntervalSettings,
+    inside,
+    interval_paths,
+    predict,
+)
 from sim.profile import parse_profile
 from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
@@ -133,6 +139,18 @@ def test_one_replication_means_no_interval(tmp_path):
     summary = simulate(one_agent(tmp_path, planted_profile()), replications=1).summary
     assert summary["ttft_s"]["p50_ci"] is None and summary["ttft_s"]["p90_ci"] is None
     assert summary["ttft_s"]["p50"] is not None
+    assert set(inside(summary, summary).values()) == {None}
+
+
+def test_inside_says_which_observed_quantiles_the_intervals_hold(tmp_path):
+    scenario = one_agent(tmp_path, planted_profile())
+    predicted = predict(scenario, settings=IntervalSettings(replications=4)).summary
+    observed = {metric: dict(predicted[metric]) for metric in HEADLINE_METRICS}
+    observed["e2e_s"]["p50"] = predicted["e2e_s"]["p50_ci"][1] * 1.01
+    observed["ttft_s"]["p90"] = None
+    verdicts = inside(predicted, observed)
+    assert verdicts["e2e_s.p50"] is False and verdicts["ttft_s.p90"] is None
+    assert verdicts["ttft_s.p50"] is True  # the prediction itself is always inside
 
 
 def test_prediction_interval_is_the_student_t_one_in_log_scale():
