@@ -323,8 +323,9 @@ def _intervals(search: RateSearch, settings: PlanSettings) -> str:
             values.append(f"{name} {value:.3g} s ({interval[0]:.3g}–{interval[1]:.3g})")
     return (
         f"\n  at that rate: {', '.join(values)}; sustainable in {search.held_share:.0%} of "
-        f"{settings.interval_replications} runs (other seeds, drawn profile parameters; "
-        f"(low–high): {settings.level:.0%} prediction interval of one run's value)"
+        f"{settings.interval_replications} runs with other seeds (and parameter draws where a "
+        f"profile states their uncertainty); (low–high): {settings.level:.0%} prediction "
+        "interval of one run's value"
     )
 
 
