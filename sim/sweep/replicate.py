@@ -14,6 +14,7 @@ down. A profile without uncertainty is used as it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def estimate(values: list[float | None], level: float) -> Estimate:
 
 
 def prediction_interval(
-    values: list[float | None], level: float, point: float | None = None
+    values: Sequence[float | None], level: float, point: float | None = None
 ) -> tuple[float, float] | None:
     """Where one more replication's value falls with probability ``level``.
 
