@@ -23,7 +23,7 @@ from sim.intervals import (
 from sim.profile import parse_profile
 from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
-from sim.sweep.replicate import draw_profile, prediction_interval
+from sim.sweep.replicate import draw_profile, prediction_interval, replication_profiles
 from tests.helpers import one_at_a_time, vllm_profile, write_profile
 
 PLANTED_REL_SD = {"base_s": 0.3, "decode_seq_s": 0.3, "prefill_token_s": 0.3}
@@ -177,6 +177,32 @@ def test_parameter_draws_are_lognormal_with_the_stated_relative_sd():
     assert {draw_profile(profile, rng).step.context_token_s for _ in range(5)} == {
         profile.step.context_token_s
     }  # a parameter without uncertainty stays as fitted
+
+
+def test_replication_0_runs_the_fitted_profiles_the_others_one_reproducible_draw_each(tmp_path):
+    shared = write_profile(tmp_path, planted_profile())
+    other = write_profile(tmp_path, planted_profile())
+    servers = {"a": shared, "b": shared, "c": other}
+    scenario = scenario_from_dict(
+        {
+            "name": "three-servers",
+            "seed": 5,
+            "servers": {name: {"kind": "vllm", "profile": path} for name, path in servers.items()},
+            "topology": {
+                "kind": "graph",
+                "agents": {name: {"server": name, "steps": 1} for name in servers},
+                "agent": {"server": "a"},
+                "output": "a",
+            },
+        }
+    )
+    assert replication_profiles(scenario, None, 0) is None
+    drawn = replication_profiles(scenario, None, 1)
+    assert drawn == replication_profiles(scenario, None, 1)  # the seed decides, nothing else
+    assert drawn["a"] is drawn["b"]  # one profile, one machine, one draw
+    assert drawn["a"].step.base_s != drawn["c"].step.base_s  # another profile draws anew
+    again = replication_profiles(scenario.model_copy(update={"seed": 6}), None, 1)
+    assert again["a"].step.base_s != drawn["a"].step.base_s
 
 
 def test_a_profile_naming_an_unknown_parameter_is_a_config_error():
