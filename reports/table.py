@@ -38,10 +38,11 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         title += f", {summary['failed_requests']} failed"
     intervals = summary.get("intervals")
     if intervals is not None and intervals["replications"] > 1:
+        seeds = "seeds" if intervals["seeds_vary"] else "one seed"
         sources = (
-            "seeds and profile parameters"
+            f"{seeds} and profile parameters"
             if intervals["parameter_uncertainty"]
-            else "seeds only: the profiles state no parameter uncertainty"
+            else f"{seeds} only: the profiles state no parameter uncertainty"
         )
         title += (
             f"; p50, p90 with their {intervals['level']:.0%} prediction interval "

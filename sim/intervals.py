@@ -13,7 +13,7 @@ uncertainty only the seeds count; with one replication there is no interval.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ ProgressCallback = Callable[[int, int], None]  # (requests simulated, requests i
 class IntervalSettings:
     replications: int = DEFAULT_REPLICATIONS  # runs in all, the prediction's own among them
     level: float = DEFAULT_LEVEL
+    # False: every run keeps the scenario's seed and only the parameters vary — the interval
+    # for a live run of that seed, which draws the same arrivals and lengths as the prediction
+    vary_seeds: bool = True
 
     def check(self, replications_option: str = "--replications") -> None:
         if self.replications < 1:
@@ -85,7 +88,10 @@ def predict(
         result.summary = summarize(result.records, k=k)
     paths = interval_paths()
     runs: list[MetricValues] = [{path: metric_value(result.summary, path) for path in paths}]
-    tasks = replications(0, scenario.model_dump(mode="json"), count, profile_dir, paths)[1:]
+    data = scenario.model_dump(mode="json")
+    tasks = replications(0, data, count, profile_dir, paths)[1:]
+    if not settings.vary_seeds:
+        tasks = [replace(task, scenario=data) for task in tasks]
     for task in tasks:
         runs.append(run_replication(task))
         report(scenario.workload.requests * len(runs), total)
@@ -118,9 +124,15 @@ def with_intervals(
     decorated["intervals"] = {
         "level": settings.level,
         "replications": len(runs),
+        "seeds_vary": settings.vary_seeds,
         "parameter_uncertainty": uncertain_servers,
-        "meaning": "where a quantile of one run of this scenario falls with probability "
-        "level, given the workload's random draws and the profiles' parameter uncertainty",
+        "meaning": "where a quantile of one run of this scenario falls with probability level, "
+        + (
+            "given the workload's random draws and the profiles' parameter uncertainty"
+            if settings.vary_seeds
+            else "run with this seed (these arrivals and lengths), given the profiles' "
+            "parameter uncertainty"
+        ),
     }
     return decorated
 

@@ -76,13 +76,13 @@ def replication_profiles(
     scenario: Scenario, profile_dir: Path | None, replication: int
 ) -> dict[str, VllmProfile | ApiProfile] | None:
     """The servers' profiles a replication runs on: ``None`` (the fitted ones) for
-    replication 0, parameters drawn with the replication's seed for the others.
+    replication 0, parameters drawn from (the replication's seed, its number) for the others.
 
     Servers naming the same profile share one draw: one machine has one true cost.
     """
     if replication == 0:
         return None
-    rng = np.random.default_rng([scenario.seed, PARAMETER_STREAM])
+    rng = np.random.default_rng([scenario.seed, PARAMETER_STREAM, replication])
     drawn: dict[str, VllmProfile | ApiProfile] = {}
     for server in scenario.servers.values():
         if server.profile not in drawn:

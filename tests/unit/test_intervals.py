@@ -135,6 +135,18 @@ def test_every_headline_interval_contains_its_prediction_which_intervals_leave_u
     json.dumps(predicted, allow_nan=False)  # what --json prints
 
 
+def test_with_one_seed_only_the_parameters_make_the_interval(tmp_path):
+    one_seed = IntervalSettings(replications=6, vary_seeds=False)
+    fitted_only = predict(one_agent(tmp_path, planted_profile(rel_sd={})), settings=one_seed)
+    assert fitted_only.summary["e2e_s"]["p50_ci"] == pytest.approx(
+        [fitted_only.summary["e2e_s"]["p50"]] * 2
+    )
+    uncertain = predict(one_agent(tmp_path, planted_profile()), settings=one_seed).summary
+    low, high = uncertain["e2e_s"]["p50_ci"]
+    assert low < uncertain["e2e_s"]["p50"] < high
+    assert uncertain["intervals"]["seeds_vary"] is False
+
+
 def test_one_replication_means_no_interval(tmp_path):
     summary = simulate(one_agent(tmp_path, planted_profile()), replications=1).summary
     assert summary["ttft_s"]["p50_ci"] is None and summary["ttft_s"]["p90_ci"] is None
