@@ -1,6 +1,6 @@
 """The sweep report: each metric over the sweep's axes, as one self-contained HTML page.
 
-One axis: a line with the replications' confidence interval as error bars. Two or more
+One axis: a line with the replications' prediction interval as error bars. Two or more
 axes on a grid: a heatmap over the first two (averaged over the others, as the plot says).
 Random and Latin-hypercube samples do not fill a grid, so they show as scatter plots of the
 first two axes coloured by the metric. A table of every point ends the page.
@@ -154,7 +154,7 @@ def _with_interval(row: Row, metric: str) -> str:
         return "-"
     if low is None or high is None:
         return f"{mean:.4g}"
-    return f"{mean:.4g} <span class=small>± {(high - low) / 2:.2g}</span>"
+    return f"{mean:.4g} <span class=small>({low:.3g}–{high:.3g})</span>"
 
 
 def _ordered_values(rows: list[Row], axis: str) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -20,11 +21,33 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _with_interval(stats: dict[str, Any], column: str, render: Callable[[Any], str]) -> str:
+    """A quantile and, when the summary has one, its interval in % of it: ``512.3 −6/+9%``
+    (relative, because how far off a prediction may be is what the reader weighs)."""
+    value, interval = stats[column], stats.get(f"{column}_ci")
+    if interval is None or not value:
+        return render(value)
+    low, high = (100 * (bound - value) / value for bound in interval)
+    return f"{render(value)} −{abs(low):.0f}/+{high:.0f}%"
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     title = f"{summary['scenario']} ({summary['source']}): {summary['requests']} requests"
     if summary.get("failed_requests"):
         title += f", {summary['failed_requests']} failed"
+    intervals = summary.get("intervals")
+    if intervals is not None and intervals["replications"] > 1:
+        seeds = "seeds" if intervals["seeds_vary"] else "one seed"
+        sources = (
+            f"{seeds} and profile parameters"
+            if intervals["parameter_uncertainty"]
+            else f"{seeds} only: the profiles state no parameter uncertainty"
+        )
+        title += (
+            f"; p50, p90 with their {intervals['level']:.0%} prediction interval "
+            f"over {intervals['replications']} runs ({sources})"
+        )
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for column in ("mean", "p50", "p90", "p99"):
@@ -34,9 +57,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     rows.append((f"time to token {k}", "time_to_k_tokens_s"))
     for label, key in rows:
         s = summary[key]
-        table.add_row(f"{label} (ms)", *(_ms(s[c]) for c in ("mean", "p50", "p90", "p99")))
+        table.add_row(
+            f"{label} (ms)", *(_with_interval(s, c, _ms) for c in ("mean", "p50", "p90", "p99"))
+        )
     tps = summary["tps"]
-    table.add_row("TPS (tok/s per request)", *(_num(tps[c]) for c in ("mean", "p50", "p90", "p99")))
+    table.add_row(
+        "TPS (tok/s per request)",
+        *(_with_interval(tps, c, _num) for c in ("mean", "p50", "p90", "p99")),
+    )
     console.print(table)
 
     totals = Table(show_header=False, box=None, pad_edge=False)

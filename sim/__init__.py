@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.errors import ConfigError
-from sim.metrics import summarize
+from sim.intervals import DEFAULT_LEVEL, DEFAULT_REPLICATIONS, IntervalSettings, predict
+from sim.metrics import DEFAULT_K, summarize
 from sim.scenario import Scenario, load_scenario, scenario_from_dict
-from sim.simulator import SimResult, Simulator
+from sim.simulator import ProgressCallback, SimResult, Simulator
 
 
 def resolve_scenario(
@@ -33,12 +34,23 @@ def simulate(
     overrides: list[str] | None = None,
     seed: int | None = None,
     trace: str | Path | None = None,
+    replications: int = DEFAULT_REPLICATIONS,
+    level: float = DEFAULT_LEVEL,
+    progress: ProgressCallback | None = None,
+    k: int = DEFAULT_K,
 ) -> SimResult:
-    """Simulate a scenario (an object or a YAML path, with ``--set``-style overrides)."""
+    """Simulate a scenario (an object or a YAML path, with ``--set``-style overrides).
+
+    The summary's headline quantiles carry ``level`` prediction intervals from
+    ``replications`` runs (seeds and profile parameter draws; 1: no intervals), see
+    :mod:`sim.intervals`; the records and ``trace`` are the prediction's own run. ``k``: the
+    summary's time to the k-th answer token.
+    """
     scenario, profile_dir = resolve_scenario(scenario, overrides)
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
-    return Simulator(scenario, trace_path=trace, profile_dir=profile_dir).run()
+    settings = IntervalSettings(replications, level)
+    return predict(scenario, profile_dir, settings, trace, progress, k)
 
 
 __all__ = [

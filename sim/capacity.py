@@ -29,7 +29,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,18 @@ import numpy as np
 from sim import resolve_scenario
 from sim.dag import build_dag
 from sim.errors import ConfigError
+from sim.intervals import DEFAULT_LEVEL, DEFAULT_REPLICATIONS, IntervalSettings
 from sim.metrics import request_metrics
 from sim.scenario import ClosedArrival, DebateTopology, MoaTopology, Scenario
 from sim.simulator import Simulator
 from sim.sweep.backends import Backend, BackendName, make_backend
 from sim.sweep.points import scenario_at
-from sim.sweep.replicate import metric_value, replication_seed
+from sim.sweep.replicate import (
+    metric_value,
+    prediction_interval,
+    replication_profiles,
+    replication_seed,
+)
 from sim.trace import Record
 
 SLO_METRICS = {
@@ -131,8 +137,12 @@ class PlanSettings:
     growths: tuple[float, ...] = (1.5, 2.0, 4.0)
     schedules: tuple[tuple[int, ...], ...] = ()  # fixed schedules to try as well
     max_replicas: int = 256
+    # the intervals of the SLO metrics at the maximum rate (sim/intervals.py)
+    interval_replications: int = DEFAULT_REPLICATIONS
+    level: float = DEFAULT_LEVEL
 
     def check(self) -> None:
+        IntervalSettings(self.interval_replications, self.level).check("--interval-replications")
         if self.requests < 2:
             raise ConfigError("--requests must be at least 2 (a rate needs two arrivals)")
         if self.replications < 1:
@@ -160,6 +170,8 @@ class Assessment:
     keeps_up: bool
     failed_requests: int
     cost_per_request: float
+    # SLO name -> prediction interval of one run's value (at the answers of a rate search)
+    intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     score: float = field(init=False)  # the worst ratio: <= 1 when every SLO holds
     sustainable: bool = field(init=False)
 
@@ -176,6 +188,8 @@ class RateSearch:
     first_failing: float | None  # the lowest rate found unsustainable; None: none up to the cap
     at_max: Assessment | None
     at_failing: Assessment | None  # what breaks just above the maximum
+    # of the interval runs at max_rate (other seeds, drawn parameters), the share sustainable
+    held_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -251,9 +265,10 @@ def _finite(data: Any) -> Any:
 
 @dataclass(frozen=True)
 class LoadTask:
-    scenario: dict[str, Any]
+    scenario: dict[str, Any]  # with the replication's seed
     profile_dir: str | None
     slo_paths: tuple[str, ...]
+    replication: int  # > 0: the profiles' parameters are drawn (sim/sweep/replicate.py)
 
 
 @dataclass(frozen=True)
@@ -273,7 +288,8 @@ def measure_load(task: LoadTask) -> LoadMeasure:
     """Simulate one load level (runs in a backend worker)."""
     scenario = Scenario.model_validate(task.scenario)
     profile_dir = Path(task.profile_dir) if task.profile_dir is not None else None
-    result = Simulator(scenario, profile_dir=profile_dir).run()
+    profiles = replication_profiles(scenario, profile_dir, task.replication)
+    result = Simulator(scenario, profile_dir=profile_dir, profiles=profiles).run()
     return load_measure(result.records, result.summary, task.slo_paths)
 
 
@@ -367,7 +383,8 @@ class Planner:
                 values[f"servers.{name}.replicas"] = server.replicas * variant.replicas
         scenario = scenario_at(self.base, values, "plan") if values else copy.deepcopy(self.base)
         scenario["seed"] = replication_seed(self.scenario.seed, replication)
-        return LoadTask(scenario, self.profile_dir, tuple(s.summary_path for s in self.slos))
+        paths = tuple(s.summary_path for s in self.slos)
+        return LoadTask(scenario, self.profile_dir, paths, replication)
 
     def _arrival(self, rate: float) -> dict[str, Any]:
         """The scenario's own open-loop process at another rate; closed loops become Poisson."""
@@ -429,6 +446,29 @@ class Planner:
             probes = list(np.geomspace(passing, failing, self.backend.workers + 2)[1:-1])
             passing, failing = self._narrow([float(p) for p in probes], passing, failing, values)
         return RateSearch(passing, failing, self._at(passing, values), self._at(failing, values))
+
+    def with_intervals(
+        self, search: RateSearch, values: tuple[tuple[str, Any], ...] = ()
+    ) -> RateSearch:
+        """The search with intervals for its answer: the SLO metrics at the maximum rate over
+        ``interval_replications`` runs (seeds and parameter draws), and how many of those
+        runs the rate held in."""
+        count = self.settings.interval_replications
+        if search.max_rate is None or search.at_max is None or count < 2:
+            return search
+        variant = Variant(search.max_rate, 1, values)
+        tasks = [self._task(variant, r) for r in range(count)]
+        runs = [measure for _, measure in sorted(self.backend.imap_unordered(self.measure, tasks))]
+        intervals = {
+            slo.name: prediction_interval(
+                [run.values[slo.summary_path] for run in runs],
+                self.settings.level,
+                search.at_max.values[slo.name],
+            )
+            for slo in self.slos
+        }
+        held = sum(self._combine(variant, [run]).sustainable for run in runs) / count
+        return replace(search, at_max=replace(search.at_max, intervals=intervals), held_share=held)
 
     def _at(self, rate: float | None, values: tuple[tuple[str, Any], ...]) -> Assessment | None:
         return self.assess([Variant(rate, 1, values)])[0] if rate is not None else None
@@ -608,7 +648,8 @@ def plan(
     with make_backend(backend, workers, address) as running:
         planner = Planner(scenario, parsed, settings, running, profile_dir)
         say("maximum sustainable rate")
-        result = CapacityPlan(scenario.name, parsed, settings, planner.max_rate())
+        capacity = planner.with_intervals(planner.max_rate())
+        result = CapacityPlan(scenario.name, parsed, settings, capacity)
         if settings.target_rate is not None:
             say(f"replicas for {settings.target_rate:g} requests/s")
             result.replicas = planner.replicas_for(settings.target_rate, result.capacity)
@@ -618,7 +659,7 @@ def plan(
             if result.best is not None and result.best.assessment.sustainable:
                 say("maximum rate of the best schedule")
                 values = tuple(result.best.values.items())
-                result.best_capacity = planner.max_rate(values)
+                result.best_capacity = planner.with_intervals(planner.max_rate(values), values)
                 if settings.target_rate is not None:
                     say(f"replicas for {settings.target_rate:g} requests/s, best schedule")
                     result.best_replicas = planner.replicas_for(

@@ -4,13 +4,14 @@ The Python API mirrors the CLI::
 
     import stairwise
     result = stairwise.simulate("examples/staircase-moa.yaml", overrides=["topology.redundancy=1"])
-    result.summary["ttft_s"]["p50"]
+    result.summary["ttft_s"]["p50"], result.summary["ttft_s"]["p50_ci"]  # [low, high], 90 %
 
     swept = stairwise.sweep("examples/sweep-chunks.yaml", out="sweeps/chunks")
     swept.dataframe()  # one row per point: axes, metric means and confidence intervals
 
     capacity = stairwise.plan("examples/staircase-moa.yaml", ["ttft_p90=2s", "stall_p90=2s"])
     capacity.capacity.max_rate, capacity.best, capacity.to_dict()
+    capacity.capacity.at_max.intervals, capacity.capacity.held_share
 
     live = stairwise.run("examples/staircase-moa.yaml", local=True)  # the embedded vLLM
     checked = stairwise.validate("examples/staircase-moa.yaml", repeat=3)

@@ -21,7 +21,7 @@ from sim.scenario import apply_overrides, load_scenario, scenario_from_dict
 from sim.sweep.samplers import sample_points
 from sim.sweep.spec import SweepSpec, read_sweep
 
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2  # 2: intervals became prediction intervals, replications draw parameters
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pydantic import (
 from sim.errors import validated
 from sim.metrics import summarize
 from sim.scenario import read_yaml
+from sim.sweep.replicate import DEFAULT_LEVEL
 
 AXIS_PATH = re.compile(r"[\w-]+(\.[\w-]+)*")
 
@@ -106,7 +107,9 @@ class SweepSpec(Strict):
     axes: dict[str, Axis] = Field(min_length=1, description="dotted scenario path -> values")
     method: Method = Field(default_factory=GridMethod)
     replications: int = Field(3, ge=1, description="runs per point, each with its own seed")
-    confidence: float = Field(0.95, gt=0, lt=1, description="level of the intervals")
+    confidence: float = Field(
+        DEFAULT_LEVEL, gt=0, lt=1, description="level of the replications' prediction intervals"
+    )
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
     invalid_points: Literal["error", "skip"] = Field(
         "error", description="a point the scenario rejects: stop, or leave it out"

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sim.intervals import DEFAULT_LEVEL, DEFAULT_REPLICATIONS
 from stairwise.app import JsonFlag, Overrides, TraceOption, app, emit, guarded, progress_bar
 
 
@@ -19,18 +20,26 @@ def simulate(
     as_json: JsonFlag = False,
     trace: TraceOption = None,
     k: Annotated[int, typer.Option(help="Report the time to the k-th answer token.")] = 32,
+    replications: Annotated[
+        int,
+        typer.Option(
+            help="Runs behind the intervals (other seeds, drawn profile parameters); "
+            "1: no intervals."
+        ),
+    ] = DEFAULT_REPLICATIONS,
+    level: Annotated[
+        float, typer.Option(help="Probability an interval holds one run's quantile.")
+    ] = DEFAULT_LEVEL,
 ) -> None:
-    """Predict TTFT, ITL, TPOT, E2E, TPS, stalls, throughput and cost of a scenario."""
-    from sim import Simulator, load_scenario
-    from sim.metrics import summarize
+    """Predict TTFT, ITL, TPOT, E2E, TPS, stalls, throughput and cost of a scenario, with
+    prediction intervals for the p50 and p90 of each latency."""
+    from sim import simulate as predict
 
-    loaded = load_scenario(scenario, overrides or [])
-    if seed is not None:
-        loaded = loaded.model_copy(update={"seed": seed})
-    simulator = Simulator(loaded, trace_path=trace, profile_dir=scenario.parent)
     with progress_bar("simulating", enabled=not as_json) as update:
-        result = simulator.run(progress=update)
-    emit(summarize(result.records, k=k), as_json)
+        result = predict(
+            scenario, overrides or [], seed, trace, replications, level, progress=update, k=k
+        )
+    emit(result.summary, as_json)
 
 
 @app.command()

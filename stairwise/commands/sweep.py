@@ -94,7 +94,10 @@ def _print_sweep(result: SweepResult, report: Path | None) -> None:
     )
     console.print(f"results: {result.path}" + (f"\nreport:  {report}" if report else ""))
     metrics = result.metrics[:SHOWN_METRICS]
-    table = Table(title="points (mean ± half the confidence interval)", title_justify="left")
+    table = Table(
+        title="points: mean over replications (low–high: prediction interval of one run)",
+        title_justify="left",
+    )
     for column in [*(_short_path(a) for a in result.axes), *metrics]:
         table.add_column(column, justify="right", no_wrap=True)
     for row in result.rows[:SHOWN_ROWS]:
@@ -111,7 +114,7 @@ def _estimate(row: dict[str, Any], metric: str) -> str:
     mean, low, high = row[metric], row[f"{metric}.ci_low"], row[f"{metric}.ci_high"]
     if mean is None:
         return "-"
-    return f"{mean:.4g}" if low is None else f"{mean:.4g} ±{(high - low) / 2:.1g}"
+    return f"{mean:.4g}" if low is None else f"{mean:.4g} ({low:.3g}–{high:.3g})"
 
 
 def _short_path(path: str) -> str:
@@ -141,6 +144,16 @@ def plan(
     replications: Annotated[
         int, typer.Option(help="Runs per load level; each must pass.")
     ] = DEFAULTS.replications,
+    interval_replications: Annotated[
+        int,
+        typer.Option(
+            help="Runs at the maximum rate behind its intervals (other seeds, drawn profile "
+            "parameters); 1: no intervals."
+        ),
+    ] = DEFAULTS.interval_replications,
+    level: Annotated[
+        float, typer.Option(help="Probability an interval holds one run's value.")
+    ] = DEFAULTS.level,
     keep_up_slack: Annotated[
         float, typer.Option(help="How far (a fraction of the arrival span) it may fall behind.")
     ] = DEFAULTS.keep_up_slack,
@@ -199,6 +212,8 @@ def plan(
         first_chunks=tuple(first_chunk) if first_chunk else DEFAULTS.first_chunks,
         growths=tuple(growth) if growth else DEFAULTS.growths,
         schedules=tuple(_parse_schedule(text) for text in schedule or []),
+        interval_replications=interval_replications,
+        level=level,
     )
     with _phases(enabled=not as_json) as say:
         result = api.plan(
@@ -243,9 +258,10 @@ def _print_plan(result: CapacityPlan) -> None:
     console = Console()
     slos = ", ".join(f"{s.name} ≤ {s.bound_s:g} s" for s in result.slos)
     console.print(f"[bold]{result.scenario}[/bold] under {slos}", highlight=False)
-    console.print(_capacity_line("as given", result.capacity), highlight=False)
+    console.print(_capacity_line("as given", result.capacity, result.settings), highlight=False)
     if result.live_capacity is not None and result.live_search is not None:
-        console.print(_capacity_line("as given, live", result.live_capacity), highlight=False)
+        live_line = _capacity_line("as given, live", result.live_capacity, result.settings)
+        console.print(live_line, highlight=False)
         search = result.live_search
         error = result.capacity_error_pct
         console.print(
@@ -261,7 +277,7 @@ def _print_plan(result: CapacityPlan) -> None:
         _print_candidates(console, result)
     if result.best is not None and result.best_capacity is not None:
         best = f"best ({result.best.label}, redundancy {result.best.redundancy})"
-        console.print(_capacity_line(best, result.best_capacity), highlight=False)
+        console.print(_capacity_line(best, result.best_capacity, result.settings), highlight=False)
         if result.best_replicas is not None:
             line = _replicas_line(best, result, result.best_replicas, result.best_capacity)
             console.print(line, highlight=False)
@@ -280,7 +296,7 @@ def _replicas_line(
     return f"{what}, for {replicas.target_rate:g} requests/s: {needed}"
 
 
-def _capacity_line(what: str, search: RateSearch) -> str:
+def _capacity_line(what: str, search: RateSearch, settings: PlanSettings) -> str:
     if search.max_rate is None:
         failing = search.at_failing
         why = f" ({_why(failing)})" if failing is not None else ""
@@ -292,7 +308,24 @@ def _capacity_line(what: str, search: RateSearch) -> str:
     )
     return (
         f"{what}: max sustainable rate {search.max_rate:.4g} requests/s"
-        f"{_cost(search.at_max)}{ceiling}"
+        f"{_cost(search.at_max)}{ceiling}{_intervals(search, settings)}"
+    )
+
+
+def _intervals(search: RateSearch, settings: PlanSettings) -> str:
+    """The SLO metrics at the maximum rate with their intervals, and how often it held."""
+    if search.at_max is None or search.held_share is None:
+        return ""
+    values = []
+    for name, value in search.at_max.values.items():
+        interval = search.at_max.intervals.get(name)
+        if value is not None and interval is not None:
+            values.append(f"{name} {value:.3g} s ({interval[0]:.3g}–{interval[1]:.3g})")
+    return (
+        f"\n  at that rate: {', '.join(values)}; sustainable in {search.held_share:.0%} of "
+        f"{settings.interval_replications} runs with other seeds (and parameter draws where a "
+        f"profile states their uncertainty); (low–high): {settings.level:.0%} prediction "
+        "interval of one run's value"
     )
 
 

@@ -27,7 +27,10 @@ def test_json_output_has_the_documented_shape_and_is_deterministic(tmp_path):
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     for key in ("ttft_s", "itl_s", "tpot_s", "e2e_s", "tps", "stall_s"):
-        assert set(summary[key]) >= {"mean", "p50", "p90", "p99"}
+        assert set(summary[key]) >= {"mean", "p50", "p90", "p99", "p50_ci", "p90_ci"}
+        low, high = summary[key]["p50_ci"]
+        assert low <= summary[key]["p50"] <= high
+    assert summary["intervals"]["level"] == 0.9
     assert summary["source"] == "sim" and summary["scenario"] == "staircase-moa-3x1"
     assert summary["requests"] == 8
     assert set(summary["cost_usd"]) == {"total", "per_request"}
@@ -37,8 +40,18 @@ def test_json_output_has_the_documented_shape_and_is_deterministic(tmp_path):
     assert again.stdout == first.stdout
     other_seed = stairwise("simulate", EXAMPLE, "--json", "--seed", "8")
     assert json.loads(other_seed.stdout)["e2e_s"] != summary["e2e_s"]
-    # the trace alone reproduces the summary
-    assert summarize(read_trace(trace)) == summary
+    # the trace alone reproduces the summary, but for the intervals (they need other runs)
+    assert summarize(read_trace(trace)) == without_intervals(summary)
+
+
+def without_intervals(summary: dict) -> dict:
+    return {
+        key: {k: v for k, v in value.items() if not k.endswith("_ci")}
+        if isinstance(value, dict)
+        else value
+        for key, value in summary.items()
+        if key != "intervals"
+    }
 
 
 def test_overrides_change_the_prediction():
@@ -66,6 +79,8 @@ def test_tables_are_printed_by_default():
         (["--set", "topology.agent.server=gpu9"], "gpu9"),
         (["--set", "topology={kind: graph, agents: {a: {next: [b]}, b: {next: [a]}}}"], "cycle"),
         (["--set", "nonsense"], "dotted.path=value"),
+        (["--replications", "0"], "--replications must be at least 1"),
+        (["--level", "1.5"], "--level must be between 0 and 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):

@@ -146,6 +146,10 @@ def test_plan_finds_the_hand_computed_rate_and_replicas(tmp_path):
     assert capacity["max_rate"] <= 1.0 < capacity["first_failing"] <= 1.0101
     assert result["replicas"]["replicas"] == 3 and result["replicas"]["servers"] == {"api": 3}
     assert result["slos"] == {"e2e_p99": 1000.0} and result["schedules"] == []
+    # nothing in this system is random: every interval run agrees with the prediction
+    value = capacity["at_max"]["values"]["e2e_p99"]
+    assert capacity["at_max"]["intervals"] == {"e2e_p99": [value, value]}
+    assert capacity["held_share"] == 1.0
 
 
 def test_plan_prints_capacity_and_the_schedule_table():
@@ -161,6 +165,15 @@ def test_plan_prints_capacity_and_the_schedule_table():
     assert "fixed [8,128,256]" in out.stdout
 
 
+def test_plan_prints_the_intervals_at_the_maximum_rate(tmp_path):
+    out = stairwise(
+        "plan", str(one_at_a_time_file(tmp_path)), "--slo", "e2e_p99=1000s",
+        "--requests", "20", "--interval-replications", "3", "--workers", "1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "at that rate: e2e_p99" in out.stdout and "sustainable in 100% of 3 runs" in out.stdout
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -169,6 +182,8 @@ def test_plan_prints_capacity_and_the_schedule_table():
         (["--slo", "ttft_p90=2", "--requests", "1"], "--requests must be at least 2"),
         (["--slo", "ttft_p90=2", "--schedule", "8,x"], "--schedule '8,x'"),
         (["--slo", "ttft_p90=2", "--set", "topology.redundancy=9"], "redundancy"),
+        (["--slo", "ttft_p90=2", "--interval-replications", "0"], "--interval-replications"),
+        (["--slo", "ttft_p90=2", "--level", "2"], "--level must be between 0 and 1"),
     ],
 )
 def test_bad_plan_input_is_one_line_and_exit_2(args, needle):

@@ -101,8 +101,12 @@ def test_validation_summary_has_the_documented_shape(tmp_path):
     profile = write_profile(tmp_path, api_profile(ttft_s=0.1, itl_s=0.02))
     slower = write_profile(tmp_path, api_profile(ttft_s=0.2, itl_s=0.03))
     workload = {"requests": 4}
-    live = simulate(moa({"s": {"kind": "api", "profile": profile}}, workload)).records
-    predicted = simulate(moa({"s": {"kind": "api", "profile": slower}}, workload)).records
+    live = simulate(
+        moa({"s": {"kind": "api", "profile": profile}}, workload), replications=1
+    ).records
+    predicted = simulate(
+        moa({"s": {"kind": "api", "profile": slower}}, workload), replications=1
+    ).records
     summary = validation_summary(live, predicted, live)
 
     assert set(summary) == {
