@@ -20,12 +20,15 @@ from calibration.replay import EngineSettings, plan, replay
 from reports.compare import HEADLINE_ERRORS, percentile_errors, run_stats, validation_summary
 from reports.html import validation_report
 from sim.errors import ConfigError, writable_folder
+from sim.intervals import IntervalSettings, inside, predict
 from sim.profile import load_profile
 from sim.scenario import Scenario, VllmServer, scenario_from_dict
 from sim.simulator import Simulator
 from sim.trace import Record, pool_runs, read_trace, scenario_hash
 from stairwise.engine_probe import mean_factors, readings_of, rescaled_profiles, unreliable
 from stairwise.orchestrate.live import run_live
+
+INTERVAL_REPLICATIONS = 10  # profile draws behind each predicted interval
 
 
 @dataclass
@@ -99,15 +102,42 @@ def validate(
             runs.append(live.records)
     measured = pool_runs(runs)
     say(f"{scenario.name}: simulating")
-    simulated = Simulator(scenario, trace_path=stem.with_suffix(".sim.jsonl")).run().records
+    # the live runs share the scenario's seed: the interval varies the profile, not the draws
+    settings = IntervalSettings(replications=INTERVAL_REPLICATIONS, vary_seeds=False)
+    predicted = predict(scenario, settings=settings, trace=stem.with_suffix(".sim.jsonl"))
+    simulated = predicted.records
     replayed = pool_runs([replay_live_trace(path, scenario) for path in live_traces])
     summary = validation_summary(measured, simulated, replayed)
+    summary["sim"] = predicted.summary  # the same figures, with their intervals
+    summary["inside_interval"] = inside(predicted.summary, summary["live"])
+    summary |= live_noise(runs, measured, summary["error_pct"])
     summary["profiles"] = measured[0].get("profiles", {}) if measured else {}
     summary |= probe_comparison(scenario, runs, measured)
     html = stem.with_suffix(".html") if report else None
     if html is not None:
         validation_report(html, measured, simulated, replayed)
     return Validation(scenario.name, summary, measured, simulated, replayed, html)
+
+
+def live_noise(
+    runs: list[list[Record]], measured: list[Record], errors: dict[str, float | None]
+) -> dict[str, Any]:
+    """With two or more live runs: how far each quantile moved between them (the largest
+    minus the smallest run's value, in % of the pooled one) and, per error, whether it is
+    within that spread — an error smaller than the machine's own noise says nothing."""
+    if len(runs) < 2:
+        return {}
+    pooled = run_stats(measured)
+    per_run = [percentile_errors(run_stats(run), pooled) for run in runs]
+    spread: dict[str, float | None] = {}
+    for key in errors:
+        values = [v for e in per_run if (v := e.get(key)) is not None]
+        spread[key] = max(values) - min(values) if len(values) == len(runs) else None
+    within: dict[str, bool | None] = {}
+    for key, error in errors.items():
+        noise = spread[key]
+        within[key] = None if error is None or noise is None else abs(error) <= noise
+    return {"live_spread_pct": spread, "within_live_noise": within}
 
 
 def probe_comparison(

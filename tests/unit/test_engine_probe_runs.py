@@ -78,11 +78,21 @@ def test_a_probe_failing_after_the_run_exits_2_in_one_line_and_keeps_the_trace(
 def test_validate_compares_on_the_profile_rescaled_to_the_probes(tmp_path):
     with fake_server(FAST) as server:
         result = api.validate(
-            scenario_on(server.url), out=tmp_path, local=False, report=False, log=lambda m: None
+            scenario_on(server.url),
+            out=tmp_path,
+            local=False,
+            repeat=2,
+            report=False,
+            log=lambda m: None,
         )
     summary = result.summary
     probe = summary["probe"]["gpu"]
-    assert len(probe["before"]) == len(probe["after"]) == 1 and len(probe["drift_pct"]) == 1
+    assert len(probe["before"]) == len(probe["after"]) == 2 and len(probe["drift_pct"]) == 2
+    # two live runs: their spread, and which errors it covers
+    assert summary["live_spread_pct"]["ttft_p50"] >= 0
+    assert set(summary["within_live_noise"]) == set(summary["error_pct"])
+    assert summary["inside_interval"]["ttft_s.p50"] in (True, False)
+    assert summary["sim"]["ttft_s"]["p50_ci"] is not None
     assert set(summary["error_pct_probe_scaled"]) == set(summary["error_pct"])
     # the fake prefills ~20x faster than the CPU profile: rescaling moves the prediction
     assert summary["error_pct_probe_scaled"]["ttft_p50"] != pytest.approx(
