@@ -24,7 +24,7 @@ from calibration.replay import EngineSettings, ReplayPlan, plan, replay
 from calibration.table import STEP_FEATURES, STEP_PARAMS, RequestRow, StepRow, TraceTable
 from sim.errors import ConfigError
 from sim.metrics import request_metrics
-from sim.profile import StepCost, VllmProfile
+from sim.profile import StepCorrection, StepCost, VllmProfile
 
 OVERALL_LEVELS = (0.1, 0.5, 0.9)
 GROUP_LEVELS = (0.5, 0.9)
@@ -126,14 +126,27 @@ def _search(
     max_evaluations: int,
     progress: Progress | None,
 ) -> _Search:
-    """Nelder–Mead over log-multipliers of ``names``, restarted while it still gains."""
+    """Nelder–Mead over log-multipliers of the step coefficients ``names``."""
     origin = np.array([getattr(start.step, p) for p in names])
 
     def profile_at(x: np.ndarray) -> VllmProfile:
         update = {n: float(v) for n, v in zip(names, origin * np.exp(x), strict=True)}
         return start.model_copy(update={"step": start.step.model_copy(update=update)})
 
-    best: dict[str, Any] = {"cost": np.inf, "x": np.zeros(len(names)), "evaluations": 0}
+    return _nelder_mead(plans, targets, profile_at, len(names), max_evaluations, progress)
+
+
+def _nelder_mead(
+    plans: list[ReplayPlan],
+    targets: list[Target],
+    profile_at: Callable[[np.ndarray], VllmProfile],
+    dimensions: int,
+    max_evaluations: int,
+    progress: Progress | None,
+) -> _Search:
+    """Nelder–Mead over ``x`` (0 = the start, pulled weakly back to it), restarted while it
+    still gains; each evaluation replays every plan on ``profile_at(x)``."""
+    best: dict[str, Any] = {"cost": np.inf, "x": np.zeros(dimensions), "evaluations": 0}
 
     def objective(x: np.ndarray) -> float:
         if best["evaluations"] >= max_evaluations:
@@ -152,7 +165,6 @@ def _search(
             best.update(cost=cost, x=x.copy())
         return cost
 
-    dimensions = len(names)
     try:
         objective(best["x"])
         previous = np.inf
@@ -175,6 +187,47 @@ def _search(
     except _BudgetSpent:
         pass
     return _Search(profile_at(best["x"]), best["cost"], best["evaluations"])
+
+
+# --- the serving run's correction to an operator profile -----------------------------------------
+
+OVERHEAD_UNIT_S = 1e-3  # the correction's search moves the per-step overhead in milliseconds
+
+
+def fit_table_correction(
+    tables: list[TraceTable],
+    start: VllmProfile,
+    engine: EngineSettings,
+    max_evaluations: int = 150,
+    progress: Progress | None = None,
+) -> ReplayFit:
+    """Fit what a serving run adds to an operator profile (its ``correction``: a scale of the
+    eager table times and a per-step overhead) by replaying request traces, starting from the
+    profile alone (scale 1, no overhead)."""
+    spec = start.operator_tables
+    if spec is None:
+        raise ConfigError("a table correction needs a profile with operator tables")
+    plans = [plan(t, "vllm", engine) for t in tables]
+    targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
+
+    def profile_at(x: np.ndarray) -> VllmProfile:
+        correction = StepCorrection(
+            compute_scale=float(np.exp(x[0])),
+            step_overhead_s=max(0.0, float(x[1])) * OVERHEAD_UNIT_S,
+        )
+        return start.model_copy(
+            update={"operator_tables": spec.model_copy(update={"correction": correction})}
+        )
+
+    search = _nelder_mead(plans, targets, profile_at, 2, max_evaluations, progress)
+    return ReplayFit(
+        profile=search.profile,
+        fitted=["compute_scale", "step_overhead_s"],
+        quality={
+            "evaluations": search.evaluations,
+            **replay_quality(plans, targets, search.profile),
+        },
+    )
 
 
 class Target:

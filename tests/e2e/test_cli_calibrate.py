@@ -215,3 +215,32 @@ def load_profile_path() -> str:
     from sim.profile import SHIPPED_DIR
 
     return str(SHIPPED_DIR / "vllm-cpu-smollm2-135m.json")
+
+
+def test_a_malformed_operator_table_exits_2_in_one_line(tmp_path):
+    """A profile whose table sidecar holds a non-finite time: refused before any simulation."""
+    import numpy as np
+
+    from calibration.readers.llmservingsim import HEAD_OPS, ONCE_OPS, PER_LAYER_OPS, operator_arrays
+    from sim.step_tables import save_tables
+
+    arrays = operator_arrays(DATA / "llmservingsim" / "profile" / "tp1")
+    arrays["attention"][0, 4] = np.inf
+    save_tables(tmp_path / "ops.npz", arrays)
+    profile = {
+        "kind": "vllm",
+        "name": "ops",
+        "provenance": {"engine": "vllm", "model": "m", "hardware": "h"},
+        "step": {"base_s": 0.01},
+        "operator_tables": {
+            "file": "ops.npz",
+            "layers": 32,
+            "per_layer_ops": list(PER_LAYER_OPS),
+            "once_ops": list(ONCE_OPS),
+            "per_sequence_ops": list(HEAD_OPS),
+        },
+    }
+    (tmp_path / "ops.json").write_text(json.dumps(profile))
+    trace = DATA / "llmservingsim" / "vllm" / "requests.jsonl"
+    out = stairwise("replay", trace, "--profile", tmp_path / "ops.json")
+    one_line_error(out, "ops.npz: attention row 1: not a finite non-negative number")
