@@ -80,9 +80,9 @@ def errors(table: TraceTable, profile: VllmProfile, since: float = -1.0) -> dict
 
 
 def show(label: str, row: dict[str, float]) -> None:
-    cells = "  ".join(f"{row[k]:+6.1f}" for k in PUBLISHED)
+    cells = "  ".join(f"{row[k]:+8.1f}" for k in PUBLISHED)
     worst = max(abs(v) for v in row.values())
-    print(f"  {label:<58} {cells}   worst {worst:4.1f} %")
+    print(f"  {label:<66} {cells}   worst {worst:4.1f} %")
 
 
 def correction_text(profile: VllmProfile) -> str:
@@ -117,10 +117,8 @@ def main() -> None:
     cutoff = by_arrival[half].arrival_s or 0.0
 
     print(f"LLMServingSim Llama-3.1-8B / RTX PRO 6000, vLLM 0.19: {len(run.requests)} requests")
-    print(
-        f"  {'% error of the replay (predicted vs measured)':<58} "
-        + "  ".join(f"{k:>6}" for k in PUBLISHED)
-    )
+    heading = "% error of the replay (predicted vs measured)"
+    print(f"  {heading:<66} " + "  ".join(f"{k:>8}" for k in PUBLISHED))
     show("LLMServingSim's own simulator (published)", PUBLISHED)
     show("formula, direct fit of the operator grid", errors(run, formula))
     show("operator tables alone", errors(run, alone))

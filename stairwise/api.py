@@ -149,6 +149,7 @@ OPTION_NAMES = {
     "params": "fit",
     "max_evaluations": "evaluations",
     "kv_capacity_tokens": "kv-capacity",
+    "operator_tables": "tables",
 }
 
 

@@ -119,7 +119,7 @@ def calibrate(
         str | None, typer.Option(help="Start from this profile (name or path); others stay fixed.")
     ] = None,
     evaluations: Annotated[int, typer.Option(help="Simulations a replay fit may run.")] = 150,
-    tables: Annotated[
+    operator_tables: Annotated[
         bool,
         typer.Option(
             "--tables",
@@ -186,7 +186,7 @@ def calibrate(
             description=description,
             notes=notes,
             chars_per_token=chars_per_token,
-            operator_tables=tables,
+            operator_tables=operator_tables,
         )
     typer.echo(f"wrote {output}")
     _print_fit(profile.fit)

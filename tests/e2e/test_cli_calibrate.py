@@ -244,3 +244,36 @@ def test_a_malformed_operator_table_exits_2_in_one_line(tmp_path):
     trace = DATA / "llmservingsim" / "vllm" / "requests.jsonl"
     out = stairwise("replay", trace, "--profile", tmp_path / "ops.json")
     one_line_error(out, "ops.npz: attention row 1: not a finite non-negative number")
+
+
+def test_calibrate_keeps_operator_tables_and_fits_their_correction(tmp_path):
+    folder = DATA / "llmservingsim"
+    output = tmp_path / "ops.json"
+    out = stairwise(
+        "calibrate",
+        "--tables",
+        "--from",
+        folder / "profile" / "tp1",
+        "--from",
+        folder / "vllm" / "requests.jsonl",
+        "--select",
+        "layers=32",
+        "--model",
+        "m",
+        "--hardware",
+        "h",
+        "--evaluations",
+        "5",
+        "-o",
+        output,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "operator tables alone" in out.stdout and "serving-run correction" in out.stdout
+    assert (tmp_path / "ops.npz").exists()
+    profile = load_profile(str(output))
+    assert isinstance(profile, VllmProfile) and profile.operator_tables is not None
+    assert profile.operator_tables.file == "ops.npz" and profile.operator_tables.layers == 32
+    assert {"tables_alone", "correction"} <= set(profile.fit)
+    assert profile.fit["correction"]["evaluations"] <= 5
+    replayed = stairwise("replay", folder / "vllm" / "requests.jsonl", "--profile", output)
+    assert replayed.returncode == 0, replayed.stderr

@@ -13,7 +13,7 @@ import pytest
 from calibration.readers import read_tables
 from calibration.readers.llmservingsim import HEAD_OPS, ONCE_OPS, PER_LAYER_OPS, operator_arrays
 from sim.errors import ConfigError
-from sim.profile import load_profile, parse_profile, save_profile
+from sim.profile import StepCorrection, load_profile, parse_profile, save_profile
 from sim.step_tables import TableStepCost, save_tables, tables_from_arrays
 
 DATA = Path(__file__).parent.parent / "data" / "llmservingsim" / "profile" / "tp1"
@@ -202,3 +202,32 @@ def test_a_missing_or_unreadable_sidecar_is_refused_in_one_line(tmp_path, tables
     (tmp_path / "ops.npz").unlink()
     with pytest.raises(ConfigError, match="not a readable operator-table file"):
         load_profile(str(tmp_path / "ops.json"))
+
+
+RUN = GPU_DATA / "llmservingsim-llama31-8b-rtxpro6000" / "vllm" / "requests.jsonl"
+# LLMServingSim's own simulator, from the same operator profile, misses this run's TTFT median by
+# 8.6 % (its worst p50/p90 error; casys-kaist/LLMServingSim @5daddb21, bench/examples/RTXPRO6000/
+# Llama-3.1-8B/validation/summary.txt). The profile alone must do at least as well; with the
+# correction fitted on the run, the goal of 5 % holds.
+LLMSERVINGSIM_WORST_PCT = 8.6
+GOAL_PCT = 5.0
+
+
+@pytest.mark.skipif(not RUN.exists(), reason="needs the public GPU data at ../shared/data/gpu")
+def test_the_shipped_ops_profile_replays_the_real_run_like_llmservingsim():
+    from calibration.replay import EngineSettings, compare
+
+    (run,) = read_tables([RUN], "llmservingsim")
+    shipped = load_profile("vllm-rtxpro6000-llama31-8b-ops")
+    spec = shipped.operator_tables
+    assert spec is not None and spec.layers == 32
+    alone = shipped.model_copy(
+        update={"operator_tables": spec.model_copy(update={"correction": StepCorrection()})}
+    )
+    for profile, bound in ((alone, LLMSERVINGSIM_WORST_PCT), (shipped, GOAL_PCT)):
+        result = compare(run, profile, EngineSettings())
+        for metric in ("ttft_s", "tpot_s", "e2e_s"):
+            for level in ("p50", "p90"):
+                observed = result["observed"][metric][level]
+                error = 100 * (result["predicted"][metric][level] - observed) / observed
+                assert abs(error) <= bound, (metric, level, error, bound)
