@@ -162,6 +162,7 @@ def _priced_by_tables(
     assert correction is not None
     fit["correction"] = {
         **correction.correction.model_dump(),
+        "request_overhead_s": corrected.profile.request_overhead_s,
         "fitted_on": [t.source for t in traces],
         **corrected.quality,
     }

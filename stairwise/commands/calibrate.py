@@ -228,7 +228,8 @@ def _print_fit(fit: dict[str, Any]) -> None:
         c = fit["correction"]
         typer.echo(
             f"serving-run correction: compute × {c['compute_scale']:.3f} + "
-            f"{c['step_overhead_s'] * 1e3:.2f} ms per step ({c['evaluations']} simulations); "
+            f"{c['step_overhead_s'] * 1e3:.2f} ms per step, "
+            f"{c['request_overhead_s'] * 1e3:.1f} ms per request ({c['evaluations']} simulations); "
             f"worst quantile error {c['max_abs_err_pct']:.1f} % on the run it was fitted on"
         )
     if "network" in fit:

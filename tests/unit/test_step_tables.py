@@ -149,10 +149,11 @@ def test_a_profile_with_tables_round_trips_through_json_and_sidecar(tmp_path, ta
     assert after.seconds(*args) != pytest.approx(profile.step.seconds(*args[:4]))
 
 
-def _ops_profile(folder: Path, tables):
+def _ops_profile(folder: Path, tables, request_overhead_s: float = 0.0):
     data = {
         "kind": "vllm",
         "name": "ops",
+        "request_overhead_s": request_overhead_s,
         "provenance": {"engine": "vllm", "model": "m", "hardware": "h"},
         "step": {"base_s": 0.01},
         "operator_tables": {
@@ -222,7 +223,10 @@ def test_the_shipped_ops_profile_replays_the_real_run_like_llmservingsim():
     spec = shipped.operator_tables
     assert spec is not None and spec.layers == 32
     alone = shipped.model_copy(
-        update={"operator_tables": spec.model_copy(update={"correction": StepCorrection()})}
+        update={
+            "operator_tables": spec.model_copy(update={"correction": StepCorrection()}),
+            "request_overhead_s": 0.0,
+        }
     )
     for profile, bound in ((alone, LLMSERVINGSIM_WORST_PCT), (shipped, GOAL_PCT)):
         result = compare(run, profile, EngineSettings())
@@ -231,3 +235,45 @@ def test_the_shipped_ops_profile_replays_the_real_run_like_llmservingsim():
                 observed = result["observed"][metric][level]
                 error = 100 * (result["predicted"][metric][level] - observed) / observed
                 assert abs(error) <= bound, (metric, level, error, bound)
+
+
+def test_the_correction_fit_recovers_a_planted_correction(tmp_path, tables):
+    from dataclasses import replace
+
+    from calibration.fit_replay import fit_table_correction
+    from calibration.replay import EngineSettings
+    from sim import Simulator, scenario_from_dict
+
+    truth = _ops_profile(tmp_path, tables, 0.02)  # compute × 0.9 + 3 ms per step, 20 ms/request
+    scenario = scenario_from_dict(
+        {
+            "seed": 5,
+            "servers": {"gpu": {"kind": "vllm", "profile": str(tmp_path / "ops.json")}},
+            "topology": {"kind": "graph", "unit": {"tokens": 64}, "agents": {"solo": {"steps": 1}}},
+            "workload": {
+                "requests": 40,
+                "arrival": {"kind": "poisson", "rate_per_s": 4.0},
+                "prompt_tokens": {"dist": "uniform", "low": 100, "high": 3000},
+                "output_tokens": {"dist": "uniform", "low": 16, "high": 64},
+            },
+        }
+    )
+    trace = tmp_path / "trace.jsonl"
+    Simulator(scenario, trace_path=trace).run()
+    (table,) = read_tables([trace])
+    generic = replace(table, scenario=None, format="test")  # the one-agent replay path
+    spec = truth.operator_tables
+    assert spec is not None
+    alone = truth.model_copy(
+        update={
+            "operator_tables": spec.model_copy(update={"correction": StepCorrection()}),
+            "request_overhead_s": 0.0,
+        }
+    )
+    fit = fit_table_correction([generic], alone, EngineSettings(), max_evaluations=40)
+    assert fit.profile.operator_tables is not None
+    found = fit.profile.operator_tables.correction
+    assert found.compute_scale == pytest.approx(0.9, rel=0.1)
+    assert found.step_overhead_s == pytest.approx(0.003, abs=0.001)
+    assert fit.profile.request_overhead_s == pytest.approx(0.02, abs=0.005)
+    assert fit.quality["max_abs_err_pct"] < 10
