@@ -12,7 +12,9 @@ Rows (what each one's numbers saw):
 * tables alone — the operator profile only, no request of the run;
 * tables + correction fitted on all 300 requests — in-sample (how the shipped profile is made);
 * tables + correction fitted on the first 150 requests by arrival, scored on the last 150
-  (held out), beside the tables alone on the same 150.
+  (held out), beside the tables alone on the same 150: all 300 are replayed (the later ones
+  load the server while the first ones decode), only the first 150's latencies are fitted;
+  and, for comparison, the same fit with the last 150 cut from the replay altogether.
 
     python benchmarks/operator_tables.py [--data ../shared/data/gpu] [--evaluations 60]
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration import CalibrationOptions, calibrate, read_tables
+from calibration.fit_replay import fit_table_correction
 from calibration.fit_steps import fit_step_cost
 from calibration.replay import EngineSettings, plan, replay
 from calibration.table import TraceTable
@@ -82,13 +85,16 @@ def errors(table: TraceTable, profile: VllmProfile, since: float = -1.0) -> dict
 def show(label: str, row: dict[str, float]) -> None:
     cells = "  ".join(f"{row[k]:+8.1f}" for k in PUBLISHED)
     worst = max(abs(v) for v in row.values())
-    print(f"  {label:<66} {cells}   worst {worst:4.1f} %")
+    print(f"  {label:<78} {cells}   worst {worst:4.1f} %")
 
 
 def correction_text(profile: VllmProfile) -> str:
     assert profile.operator_tables is not None
     c = profile.operator_tables.correction
-    return f"× {c.compute_scale:.3f} + {c.step_overhead_s * 1e3:.2f} ms/step"
+    return (
+        f"× {c.compute_scale:.3f} + {c.step_overhead_s * 1e3:.2f} ms/step, "
+        f"{profile.request_overhead_s * 1e3:.0f} ms/req"
+    )
 
 
 def main() -> None:
@@ -111,14 +117,19 @@ def main() -> None:
     assert isinstance(in_sample, VllmProfile)
     by_arrival = sorted(run.requests, key=lambda r: r.arrival_s or 0.0)
     half = len(by_arrival) // 2
-    first_half = replace(run, requests=by_arrival[:half])
-    held_out = calibrate([layers, first_half], options("first-half", args.evaluations))
-    assert isinstance(held_out, VllmProfile)
     cutoff = by_arrival[half].arrival_s or 0.0
+    # every request is replayed (the second half still loads the server), only the first
+    # half's latencies are fitted
+    held_out = fit_table_correction(
+        [run], alone, EngineSettings(), args.evaluations, sent_before_s=cutoff
+    ).profile
+    # the same with the second half cut from the replay too (it then never loads the server)
+    first_half = replace(run, requests=by_arrival[:half])
+    truncated = fit_table_correction([first_half], alone, EngineSettings(), args.evaluations)
 
     print(f"LLMServingSim Llama-3.1-8B / RTX PRO 6000, vLLM 0.19: {len(run.requests)} requests")
     heading = "% error of the replay (predicted vs measured)"
-    print(f"  {heading:<66} " + "  ".join(f"{k:>8}" for k in PUBLISHED))
+    print(f"  {heading:<78} " + "  ".join(f"{k:>8}" for k in PUBLISHED))
     show("LLMServingSim's own simulator (published)", PUBLISHED)
     show("formula, direct fit of the operator grid", errors(run, formula))
     show("operator tables alone", errors(run, alone))
@@ -131,6 +142,10 @@ def main() -> None:
     show(
         f"tables + correction fitted on first {half} ({correction_text(held_out)})",
         errors(run, held_out, cutoff),
+    )
+    show(
+        f"  … fitted with the rest cut from the replay ({correction_text(truncated.profile)})",
+        errors(run, truncated.profile, cutoff),
     )
     print(f"  (correction fit on all requests: {fit_all_s:.0f} s, {args.evaluations} simulations)")
 

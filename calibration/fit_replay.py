@@ -204,6 +204,7 @@ def fit_table_correction(
     engine: EngineSettings,
     max_evaluations: int = 150,
     progress: Progress | None = None,
+    sent_before_s: float | None = None,
 ) -> ReplayFit:
     """Fit what a serving run adds to an operator profile by replaying request traces,
     starting from the profile alone: its ``correction`` (a scale of the eager table times and
@@ -215,12 +216,13 @@ def fit_table_correction(
     (log), ``x1²`` is the overhead's share of it — a typical step of ``T`` table seconds costs
     ``T·e^x0``, of which ``x1²·T·e^x0`` is overhead (a square: no flat side at 0 for the simplex
     to stall on). The request overhead needs no simulation: it delays every request alike, so
-    it adds itself to every TTFT and changes nothing else; each replay gets the best one."""
+    it adds itself to every TTFT and changes nothing else; each replay gets the best one.
+    ``sent_before_s``: fit only the requests sent before it (see Target)."""
     spec = start.operator_tables
     if spec is None:
         raise ConfigError("a table correction needs a profile with operator tables")
     plans = [plan(t, "vllm", engine) for t in tables]
-    targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    targets = [Target(t, p, sent_before_s) for t, p in zip(tables, plans, strict=True)]
     start = start.model_copy(update={"request_overhead_s": 0.0})
     typical = _typical_step_s(plans, start)
 
@@ -290,12 +292,20 @@ class Target:
     (TTFT) and of load during the decode (TPOT) — so the fit sees how latency grows with
     length and with load, not only its overall spread."""
 
-    def __init__(self, table: TraceTable, replay_plan: ReplayPlan) -> None:
+    def __init__(
+        self, table: TraceTable, replay_plan: ReplayPlan, sent_before_s: float | None = None
+    ) -> None:
+        """``sent_before_s``: only requests sent before it are fitted; the later ones are
+        replayed (they load the server) but their latencies stay unseen (held out)."""
         self.source = table.source
         rows = replay_plan.rows
+        seen = np.array(
+            [sent_before_s is None or (r.arrival_s or 0.0) < sent_before_s for r in rows]
+        )
+        lengths = np.array([r.prompt_tokens for r in rows], dtype=float)
         self.groups = {
-            "ttft_s": _terciles(np.array([r.prompt_tokens for r in rows], dtype=float)),
-            "tpot_s": _terciles(_decode_load(rows)),
+            "ttft_s": _terciles(np.where(seen, lengths, np.nan)),
+            "tpot_s": _terciles(np.where(seen, _decode_load(rows), np.nan)),
         }
         measured = {
             "ttft_s": np.array([_value(r.ttft_s if r.ok else None) for r in rows]),
@@ -313,7 +323,8 @@ class Target:
         parts = []
         for metric in METRICS:
             column = values[metric]
-            parts.append(_quantiles(column, OVERALL_LEVELS))
+            seen = np.concatenate([np.empty(0, dtype=int), *self.groups[metric]])
+            parts.append(_quantiles(column[seen], OVERALL_LEVELS))
             for members in self.groups[metric]:
                 parts.append(_quantiles(column[members], GROUP_LEVELS))
         return np.concatenate(parts)
