@@ -70,13 +70,18 @@ class Curve:
 
 
 def _linear(sizes: np.ndarray | Sequence[float], times: np.ndarray, size: float) -> float:
-    n = len(sizes)
-    if n == 1 or size <= sizes[0]:
-        return float(times[0])
-    i = bisect_right(sizes, size)
-    lo = n - 2 if i >= n else i - 1
-    x0, x1 = sizes[lo], sizes[lo + 1]
-    return float(times[lo] + (size - x0) / (x1 - x0) * (times[lo + 1] - times[lo]))
+    lo, t = _position(sizes, size)
+    return float(times[lo] + t * (times[lo + 1] - times[lo])) if t else float(times[lo])
+
+
+def _position(values: np.ndarray | Sequence[float], query: float) -> tuple[int, float]:
+    """Where ``query`` falls on a sorted grid: the index of the point below it and the fraction
+    of the way to the next (0 below the grid, past 1 above it: extrapolated on the last two)."""
+    n = len(values)
+    if n == 1 or query <= values[0]:
+        return 0, 0.0
+    lo = min(bisect_right(values, query), n - 1) - 1
+    return lo, (query - values[lo]) / (values[lo + 1] - values[lo])
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,9 @@ class _Slice:
     rows: list[Curve]
 
     def at(self, prefill_context: float, decode_context: float) -> float:
-        ks = self.contexts
-        if len(ks) == 1 or prefill_context <= ks[0]:
-            return self.rows[0].at(decode_context)
-        i = bisect_right(ks, prefill_context)
-        lo = len(ks) - 2 if i >= len(ks) else i - 1
-        low, high = self.rows[lo].at(decode_context), self.rows[lo + 1].at(decode_context)
-        return low + (prefill_context - ks[lo]) / (ks[lo + 1] - ks[lo]) * (high - low)
+        lo, t = _position(self.contexts, prefill_context)
+        low = self.rows[lo].at(decode_context)
+        return low + t * (self.rows[lo + 1].at(decode_context) - low) if t else low
 
 
 @dataclass
@@ -214,21 +215,19 @@ class MeasuredTables:
         self, chunk: float, prefill_context: float, decodes: float, decode_context: float
     ) -> float:
         """One layer's attention, bilinear over the (chunk, decodes) corners around the query."""
-        c0, c1, tc = _bracket(self._chunks, chunk)
-        d0, d1, td = _bracket(self._decodes, decodes)
+        chunks, decode_counts = self._chunks, self._decodes
+        c, tc = _position(chunks, chunk)
+        d, td = _position(decode_counts, decodes)
 
-        def corner(c: int, d: int) -> float:
-            return self._slice(c, d).at(prefill_context, decode_context)
+        def along_decodes(c: int) -> float:
+            value = self._slice(chunks[c], decode_counts[d]).at(prefill_context, decode_context)
+            if td:
+                upper = self._slice(chunks[c], decode_counts[d + 1])
+                value += td * (upper.at(prefill_context, decode_context) - value)
+            return value
 
-        low = corner(c0, d0)
-        if d1 != d0:
-            low += td * (corner(c0, d1) - low)
-        if c1 == c0:
-            return low
-        high = corner(c1, d0)
-        if d1 != d0:
-            high += td * (corner(c1, d1) - high)
-        return low + tc * (high - low)
+        low = along_decodes(c)
+        return low + tc * (along_decodes(c + 1) - low) if tc else low
 
     def _slice(self, chunk: int, decodes: int) -> _Slice:
         found = self._slices.get((chunk, decodes))
@@ -236,18 +235,6 @@ class MeasuredTables:
             key = min(self._slices, key=lambda k: (k[0] - chunk) ** 2 + (k[1] - decodes) ** 2)
             found = self._slices[(chunk, decodes)] = self._slices[key]
         return found
-
-
-def _bracket(values: list[int], query: float) -> tuple[int, int, float]:
-    """The grid points either side of ``query`` and its fraction between them (clamped below,
-    extrapolated above)."""
-    n = len(values)
-    if n == 1 or query <= values[0]:
-        return values[0], values[0], 0.0
-    i = bisect_right(values, query)
-    lo = n - 2 if i >= n else i - 1
-    x0, x1 = values[lo], values[lo + 1]
-    return x0, x1, (query - x0) / (x1 - x0)
 
 
 def _curve(points: list[tuple[int, float]]) -> Curve:
