@@ -4,7 +4,10 @@
 events and events per generated token (decode steps are batched into one event while the
 batch is unchanged, so events should track batch changes, not tokens). Target: <= 5 s.
 
-    python benchmarks/sim_speed.py [--requests 1000] [--rate 0.5]
+    python benchmarks/sim_speed.py [--requests 1000] [--rate 0.5] [--engine-profile NAME]
+
+``--engine-profile vllm-rtxpro6000-llama31-8b-ops`` times steps priced from operator tables
+instead of the fitted formula.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import time
 from sim import Simulator, scenario_from_dict
 
 
-def scenario(requests: int, rate: float, mode: str) -> dict:
+def scenario(requests: int, rate: float, mode: str, profile: str) -> dict:
     return {
         "name": "bench-staircase-moa-4x1",
         "seed": 1,
-        "servers": {"gpu": {"kind": "vllm", "profile": "vllm-cpu-smollm2-135m"}},
+        "servers": {"gpu": {"kind": "vllm", "profile": profile}},
         "network": {"latency": {"dist": "lognormal", "median_ms": 0.5, "sigma": 0.4}},
         "topology": {
             "kind": "moa",
@@ -45,10 +48,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.5, help="requests per second")
     parser.add_argument("--mode", default="staircase", choices=["staircase", "standard"])
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
+    parser.add_argument("--engine-profile", default="vllm-cpu-smollm2-135m", help="its step cost")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    simulator = Simulator(scenario_from_dict(scenario(args.requests, args.rate, args.mode)))
+    spec = scenario(args.requests, args.rate, args.mode, args.engine_profile)
+    simulator = Simulator(scenario_from_dict(spec))
     profiler = cProfile.Profile() if args.profile else None
     if profiler:
         profiler.enable()

@@ -18,14 +18,17 @@ from calibration.fit_replay import (
     EXPONENT,
     REPLAY_PARAMS,
     Progress,
+    Target,
     fit_by_replay,
+    fit_table_correction,
     initial_step_cost,
+    replay_quality,
 )
 from calibration.fit_steps import fit_step_cost
-from calibration.replay import EngineSettings
+from calibration.replay import EngineSettings, plan
 from calibration.table import STEP_PARAMS, TraceTable
 from sim.errors import ConfigError
-from sim.profile import ApiProfile, Provenance, StepCost, VllmProfile
+from sim.profile import ApiProfile, OperatorTables, Provenance, StepCost, VllmProfile
 
 Profile = VllmProfile | ApiProfile
 PROVENANCE_FIELDS = ("engine", "engine_version", "model", "hardware")  # not repeated in settings
@@ -51,6 +54,12 @@ class CalibrationOptions(BaseModel):
     initial: VllmProfile | None = Field(None, description="start (and fixed values) of the fit")
     max_evaluations: int = Field(150, ge=5, description="simulations a replay fit may run")
     chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
+    operator_tables: bool = Field(
+        False,
+        description="price steps with an operator profile's measured tables (kept beside the "
+        "profile) instead of the fitted formula; request traces given with it fit the serving "
+        "run's correction",
+    )
     description: str = ""
     notes: str = ""
     machine: str = Field("", description="sim.profile.this_machine() if measured live here")
@@ -103,11 +112,61 @@ def calibrate(
         fit.update(fitted=replayed.fitted, replay=replayed.quality)
         peaks = [t.kv_occupancy_peak(profile.block_size) for t in tables]
         fit["kv_occupancy_peak_tokens"] = max((p for p in peaks if p is not None), default=None)
+    if options.operator_tables:
+        profile = _priced_by_tables(profile, tables, options, fit, progress)
     network = fit_network(tables)
     if network is not None:
         profile = profile.model_copy(update={"network": network[0]})
         fit["network"] = network[1]
     return profile.model_copy(update={"fit": fit})
+
+
+def _priced_by_tables(
+    profile: VllmProfile,
+    tables: list[TraceTable],
+    options: CalibrationOptions,
+    fit: dict[str, Any],
+    progress: Progress | None,
+) -> VllmProfile:
+    """The profile priced by the operator tables of its source; if request traces came with
+    them, their replay fits the correction — reported apart from the tables' own accuracy."""
+    sources = [t for t in tables if t.operator_tables is not None]
+    if len(sources) != 1:
+        raise ConfigError(
+            "--tables needs exactly one operator profile among the sources "
+            f"(format llmservingsim-profile); got {len(sources)}"
+        )
+    (source,) = sources
+    operator = source.operator_tables
+    assert operator is not None
+    spec = OperatorTables(
+        file=f"{options.name}.npz",
+        layers=operator.layers,
+        per_layer_ops=list(operator.per_layer_ops),
+        once_ops=list(operator.once_ops),
+        per_sequence_ops=list(operator.per_sequence_ops),
+        decode_skew_alpha=source.settings.get("decode_skew_alpha", 0.0),
+    )
+    profile = profile.with_tables(spec, operator)
+    fit["step_formula"] = "fallback only: the operator tables price every step"
+    traces = [t for t in tables if t.served]
+    if not traces:
+        return profile
+    plans = [plan(t, "vllm", options.engine_limits) for t in traces]
+    targets = [Target(t, p) for t, p in zip(traces, plans, strict=True)]
+    fit["tables_alone"] = replay_quality(plans, targets, profile)
+    corrected = fit_table_correction(
+        traces, profile, options.engine_limits, options.max_evaluations, progress
+    )
+    correction = corrected.profile.operator_tables
+    assert correction is not None
+    fit["correction"] = {
+        **correction.correction.model_dump(),
+        "request_overhead_s": corrected.profile.request_overhead_s,
+        "fitted_on": [t.source for t in traces],
+        **corrected.quality,
+    }
+    return corrected.profile
 
 
 def _settings(tables: list[TraceTable]) -> dict[str, Any]:

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 
 from calibration.fit_steps import fit_step_cost
 from calibration.replay import EngineSettings, ReplayPlan, plan, replay
 from calibration.table import STEP_FEATURES, STEP_PARAMS, RequestRow, StepRow, TraceTable
 from sim.errors import ConfigError
 from sim.metrics import request_metrics
-from sim.profile import StepCost, VllmProfile
+from sim.profile import StepCorrection, StepCost, VllmProfile
 
 OVERALL_LEVELS = (0.1, 0.5, 0.9)
 GROUP_LEVELS = (0.5, 0.9)
@@ -126,14 +126,36 @@ def _search(
     max_evaluations: int,
     progress: Progress | None,
 ) -> _Search:
-    """Nelder–Mead over log-multipliers of ``names``, restarted while it still gains."""
+    """Nelder–Mead over log-multipliers of the step coefficients ``names``."""
     origin = np.array([getattr(start.step, p) for p in names])
 
     def profile_at(x: np.ndarray) -> VllmProfile:
         update = {n: float(v) for n, v in zip(names, origin * np.exp(x), strict=True)}
         return start.model_copy(update={"step": start.step.model_copy(update=update)})
 
-    best: dict[str, Any] = {"cost": np.inf, "x": np.zeros(len(names)), "evaluations": 0}
+    def residuals(x: np.ndarray) -> np.ndarray:
+        profile = profile_at(x)
+        return np.concatenate(
+            [
+                target.log_errors(replay(p, profile), len(p.specs))
+                for p, target in zip(plans, targets, strict=True)
+            ]
+        )
+
+    x, cost, evaluations = _nelder_mead(residuals, len(names), max_evaluations, progress)
+    return _Search(profile_at(x), cost, evaluations)
+
+
+def _nelder_mead(
+    residuals: Callable[[np.ndarray], np.ndarray],
+    dimensions: int,
+    max_evaluations: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray, float, int]:
+    """Nelder–Mead over ``x`` (0 = the start, pulled weakly back to it) on the squared
+    ``residuals(x)`` (one simulation each), restarted while it still gains: (x, cost,
+    evaluations)."""
+    best: dict[str, Any] = {"cost": np.inf, "x": np.zeros(dimensions), "evaluations": 0}
 
     def objective(x: np.ndarray) -> float:
         if best["evaluations"] >= max_evaluations:
@@ -141,18 +163,12 @@ def _search(
         best["evaluations"] += 1
         if progress is not None:
             progress(best["evaluations"], max_evaluations)
-        profile = profile_at(x)
-        errors = [
-            target.log_errors(replay(p, profile), len(p.specs))
-            for p, target in zip(plans, targets, strict=True)
-        ]
-        result = np.concatenate([*errors, PRIOR_WEIGHT * x])
+        result = np.concatenate([residuals(x), PRIOR_WEIGHT * x])
         cost = float(result @ result)
         if cost < best["cost"]:
             best.update(cost=cost, x=x.copy())
         return cost
 
-    dimensions = len(names)
     try:
         objective(best["x"])
         previous = np.inf
@@ -174,7 +190,100 @@ def _search(
             )
     except _BudgetSpent:
         pass
-    return _Search(profile_at(best["x"]), best["cost"], best["evaluations"])
+    return best["x"], best["cost"], best["evaluations"]
+
+
+# --- the serving run's correction to an operator profile -----------------------------------------
+
+MAX_OVERHEAD_SHARE = 0.9  # of a typical step
+
+
+def fit_table_correction(
+    tables: list[TraceTable],
+    start: VllmProfile,
+    engine: EngineSettings,
+    max_evaluations: int = 150,
+    progress: Progress | None = None,
+    sent_before_s: float | None = None,
+) -> ReplayFit:
+    """Fit what a serving run adds to an operator profile by replaying request traces,
+    starting from the profile alone: its ``correction`` (a scale of the eager table times and
+    a per-step overhead) and the API server's time per request before queueing
+    (``request_overhead_s``, which no operator profile sees).
+
+    Scale and overhead trade against each other along a valley (a typical step can be made
+    of either), so the search moves across it instead: ``x0`` scales the typical step time
+    (log), ``x1²`` is the overhead's share of it — a typical step of ``T`` table seconds costs
+    ``T·e^x0``, of which ``x1²·T·e^x0`` is overhead (a square: no flat side at 0 for the simplex
+    to stall on). The request overhead needs no simulation: it delays every request alike, so
+    it adds itself to every TTFT and changes nothing else; each replay gets the best one.
+    ``sent_before_s``: fit only the requests sent before it (see Target)."""
+    spec = start.operator_tables
+    if spec is None:
+        raise ConfigError("a table correction needs a profile with operator tables")
+    plans = [plan(t, "vllm", engine) for t in tables]
+    targets = [Target(t, p, sent_before_s) for t, p in zip(tables, plans, strict=True)]
+    start = start.model_copy(update={"request_overhead_s": 0.0})
+    typical = _typical_step_s(plans, start)
+
+    def profile_at(x: np.ndarray) -> VllmProfile:
+        share = min(float(x[1]) ** 2, MAX_OVERHEAD_SHARE)
+        step = float(np.exp(x[0]))
+        correction = StepCorrection(
+            compute_scale=step * (1 - share), step_overhead_s=typical * step * share
+        )
+        return start.model_copy(
+            update={"operator_tables": spec.model_copy(update={"correction": correction})}
+        )
+
+    def predicted(x: np.ndarray) -> list[np.ndarray]:
+        profile = profile_at(x)
+        return [
+            t.predicted(replay(p, profile), len(p.specs))
+            for p, t in zip(plans, targets, strict=True)
+        ]
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        vectors = predicted(x)
+        return _shifted_errors(targets, vectors, _best_ttft_shift(targets, vectors))
+
+    x, _, evaluations = _nelder_mead(residuals, 2, max_evaluations, progress)
+    overhead = _best_ttft_shift(targets, predicted(x))
+    profile = profile_at(x).model_copy(update={"request_overhead_s": overhead})
+    return ReplayFit(
+        profile=profile,
+        fitted=["compute_scale", "step_overhead_s", "request_overhead_s"],
+        quality={"evaluations": evaluations, **replay_quality(plans, targets, profile)},
+    )
+
+
+def _shifted_errors(targets: list[Target], vectors: list[np.ndarray], shift: float) -> np.ndarray:
+    """Log errors of predicted quantile vectors with every TTFT ``shift`` seconds later."""
+    errors = []
+    for target, vector in zip(targets, vectors, strict=True):
+        moved = vector.copy()
+        moved[target.ttft_entries] += shift
+        error = np.log(np.maximum(moved, 1e-9) / target.observed)
+        errors.append(np.where(np.isfinite(error), error, MISSING_PENALTY))
+    return np.concatenate(errors)
+
+
+def _best_ttft_shift(targets: list[Target], vectors: list[np.ndarray]) -> float:
+    """The per-request delay (>= 0) that best fits the measured TTFT quantiles."""
+    ceiling = max(float(t.observed[t.ttft_entries].max()) for t in targets)
+    found = minimize_scalar(
+        lambda r: float(np.sum(_shifted_errors(targets, vectors, r) ** 2)),
+        bounds=(0.0, ceiling),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    return float(found.x)
+
+
+def _typical_step_s(plans: list[ReplayPlan], profile: VllmProfile) -> float:
+    """The median time per output token of the replays on ``profile``: a typical step."""
+    tpots = [m.tpot for p in plans for m in request_metrics(replay(p, profile)) if m.ok and m.tpot]
+    return float(np.median(tpots)) if tpots else 0.01
 
 
 class Target:
@@ -183,18 +292,30 @@ class Target:
     (TTFT) and of load during the decode (TPOT) — so the fit sees how latency grows with
     length and with load, not only its overall spread."""
 
-    def __init__(self, table: TraceTable, replay_plan: ReplayPlan) -> None:
+    def __init__(
+        self, table: TraceTable, replay_plan: ReplayPlan, sent_before_s: float | None = None
+    ) -> None:
+        """``sent_before_s``: only requests sent before it are fitted; the later ones are
+        replayed (they load the server) but their latencies stay unseen (held out)."""
         self.source = table.source
         rows = replay_plan.rows
+        seen = np.array(
+            [sent_before_s is None or (r.arrival_s or 0.0) < sent_before_s for r in rows]
+        )
+        lengths = np.array([r.prompt_tokens for r in rows], dtype=float)
         self.groups = {
-            "ttft_s": _terciles(np.array([r.prompt_tokens for r in rows], dtype=float)),
-            "tpot_s": _terciles(_decode_load(rows)),
+            "ttft_s": _terciles(np.where(seen, lengths, np.nan)),
+            "tpot_s": _terciles(np.where(seen, _decode_load(rows), np.nan)),
         }
         measured = {
             "ttft_s": np.array([_value(r.ttft_s if r.ok else None) for r in rows]),
             "tpot_s": np.array([_value(r.tpot_s if r.ok else None) for r in rows]),
         }
         self.observed = self.vector(measured)
+        # the TTFT quantiles come first in the vector: 3 overall, 2 per prompt-length group
+        self.ttft_entries = slice(
+            0, len(OVERALL_LEVELS) + len(GROUP_LEVELS) * len(self.groups["ttft_s"])
+        )
         if np.any(~np.isfinite(self.observed)) or np.any(self.observed <= 0):
             raise ConfigError(f"{table.source}: too few served requests with TTFT and TPOT to fit")
 
@@ -202,7 +323,8 @@ class Target:
         parts = []
         for metric in METRICS:
             column = values[metric]
-            parts.append(_quantiles(column, OVERALL_LEVELS))
+            seen = np.concatenate([np.empty(0, dtype=int), *self.groups[metric]])
+            parts.append(_quantiles(column[seen], OVERALL_LEVELS))
             for members in self.groups[metric]:
                 parts.append(_quantiles(column[members], GROUP_LEVELS))
         return np.concatenate(parts)

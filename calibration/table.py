@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sim.profile import StepCost
+from sim.step_tables import MeasuredTables
 
 # StepCost field -> the StepRow feature it multiplies (their order is the fit's column order).
 STEP_FEATURES: dict[str, str] = {
@@ -92,6 +93,7 @@ class TraceTable:
     scenario: dict[str, Any] | None = None  # stairwise: the run's scenario, for exact replay
     profiles: dict[str, Any] = field(default_factory=dict)  # stairwise: profiles it ran on
     server_totals: dict[str, float] = field(default_factory=dict)  # /metrics after − before
+    operator_tables: MeasuredTables | None = None  # an operator profile's measured tables
 
     @property
     def served(self) -> list[RequestRow]:

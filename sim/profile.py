@@ -15,10 +15,12 @@ import platform
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from sim.distributions import LatencyDist
 from sim.errors import DISTRIBUTION_TAGS, ConfigError, one_line
+from sim.step_tables import MeasuredTables, TableStepCost, load_tables, save_tables
 
 PROFILE_SCHEMA = 1
 SHIPPED_DIR = Path(__file__).parent / "profiles"
@@ -69,8 +71,17 @@ class StepCost(_Strict):
     prefill_step_s: float = Field(0.0, ge=0)
 
     def seconds(
-        self, prefill_tokens: int, prefill_attention: float, decode_seqs: int, context: int
+        self,
+        prefill_tokens: int,
+        prefill_attention: float,
+        decode_seqs: int,
+        context: int,
+        prefill_context: int = 0,
+        prefill_seqs: int = 0,
+        longest_context: int = 0,
     ) -> float:
+        """The last three are for operator tables (Σ context before the prefill chunks, their
+        count, the longest decoding context); the formula's terms already hold what it uses."""
         charged_seqs = max(0, decode_seqs - self.decode_seqs_free)
         return (
             self.base_s
@@ -80,6 +91,53 @@ class StepCost(_Strict):
             + self.context_token_s * context
             + (self.prefill_step_s if prefill_tokens else 0.0)
         )
+
+    def decode_run(
+        self,
+        decode_seqs: int,
+        context: int,
+        steps: int,
+        longest_context: int = 0,
+        growth: int | None = None,
+    ) -> np.ndarray:
+        """Durations of ``steps`` consecutive decode-only steps of one batch whose summed
+        context grows by ``growth`` tokens a step (one per sequence unless multi-stream)."""
+        first = self.seconds(0, 0.0, decode_seqs, context)
+        per_step = decode_seqs if growth is None else growth
+        return first + self.context_token_s * per_step * np.arange(steps)
+
+
+class StepCorrection(_Strict):
+    """What a serving run adds to an operator profile's eager, one-operator-at-a-time timings:
+    CUDA graphs and fused launches make the GPU work cheaper (``compute_scale`` < 1), the
+    scheduler, input preparation and output processing add CPU time to every step
+    (``step_overhead_s``). Fitted on a serving trace by replay; 1 and 0 = the profile alone."""
+
+    compute_scale: float = Field(1.0, gt=0)
+    step_overhead_s: float = Field(0.0, ge=0)
+
+
+class OperatorTables(_Strict):
+    """Measured operator tables that price each step instead of ``step`` (sim/step_tables.py):
+    ``layers × (attention + per_layer_ops) + once_ops + per_sequence_ops``, then corrected."""
+
+    file: str = Field(description="the .npz sidecar, relative to the profile JSON's folder")
+    layers: int = Field(ge=1, description="transformer layers of the whole model")
+    per_layer_ops: list[str] = Field(
+        min_length=1, description="dense ops every layer runs, by tokens (repeat one run twice)"
+    )
+    once_ops: list[str] = Field(default_factory=list, description="dense ops run once per step")
+    per_sequence_ops: list[str] = Field(
+        default_factory=list, description="ops by scheduled sequences (LM head, sampler)"
+    )
+    decode_skew_alpha: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of the gap to the longest decode context's attention that a batch of "
+        "unequal contexts pays over a uniform one at their mean (measured by the profiler)",
+    )
+    correction: StepCorrection = Field(default_factory=StepCorrection)
 
 
 class ProfileBase(_Strict):
@@ -112,6 +170,49 @@ class VllmProfile(ProfileBase):
         "(from the fit); a missing name means not measured",
     )
     request_overhead_s: float = Field(0.0, ge=0, description="API server time before queueing")
+    operator_tables: OperatorTables | None = Field(
+        None, description="measured operator tables; when present they price steps, not `step`"
+    )
+    _folder: Path = PrivateAttr(default_factory=Path)  # where a relative sidecar path starts
+    _tables: MeasuredTables | None = PrivateAttr(None)  # loaded (or made) operator tables
+
+    def located(self, folder: Path) -> VllmProfile:
+        """This profile, its sidecar found relative to ``folder``."""
+        copy = self.model_copy()
+        copy._folder = folder
+        return copy
+
+    def with_tables(self, spec: OperatorTables, tables: MeasuredTables) -> VllmProfile:
+        """This profile priced by ``tables`` (in memory until ``save_profile`` writes them)."""
+        copy = self.model_copy(update={"operator_tables": spec})
+        copy._tables = tables
+        return copy
+
+    def measured_tables(self) -> MeasuredTables | None:
+        spec = self.operator_tables
+        if spec is not None and self._tables is None:
+            self._tables = load_tables(
+                self._folder / spec.file,
+                spec.layers,
+                spec.per_layer_ops,
+                spec.once_ops,
+                spec.per_sequence_ops,
+            )
+        return self._tables if spec is not None else None
+
+    def step_pricer(self) -> StepCost | TableStepCost:
+        """What the engine calls per step: the operator tables when the profile has them,
+        the fitted formula otherwise."""
+        tables = self.measured_tables()
+        if tables is None or self.operator_tables is None:
+            return self.step
+        spec = self.operator_tables
+        return TableStepCost(
+            tables,
+            spec.decode_skew_alpha,
+            spec.correction.compute_scale,
+            spec.correction.step_overhead_s,
+        )
 
 
 class ApiProfile(ProfileBase):
@@ -174,11 +275,23 @@ def parse_profile(data: Any, source: str) -> VllmProfile | ApiProfile:
             f"(this stairwise reads {PROFILE_SCHEMA})"
         )
     try:
-        return _ProfileFile.model_validate({"profile": data}).profile
+        profile = _ProfileFile.model_validate({"profile": data}).profile
     except ValidationError as exc:
         tags = DISTRIBUTION_TAGS | {"profile", "vllm", "api"}  # "profile": the wrapper field
         raise ConfigError(one_line(exc, source, "profile", tags)) from None
+    if isinstance(profile, VllmProfile) and profile.operator_tables is not None:
+        profile = profile.located(Path(source).parent)
+        profile.step_pricer()  # a broken sidecar is refused now, not mid-simulation
+    return profile
 
 
 def save_profile(profile: VllmProfile | ApiProfile, path: Path) -> None:
+    """Write the profile JSON, and its operator tables as ``<same name>.npz`` beside it."""
+    if isinstance(profile, VllmProfile) and profile.operator_tables is not None:
+        tables = profile.measured_tables()
+        assert tables is not None
+        sidecar = path.with_suffix(".npz")
+        save_tables(sidecar, tables.arrays)
+        spec = profile.operator_tables.model_copy(update={"file": sidecar.name})
+        profile = profile.model_copy(update={"operator_tables": spec})
     path.write_text(json.dumps(profile.model_dump(mode="json"), indent=2) + "\n")

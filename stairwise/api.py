@@ -154,6 +154,7 @@ OPTION_NAMES = {
     "params": "fit",
     "max_evaluations": "evaluations",
     "kv_capacity_tokens": "kv-capacity",
+    "operator_tables": "tables",
 }
 
 
@@ -176,8 +177,9 @@ def calibrate(
     one — with a designed ``grid`` of runs (traces kept beside ``output``) and fit those.
     ``options`` are :class:`calibration.CalibrationOptions` fields (``name``, ``model``,
     ``hardware``, ``kv_capacity_tokens``, ``method``, ``params``, ``initial`` (a profile name
-    or path), ``max_evaluations``, …); ``metrics``: Prometheus snapshots around the traced
-    run. Written to ``output`` if given (checked first)."""
+    or path), ``max_evaluations``, ``operator_tables``, …); ``metrics``: Prometheus snapshots
+    around the traced run. Written to ``output`` if given (checked first; operator tables
+    beside it, as .npz)."""
     from calibration import read_tables
     from calibration.calibrate import calibrate as fit
     from calibration.profiling import fit_profiling_run

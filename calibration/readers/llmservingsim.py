@@ -32,6 +32,12 @@ from calibration.readers.common import (
 )
 from calibration.table import RequestRow, StepRow, TraceTable
 from sim.jsonl import json_object
+from sim.step_tables import (
+    ATTENTION_COLUMNS,
+    DENSE_PREFIX,
+    PER_SEQUENCE_PREFIX,
+    tables_from_arrays,
+)
 
 STAMPS = ("queued_ts", "scheduled_ts", "first_token_ts", "last_token_ts")
 PER_LAYER_OPS = (
@@ -45,11 +51,13 @@ PER_LAYER_OPS = (
     "down_proj",
 )
 ONCE_OPS = ("embedding", "final_layernorm")
+HEAD_OPS = ("lm_head", "sampler")  # per scheduled sequence
 PROFILE_SELECT = {"layers": "transformer layers of the whole model (Llama-3.1-8B: 32)"}
 
 
 def read(path: Path, selection: dict[str, str]) -> TraceTable:
-    parse_selection(selection, {}, str(path))
+    # layers=N is for the profile folder read beside this trace (one --select for both)
+    parse_selection(selection, {"layers": PROFILE_SELECT["layers"]}, str(path))
     raw = []
     for line_number, line in enumerate(read_text(path, "requests.jsonl").splitlines(), 1):
         if line.strip():
@@ -105,26 +113,16 @@ def read_profile(path: Path, selection: dict[str, str]) -> TraceTable:
         raise error(path, None, "say how many layers the model has: --select layers=N")
     layers = count(selection["layers"], (path, None), "layers", 1)
     folder = path if path.is_dir() else path.parent
-    dense = _op_curves(folder / "dense.csv", "tokens")
-    heads = _op_curves(folder / "per_sequence.csv", "sequences")
-    missing = [op for op in {*PER_LAYER_OPS, *ONCE_OPS} if op not in dense]
-    missing += [op for op in ("lm_head", "sampler") if op not in heads]
-    if missing:
-        raise error(folder / "dense.csv", None, f"no timings for {', '.join(sorted(missing))}")
+    tables = tables_from_arrays(
+        operator_arrays(folder), str(folder), layers, PER_LAYER_OPS, ONCE_OPS, HEAD_OPS
+    )
     rows = []
-    attention = folder / "attention.csv"
-    columns = ["prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"]
-    for line, row in csv_rows(attention, columns, "LLMServingSim attention.csv"):
-        at = (attention, line)
-        chunk, before, decodes, context = (count(row[c], at, c) for c in columns[:4])
+    for index, (chunk, before, decodes, context, _) in enumerate(tables.attention.tolist()):
         if chunk == 0 and decodes == 0:
             continue
-        tokens, sequences = chunk + decodes, decodes + (1 if chunk else 0)
-        layer_us = number(row["time_us"], at, "time_us") + sum(
-            _at(dense[op], tokens) for op in PER_LAYER_OPS
+        step_us = tables.step_us(
+            int(chunk), int(before), 1 if chunk else 0, int(decodes), int(decodes * context)
         )
-        step_us = layers * layer_us + sum(_at(dense[op], tokens) for op in ONCE_OPS)
-        step_us += _at(heads["lm_head"], sequences) + _at(heads["sampler"], sequences)
         rows.append(
             StepRow(
                 step_us / 1e6,
@@ -133,7 +131,7 @@ def read_profile(path: Path, selection: dict[str, str]) -> TraceTable:
                 prefill_attention=chunk * (before + chunk),
                 decode_seqs=decodes,
                 context_tokens=decodes * context,
-                where=f"{attention}:{line}",
+                where=f"{folder / 'attention.csv'}:{index + 2}",  # after the header
             )
         )
     return TraceTable(
@@ -141,26 +139,32 @@ def read_profile(path: Path, selection: dict[str, str]) -> TraceTable:
         format="llmservingsim-profile",
         steps=rows,
         settings={**_profile_meta(folder), "layers": layers},
+        operator_tables=tables,
     )
 
 
-def _op_curves(path: Path, size: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per op: sizes and their times (µs), for interpolation."""
-    points: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for line, row in csv_rows(path, ["layer", size, "time_us"], f"LLMServingSim {path.name}"):
-        at = (path, line)
-        points[row["layer"]].append(
-            (count(row[size], at, size, 1), number(row["time_us"], at, "time_us"))
-        )
-    return {
-        op: (np.array([s for s, _ in p]), np.array([t for _, t in p])) for op, p in points.items()
-    }
-
-
-def _at(curve: tuple[np.ndarray, np.ndarray], size: int) -> float:
-    sizes, times = curve
-    order = np.argsort(sizes)
-    return float(np.interp(size, sizes[order], times[order]))
+def operator_arrays(folder: Path) -> dict[str, np.ndarray]:
+    """The profile's three CSVs as the arrays an operator-table sidecar holds."""
+    attention = folder / "attention.csv"
+    rows = []
+    for line, row in csv_rows(attention, list(ATTENTION_COLUMNS), "LLMServingSim attention.csv"):
+        at = (attention, line)
+        sizes = [count(row[c], at, c) for c in ATTENTION_COLUMNS[:4]]
+        rows.append([*sizes, number(row["time_us"], at, "time_us")])
+    arrays = {"attention": np.array(rows, dtype=float)}
+    for file, size, prefix in (
+        ("dense.csv", "tokens", DENSE_PREFIX),
+        ("per_sequence.csv", "sequences", PER_SEQUENCE_PREFIX),
+    ):
+        points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        table = folder / file
+        for line, row in csv_rows(table, ["layer", size, "time_us"], f"LLMServingSim {file}"):
+            at = (table, line)
+            points[row["layer"]].append(
+                (count(row[size], at, size, 1), number(row["time_us"], at, "time_us"))
+            )
+        arrays |= {prefix + op: np.array(p, dtype=float) for op, p in points.items()}
+    return arrays
 
 
 def _profile_meta(folder: Path) -> dict[str, Any]:
@@ -174,10 +178,17 @@ def _profile_meta(folder: Path) -> dict[str, Any]:
         meta = yaml.safe_load(meta_path.read_text()) or {}
     except yaml.YAMLError:
         raise error(meta_path, None, "malformed YAML") from None
-    return {
+    facts = {
         "engine": "vllm",
         "engine_version": str(meta.get("vllm_version", "")),
         "model": str(meta.get("model", "")),
         "hardware": str(meta.get("gpu", "")),
         "enforce_eager": bool(meta.get("engine_effective", {}).get("enforce_eager", False)),
     }
+    # the profiler's pooled fit of what unequal decode contexts cost over their mean
+    per_tp = (meta.get("skew_fit") or {}).get("per_tp") or {}
+    tp = folder.name.removeprefix("tp")
+    entry = per_tp.get(int(tp) if tp.isdigit() else tp) or {}
+    if isinstance(entry, dict) and "alpha_default" in entry:
+        facts["decode_skew_alpha"] = number(entry["alpha_default"], (meta_path, None), "alpha")
+    return facts

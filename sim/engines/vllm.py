@@ -79,7 +79,7 @@ class _Seq:
 class VllmEngine:
     def __init__(self, env: simpy.Environment, profile: VllmProfile, server: VllmServer) -> None:
         self.env = env
-        self.cost = profile.step
+        self.cost = profile.step_pricer()
         self.block = profile.block_size
         capacity = server.kv_capacity_tokens or profile.kv_capacity_tokens
         self.kv = KvCache(capacity // self.block, caching=server.prefix_caching)
@@ -272,8 +272,17 @@ class VllmEngine:
     ) -> Generator[simpy.Event, Any, None]:
         prefill_tokens = sum(chunk for _, chunk in prefill)
         attention = float(sum(chunk * (seq.computed + chunk) for seq, chunk in prefill))
-        context = sum(s.context for s in decode)
-        duration = self.cost.seconds(prefill_tokens, attention, len(decode), context)
+        before = sum(seq.computed for seq, _ in prefill)
+        contexts = [s.context for s in decode]
+        duration = self.cost.seconds(
+            prefill_tokens,
+            attention,
+            len(decode),
+            sum(contexts),
+            before,
+            len(prefill),
+            max(contexts, default=0),
+        )
         duration += sum([s.stream_s for s in decode]) + sum(
             [s.stream_s for s, chunk in prefill if s.computed + chunk >= s.target]
         )  # the streams of multi-stream sequences that produce tokens in this step
@@ -298,11 +307,10 @@ class VllmEngine:
     def _decode_run(self, decode: list[_Seq]) -> Generator[simpy.Event, Any, None]:
         steps = min([s.next_stop - s.generated for s in decode])
         steps = self._fit_kv_growth(decode, min(steps, MAX_STEPS_PER_EVENT))
-        batch = len(decode)
-        first = self.cost.seconds(0, 0.0, batch, sum([s.context for s in decode]))
-        first += sum([s.stream_s for s in decode])
+        contexts = [s.context for s in decode]
         growth = sum([s.width for s in decode])  # KV tokens per step
-        durations = first + self.cost.context_token_s * growth * np.arange(steps)
+        durations = self.cost.decode_run(len(decode), sum(contexts), steps, max(contexts), growth)
+        durations += sum([s.stream_s for s in decode])
         start = self.env.now
         ends = start + np.cumsum(durations)
         self._wake = self.env.event()

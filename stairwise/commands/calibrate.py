@@ -119,6 +119,15 @@ def calibrate(
         str | None, typer.Option(help="Start from this profile (name or path); others stay fixed.")
     ] = None,
     evaluations: Annotated[int, typer.Option(help="Simulations a replay fit may run.")] = 150,
+    operator_tables: Annotated[
+        bool,
+        typer.Option(
+            "--tables",
+            help="Operator profiles: price steps with the measured tables (written beside the "
+            "profile as .npz) instead of a fitted formula; a request trace given with --from "
+            "fits the serving run's correction.",
+        ),
+    ] = False,
     metrics: Annotated[
         list[Path] | None,
         typer.Option(help="Prometheus /metrics snapshots around the run (first and last)."),
@@ -177,6 +186,7 @@ def calibrate(
             description=description,
             notes=notes,
             chars_per_token=chars_per_token,
+            operator_tables=operator_tables,
         )
     typer.echo(f"wrote {output}")
     _print_fit(profile.fit)
@@ -208,6 +218,19 @@ def _print_fit(fit: dict[str, Any]) -> None:
         typer.echo(
             f"replay fit: {r['evaluations']} simulations, worst quantile error "
             f"{r['max_abs_err_pct']:.1f} %"
+        )
+    if "tables_alone" in fit:
+        typer.echo(
+            "operator tables alone, replayed: worst quantile error "
+            f"{fit['tables_alone']['max_abs_err_pct']:.1f} %"
+        )
+    if "correction" in fit:
+        c = fit["correction"]
+        typer.echo(
+            f"serving-run correction: compute × {c['compute_scale']:.3f} + "
+            f"{c['step_overhead_s'] * 1e3:.2f} ms per step, "
+            f"{c['request_overhead_s'] * 1e3:.1f} ms per request ({c['evaluations']} simulations); "
+            f"worst quantile error {c['max_abs_err_pct']:.1f} % on the run it was fitted on"
         )
     if "network" in fit:
         typer.echo(f"network: {fit['network'].get('chosen', 'fixed')} ({fit['network']['source']})")

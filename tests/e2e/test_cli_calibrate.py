@@ -215,3 +215,65 @@ def load_profile_path() -> str:
     from sim.profile import SHIPPED_DIR
 
     return str(SHIPPED_DIR / "vllm-cpu-smollm2-135m.json")
+
+
+def test_a_malformed_operator_table_exits_2_in_one_line(tmp_path):
+    """A profile whose table sidecar holds a non-finite time: refused before any simulation."""
+    import numpy as np
+
+    from calibration.readers.llmservingsim import HEAD_OPS, ONCE_OPS, PER_LAYER_OPS, operator_arrays
+    from sim.step_tables import save_tables
+
+    arrays = operator_arrays(DATA / "llmservingsim" / "profile" / "tp1")
+    arrays["attention"][0, 4] = np.inf
+    save_tables(tmp_path / "ops.npz", arrays)
+    profile = {
+        "kind": "vllm",
+        "name": "ops",
+        "provenance": {"engine": "vllm", "model": "m", "hardware": "h"},
+        "step": {"base_s": 0.01},
+        "operator_tables": {
+            "file": "ops.npz",
+            "layers": 32,
+            "per_layer_ops": list(PER_LAYER_OPS),
+            "once_ops": list(ONCE_OPS),
+            "per_sequence_ops": list(HEAD_OPS),
+        },
+    }
+    (tmp_path / "ops.json").write_text(json.dumps(profile))
+    trace = DATA / "llmservingsim" / "vllm" / "requests.jsonl"
+    out = stairwise("replay", trace, "--profile", tmp_path / "ops.json")
+    one_line_error(out, "ops.npz: attention row 1: not a finite non-negative number")
+
+
+def test_calibrate_keeps_operator_tables_and_fits_their_correction(tmp_path):
+    folder = DATA / "llmservingsim"
+    output = tmp_path / "ops.json"
+    out = stairwise(
+        "calibrate",
+        "--tables",
+        "--from",
+        folder / "profile" / "tp1",
+        "--from",
+        folder / "vllm" / "requests.jsonl",
+        "--select",
+        "layers=32",
+        "--model",
+        "m",
+        "--hardware",
+        "h",
+        "--evaluations",
+        "5",
+        "-o",
+        output,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "operator tables alone" in out.stdout and "serving-run correction" in out.stdout
+    assert (tmp_path / "ops.npz").exists()
+    profile = load_profile(str(output))
+    assert isinstance(profile, VllmProfile) and profile.operator_tables is not None
+    assert profile.operator_tables.file == "ops.npz" and profile.operator_tables.layers == 32
+    assert {"tables_alone", "correction"} <= set(profile.fit)
+    assert profile.fit["correction"]["evaluations"] <= 5
+    replayed = stairwise("replay", folder / "vllm" / "requests.jsonl", "--profile", output)
+    assert replayed.returncode == 0, replayed.stderr
