@@ -40,7 +40,17 @@ from sim.network import DeltaStream, Link
 from sim.profile import ApiProfile, VllmProfile
 from sim.scenario import MultistreamSettings, Scenario
 from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS, estimate_tokens
-from sim.trace import Record, TraceWriter
+from sim.trace import (
+    CallEndRecord,
+    CallRecord,
+    CallStatus,
+    DeltasRecord,
+    RequestEndRecord,
+    RequestRecord,
+    TraceRecord,
+    TraceWriter,
+    UnitRecord,
+)
 from sim.workload import RequestSpec
 
 
@@ -170,7 +180,7 @@ class MultistreamRequests:
     def serve(self, spec: RequestSpec) -> Generator[simpy.Event, Any, None]:
         sent = self.env.now
         self.trace.write(
-            {"type": "request", "req": spec.index, "t": sent, "prompt_tokens": spec.prompt_tokens}
+            RequestRecord(type="request", req=spec.index, t=sent, prompt_tokens=spec.prompt_tokens)
         )
         plan = plan_streams(self.dag, spec.output_tokens, self.lag_steps)
         schedule = StreamSchedule.of(plan, self.token_s)
@@ -223,7 +233,7 @@ class MultistreamRequests:
         per stream (the shared prompt counted on the first, so it is paid once) from its first
         step to the sequence's end (its KV is held until then; a cut stream is ``cancelled``),
         unit releases, the answer's deltas through the network, and the request's end."""
-        records: list[Record] = []
+        records: list[TraceRecord] = []
         req, ok = spec.index, result.status == "ok"
         answer_end = sent
         running = [s for s in plan.streams if s.tokens > 0] if ok else [plan.streams[0]]
@@ -235,68 +245,68 @@ class MultistreamRequests:
             # every stream's tokens stay in the shared context until the sequence ends
             ended = float(step_times[-1]) if len(step_times) else self.env.now
             records.append(
-                {
-                    "type": "call",
-                    "req": req,
-                    "call": call_id,
-                    "agent": stream.agent,
-                    "round": 1,
-                    "server": self.server,
-                    "t": began,
-                    "tokens": stream.answer,
-                    "final": final,
-                    "prompt_tokens": prompt_tokens if first else 0,
-                }
+                CallRecord(
+                    type="call",
+                    req=req,
+                    call=call_id,
+                    agent=stream.agent,
+                    round=1,
+                    server=self.server,
+                    t=began,
+                    tokens=stream.answer,
+                    final=final,
+                )
             )
             node = self.dag.agent(stream.agent)
             for unit, end in enumerate(unit_boundaries(node.chunks, len(produced)), 1):
                 records.append(
-                    {
-                        "type": "unit",
-                        "req": req,
-                        "agent": stream.agent,
-                        "unit": unit,
-                        "tokens": end,
-                        "t": float(produced[end - 1]),
-                    }
+                    UnitRecord(
+                        type="unit",
+                        req=req,
+                        agent=stream.agent,
+                        unit=unit,
+                        tokens=end,
+                        t=float(produced[end - 1]),
+                    )
                 )
             if final and len(produced):
                 deltas = DeltaStream(self.link, keep=True)
                 answer_end = ended = deltas.add(produced)
                 arrivals = deltas.all_arrivals()
                 records.append(
-                    {"type": "deltas", "req": req, "call": call_id, "t": arrivals,
-                     "n": [1] * len(arrivals)}
-                )  # fmt: skip
-            status = "ok" if stream.tokens == stream.answer else "cancelled"
+                    DeltasRecord(
+                        type="deltas", req=req, call=call_id, t=arrivals, n=[1] * len(arrivals)
+                    )
+                )
+            status: CallStatus = "ok" if stream.tokens == stream.answer else "cancelled"
             if not ok:
                 status = "failed"
             records.append(
-                {
-                    "type": "call_end",
-                    "req": req,
-                    "call": call_id,
-                    "t": ended,
-                    "status": status,
-                    "prompt_tokens": prompt_tokens if first else 0,
-                    "cached_tokens": result.cached_tokens if first else 0,
-                    "completion_tokens": stream.tokens if ok else 0,
-                    "queued_s": result.queued_s if first else 0.0,
-                    "reason": _reason(status, stream, plan, result),
-                }
+                CallEndRecord(
+                    type="call_end",
+                    req=req,
+                    call=call_id,
+                    t=ended,
+                    status=status,
+                    prompt_tokens=prompt_tokens if first else 0,
+                    cached_tokens=result.cached_tokens if first else 0,
+                    completion_tokens=stream.tokens if ok else 0,
+                    queued_s=result.queued_s if first else 0.0,
+                    reason=_reason(status, stream, plan, result),
+                )
             )
         answer_end = max(answer_end, self.env.now)
         yield self.env.timeout(answer_end - self.env.now)
         for record in records:
             self.trace.write(record)
         self.trace.write(
-            {
-                "type": "request_end",
-                "req": req,
-                "t": self.env.now,
-                "ok": ok,
-                "reason": "" if ok else f"{plan.output}: {result.status}",
-            }
+            RequestEndRecord(
+                type="request_end",
+                req=req,
+                t=self.env.now,
+                ok=ok,
+                reason="" if ok else f"{plan.output}: {result.status}",
+            )
         )
 
 

@@ -159,7 +159,7 @@ def closed_form(tmp_path: Path, step: dict[str, float], stream_token_s: float, p
     )
     dag = build_dag(scenario)
     plan = plan_streams(dag, {a.name: a.max_tokens for a in dag.agents})
-    (first,) = [r for r in result.records if r["type"] == "call" and r["prompt_tokens"]]
+    (first,) = [r for r in result.records if r["type"] == "call_end" and r["prompt_tokens"]]
     return result.summary, plan, first["prompt_tokens"]
 
 
@@ -209,7 +209,7 @@ def test_the_trace_has_one_call_per_stream_and_the_answer_deltas(tmp_path):
     ends = {r["call"]: r for r in result.records if r["type"] == "call_end"}
     assert [c["agent"] for c in calls] == ["p1", "p2", "p3", "aggregator"]
     assert [c["final"] for c in calls] == [False, False, False, True]
-    assert sum(c["prompt_tokens"] > 0 for c in calls) == 1  # the shared prompt, paid once
+    assert sum(e["prompt_tokens"] > 0 for e in ends.values()) == 1  # the prompt, paid once
     assert ends["aggregator#1"]["status"] == "ok"
     assert {ends[f"p{i}#1"]["status"] for i in (1, 2, 3)} == {"cancelled"}  # cut: unread
     assert result.summary["tpot_s"]["count"] == 1

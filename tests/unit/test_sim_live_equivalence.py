@@ -29,12 +29,13 @@ from tests.helpers import api_profile, write_profile
 # per server: (time to first token, gap between tokens), seconds. The aggregators are the
 # fastest, so each of their rounds waits for its inputs, never the other way round: what a
 # round reads then depends on the proposers' relative speeds, not on per-call overheads the
-# live side adds (the decisions below stay the same with up to 30 ms of delay per message).
+# live side adds (the decisions below stay the same when the simulator adds any fixed delay
+# up to 60 ms to every message, or jitter of median 15 ms).
 SPEEDS = {
-    "fast": Timing(0.04, 0.012),
-    "mid": Timing(0.07, 0.025),
-    "slow": Timing(0.10, 0.045),
-    "agg": Timing(0.03, 0.008),
+    "fast": Timing(0.06, 0.018),
+    "mid": Timing(0.105, 0.0375),
+    "slow": Timing(0.15, 0.0675),
+    "agg": Timing(0.045, 0.012),
 }
 
 PROPOSERS = [{"server": "fast"}, {"server": "slow"}, {"server": "mid"}]
