@@ -256,7 +256,8 @@ def save_tables(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write measured tables (``attention``, ``dense/<op>``, ``per_sequence/<op>``) as a
     compressed ``.npz``."""
     with path.open("wb") as out:
-        np.savez_compressed(out, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+        tables = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
+        np.savez_compressed(out, **tables)  # type: ignore[arg-type]  # numpy's stub
 
 
 def load_tables(
