@@ -16,7 +16,7 @@ import openai
 
 from sim.driver import CallUsage
 from sim.errors import ConfigError
-from sim.scenario import LiveSettings, ServerBase
+from sim.scenario import LiveSettings, ServerBase, VllmServer
 
 Clock = Callable[[], float]
 
@@ -96,17 +96,22 @@ class Endpoint:
         usage: CallUsage,
         on_piece: Callable[[Piece], None],
         tag: str = "",
+        priority: int = 0,
     ) -> None:
         """Generate exactly ``tokens`` tokens, calling ``on_piece`` for each streamed piece.
 
         ``usage`` is kept current as the call goes, so a cancelled or failed call still
         reports what it received. ``tag`` names the call in a ``X-Stairwise-Call`` header
         (servers ignore it; a proxy or a test server can tell the calls apart by it).
+        ``priority`` is sent to vLLM servers that schedule by priority only (others refuse or
+        ignore the field).
         """
         for attempt in range(self.settings.retries + 1):
             usage.attempts = attempt + 1
             try:
-                pieces = self._pieces(messages, tokens, continue_final, temperature, tag)
+                pieces = self._pieces(
+                    messages, tokens, continue_final, temperature, tag, priority
+                )
                 async for piece, latest in pieces:
                     usage.prompt_tokens = latest.prompt_tokens
                     usage.cached_tokens = latest.cached_tokens
@@ -128,9 +133,12 @@ class Endpoint:
         continue_final: bool,
         temperature: float,
         tag: str,
+        priority: int,
     ) -> AsyncIterator[tuple[Piece | None, CallUsage]]:
         """Streamed pieces with the usage so far; finally (None, the call's usage)."""
         extra: dict[str, Any] = {"ignore_eos": True, "min_tokens": tokens}
+        if isinstance(self.server, VllmServer) and self.server.scheduling_policy == "priority":
+            extra["priority"] = priority
         common: dict[str, Any] = {
             "model": self.model,
             "max_tokens": tokens,

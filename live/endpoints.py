@@ -13,11 +13,15 @@ def on_local_server(
     scenario: Scenario, threads: int = 2, port: int = 8011, log: Callable[[str], None] = print
 ) -> Scenario:
     """Every vLLM server of the scenario pointed at the embedded local server (started if
-    needed; it keeps running for the next run until `stairwise server stop`)."""
+    needed, scheduling by priority if a server asks; it keeps running for the next run until
+    `stairwise server stop`)."""
     from live import local_server
 
     was_running = local_server.running() is not None
-    state = local_server.start(local_server.ServerSettings(port=port, threads=threads), log=log)
+    settings = local_server.ServerSettings(
+        port=port, threads=threads, scheduling_policy=local_scheduling_policy(scenario)
+    )
+    state = local_server.start(settings, log=log)
     if not was_running:
         log("the local vLLM server keeps running for the next run: `stairwise server stop` ends it")
     servers: dict[str, Any] = {}
@@ -32,6 +36,13 @@ def on_local_server(
             )
         servers[name] = server
     return scenario.model_copy(update={"servers": servers})
+
+
+def local_scheduling_policy(scenario: Scenario) -> str:
+    """priority if any vLLM server of the scenario schedules by priority: with every request
+    at priority 0 a priority server serves first come, first served, so one server fits all."""
+    policies = {s.scheduling_policy for s in scenario.servers.values() if isinstance(s, VllmServer)}
+    return "priority" if "priority" in policies else "fcfs"
 
 
 def through_latency_proxies(scenario: Scenario, stack: contextlib.ExitStack) -> Scenario:

@@ -43,6 +43,7 @@ class ServerSettings:
     max_model_len: int = 2048
     kv_cache_gib: int = 2
     enforce_eager: bool = False
+    scheduling_policy: str = "fcfs"  # vLLM's --scheduling-policy: fcfs | priority
 
     @property
     def url(self) -> str:
@@ -150,6 +151,11 @@ def start(
     settings = settings or ServerSettings()
     current = running()
     if current is not None:
+        if settings.scheduling_policy == "priority" != current.settings.scheduling_policy:
+            raise ConfigError(
+                "the running local server schedules first come, first served; the scenario "
+                "asks for priority scheduling: `stairwise server stop` first"
+            )
         if current.settings != settings:
             log(f"a local server is already running with {current.settings}; using it")
         _wait_healthy(current, log)
@@ -181,6 +187,8 @@ def start(
     ]  # fmt: skip
     if settings.enforce_eager:
         args.append("--enforce-eager")
+    if settings.scheduling_policy != "fcfs":
+        args += ["--scheduling-policy", settings.scheduling_policy]
     log_file = open(_log_file(), "w")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
         args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True

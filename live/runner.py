@@ -272,6 +272,7 @@ class LiveRunner:
                 call.usage,
                 on_piece,
                 tag=f"{req} {action.call_id}",
+                priority=agent.priority,
             )
         except asyncio.CancelledError:
             return  # the driver cancelled it and has recorded why

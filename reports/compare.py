@@ -50,6 +50,7 @@ def run_stats(records: list[Record], k: int = DEFAULT_K) -> RunStats:
         "tpot": [m.tpot for m in done],
         "e2e": [m.e2e for m in done],
         "tps": [m.tps for m in done],
+        "tps_e2e": [m.tps_e2e for m in done],
         "stall": [m.stall for m in done],
     }
     samples = {name: [v for v in values if v is not None] for name, values in per_request.items()}

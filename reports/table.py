@@ -11,6 +11,8 @@ from rich.table import Table
 from sim.metrics import METRICS, error_pct
 
 LATENCY_ROWS = [(m.title, m.key) for m in METRICS.values() if m.unit == "ms"]
+# ours (the stream's speed once it started) and the staircase paper's (it counts the TTFT)
+RATE_ROWS = [(f"{m.title} ({m.unit})", m.key) for m in METRICS.values() if m.unit != "ms"]
 
 
 def _ms(value: float | None) -> str:
@@ -60,11 +62,9 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         table.add_row(
             f"{label} (ms)", *(_with_interval(s, c, _ms) for c in ("mean", "p50", "p90", "p99"))
         )
-    tps = summary["tps"]
-    table.add_row(
-        "TPS (tok/s per request)",
-        *(_with_interval(tps, c, _num) for c in ("mean", "p50", "p90", "p99")),
-    )
+    for label, key in RATE_ROWS:
+        tps = summary[key]
+        table.add_row(label, *(_with_interval(tps, c, _num) for c in ("mean", "p50", "p90", "p99")))
     console.print(table)
 
     totals = Table(show_header=False, box=None, pad_edge=False)
@@ -119,6 +119,7 @@ VALIDATION_ROWS = [
     ("e2e", "p50"),
     ("stall", "p50"),
     ("tps", "p50"),
+    ("tps_e2e", "p50"),
 ]
 
 

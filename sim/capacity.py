@@ -5,8 +5,10 @@ Answers a planner's questions about one scenario under latency SLOs:
 * the maximum sustainable request rate (a search over the arrival rate);
 * how many replicas of the servers a target rate needs;
 * the cost per request at those loads;
-* the chunk schedule and redundancy that best meet the SLOs — a search over geometric
-  schedules (first chunk f, growth g: f, f·g, f·g², …), fixed lists and the standard mode.
+* the levers that best meet the SLOs — a search over geometric chunk schedules (first chunk
+  f, growth g: f, f·g, f·g², …) and fixed lists for the proposers, the aggregator's schedule
+  (the proposers' shifted by an offset, or any of the family), redundancy, the aggregator's
+  scheduler priority, and the standard mode.
 
 A load is **sustainable** when every request succeeds, every SLO holds, and the system
 keeps up: the last request finishes no later than ``(1 + keep_up_slack) × arrival span +
@@ -16,10 +18,13 @@ grows with the number of requests. The slack absorbs the backlog that random (Po
 arrivals leave at the end of a run of a stable system.
 
 SLOs are bounds on percentiles of TTFT, TPOT, stall (the longest pause of an answer), E2E
-or ITL. Schedules are ranked by their *SLO score*, the worst ratio of a metric to its bound
-(≤ 1: all met), so a tight stall bound and a tight TTFT bound are traded against each other
-on the same scale: a schedule that shows 8 tokens at once and then pauses for 4 s loses to
-one that starts a little later and never stalls.
+or ITL, in seconds or relative to the stream: ``stall_p90=2xitl`` is twice the standard
+mode's ITL p90 on the same servers (simulated once as the reference). Candidates are ranked
+by their ratios to their targets, worst first: each SLO's value / bound (≤ 1: met) and the
+standard mode's answer TPS / the candidate's (≤ 1: the stream is as fast as standard's), so
+TTFT, stall and answer speed are traded against each other on one scale: a schedule that
+shows 8 tokens at once and then pauses for 4 s loses to one that starts a little later and
+never stalls.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from sim.dag import build_dag
 from sim.errors import ConfigError
 from sim.intervals import DEFAULT_LEVEL, DEFAULT_REPLICATIONS, IntervalSettings
 from sim.metrics import request_metrics
-from sim.scenario import ClosedArrival, DebateTopology, MoaTopology, Scenario
+from sim.scenario import ClosedArrival, DebateTopology, GraphTopology, MoaTopology, Scenario
 from sim.simulator import Simulator
 from sim.sweep.backends import Backend, BackendName, make_backend
 from sim.sweep.points import scenario_at
@@ -63,8 +68,13 @@ SLO_STATS = ("p50", "p90", "p99", "mean")
 HIGHEST_RATE = 1e6  # requests/s; sustaining this means nothing in the scenario saturates
 LOWEST_RATE = 1e-6
 SLO_PATTERN = re.compile(
-    r"(?P<metric>[a-z0-9]+)_(?P<stat>p\d+|mean)=(?P<value>[0-9.eE+-]+)(?P<unit>ms|s)?"
+    r"(?P<metric>[a-z0-9]+)_(?P<stat>p\d+|mean)=(?P<value>[0-9.eE+-]+)(?P<unit>ms|s|x[a-z]+)?"
 )
+RELATIVE_METRICS = ("stall", "itl")  # bounds that may be multiples of the standard mode's ITL
+ANSWER_TPS_PATH = "tps.p50"  # what the ranking compares with the standard mode's
+LEVERS = ("schedule", "offset", "aggregator", "redundancy", "priority")
+AGGREGATOR_OFFSETS = (1, 2)  # aggregator chunk j = proposer chunk j + offset (0: the same)
+STAGE_TWO_FINALISTS = 3  # best schedules that redundancy and priority are tried on
 
 
 # --- SLOs -------------------------------------------------------------------------------------
@@ -74,7 +84,20 @@ SLO_PATTERN = re.compile(
 class Slo:
     metric: str  # ttft | tpot | stall | e2e | itl
     stat: str  # p50 | p90 | p99 | mean
-    bound_s: float
+    bound_s: float  # nan until a relative bound is resolved against the reference
+    itl_factor: float | None = None  # the bound is this × the standard mode's ITL (same stat)
+
+    def resolved(self, reference: Reference) -> Slo:
+        """The bound in seconds: a relative one from the standard mode's ITL."""
+        if self.itl_factor is None:
+            return self
+        itl = reference.itl_s.get(self.stat)
+        if itl is None or not itl > 0:
+            raise ConfigError(
+                f"--slo {self.name}={self.itl_factor:g}xitl: the standard mode's answer has no "
+                "inter-token gaps to be relative to"
+            )
+        return Slo(self.metric, self.stat, self.itl_factor * itl, self.itl_factor)
 
     @property
     def name(self) -> str:
@@ -86,7 +109,8 @@ class Slo:
 
 
 def parse_slo(text: str) -> Slo:
-    """``ttft_p90=2s``, ``stall_p99=1500ms`` or ``tpot_p50=0.05`` (seconds)."""
+    """``ttft_p90=2s``, ``stall_p99=1500ms``, ``tpot_p50=0.05`` (seconds) or ``stall_p90=2xitl``
+    (twice the standard mode's ITL p90)."""
     match = SLO_PATTERN.fullmatch(text.strip().replace(" ", ""))
     if match is None:
         raise ConfigError(f"--slo {text!r}: expected METRIC_STAT=VALUE, e.g. ttft_p90=2s")
@@ -99,10 +123,22 @@ def parse_slo(text: str) -> Slo:
         value = float(match["value"])
     except ValueError:
         raise ConfigError(f"--slo {text!r}: {match['value']!r} is not a number") from None
-    bound = value / 1e3 if match["unit"] == "ms" else value
-    if not bound > 0:
+    unit = match["unit"] or "s"
+    if not value > 0:
         raise ConfigError(f"--slo {text!r}: the bound must be positive")
-    return Slo(metric, stat, bound)
+    if unit.startswith("x"):
+        if unit != "xitl":
+            raise ConfigError(
+                f"--slo {text!r}: a relative bound is a multiple of the standard mode's ITL, "
+                f"e.g. {metric}_{stat}=2xitl"
+            )
+        if metric not in RELATIVE_METRICS:
+            raise ConfigError(
+                f"--slo {text!r}: only {' and '.join(RELATIVE_METRICS)} bounds can be relative "
+                "to the ITL"
+            )
+        return Slo(metric, stat, math.nan, value)
+    return Slo(metric, stat, value / 1e3 if unit == "ms" else value)
 
 
 def parse_slos(slos: Iterable[str] | Mapping[str, float | str]) -> list[Slo]:
@@ -136,6 +172,7 @@ class PlanSettings:
     # and re-prefill, grow with the answer length; geometric growth keeps them logarithmic
     growths: tuple[float, ...] = (1.5, 2.0, 4.0)
     schedules: tuple[tuple[int, ...], ...] = ()  # fixed schedules to try as well
+    levers: tuple[str, ...] = LEVERS  # what the schedule search may change
     max_replicas: int = 256
     # the intervals of the SLO metrics at the maximum rate (sim/intervals.py)
     interval_replications: int = DEFAULT_REPLICATIONS
@@ -157,6 +194,18 @@ class PlanSettings:
             raise ConfigError("first chunks must be >= 1 token and growths >= 1")
         if any(not s or min(s) < 1 for s in self.schedules):
             raise ConfigError("a --schedule must list chunk sizes >= 1, e.g. 8,128,256")
+        unknown = [lever for lever in self.levers if lever not in LEVERS]
+        if unknown:
+            raise ConfigError(f"--lever {unknown[0]!r}: unknown lever (known: {', '.join(LEVERS)})")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The standard mode on the same servers and load, simulated once: what relative SLOs and
+    the ranking's answer-speed ratio are measured against."""
+
+    itl_s: dict[str, float | None]  # statistic -> the answer's inter-token latency
+    answer_tps: float | None  # p50 of tokens / (E2E − TTFT)
 
 
 @dataclass(frozen=True)
@@ -172,6 +221,7 @@ class Assessment:
     cost_per_request: float
     # SLO name -> prediction interval of one run's value (at the answers of a rate search)
     intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    answer_tps: float | None = None  # p50, mean over replications
     score: float = field(init=False)  # the worst ratio: <= 1 when every SLO holds
     sustainable: bool = field(init=False)
 
@@ -205,6 +255,7 @@ class Candidate:
     label: str  # the schedule
     values: dict[str, Any]  # scenario path -> value, the redundancy among them
     assessment: Assessment
+    tps_ratio: float | None = None  # the standard mode's answer TPS p50 / this one's
 
     @property
     def redundancy(self) -> int:
@@ -223,6 +274,7 @@ class CapacityPlan:
     best_replicas: ReplicaSearch | None = None  # and the replicas it needs for the target
     live_capacity: RateSearch | None = None  # the same search with every level run for real
     live_search: dict[str, Any] | None = None  # levels run, seconds, whether it converged
+    reference: Reference | None = None  # the standard mode, for relative SLOs and TPS
 
     @property
     def capacity_error_pct(self) -> float | None:
@@ -240,6 +292,9 @@ class CapacityPlan:
         """Plain data for JSON; an infinite ratio (a metric with no value) becomes None."""
         data = asdict(self)
         data["slos"] = {slo.name: slo.bound_s for slo in self.slos}
+        data["slos_relative"] = {
+            slo.name: f"{slo.itl_factor:g}xitl" for slo in self.slos if slo.itl_factor
+        }
         data["best"] = asdict(self.best) if self.best is not None else None
         if self.live_capacity is None:
             for key in ("live_capacity", "live_search"):
@@ -349,8 +404,10 @@ class Planner:
         backend: Backend,
         profile_dir: Path | None = None,
         measure: MeasureLoad = measure_load,
+        reference: Reference | None = None,
     ) -> None:
         settings.check()
+        self.reference = reference
         self.measure = measure
         self.scenario = scenario
         self.slos = slos
@@ -383,7 +440,7 @@ class Planner:
                 values[f"servers.{name}.replicas"] = server.replicas * variant.replicas
         scenario = scenario_at(self.base, values, "plan") if values else copy.deepcopy(self.base)
         scenario["seed"] = replication_seed(self.scenario.seed, replication)
-        paths = tuple(s.summary_path for s in self.slos)
+        paths = (*(s.summary_path for s in self.slos), ANSWER_TPS_PATH)
         return LoadTask(scenario, self.profile_dir, paths, replication)
 
     def _arrival(self, rate: float) -> dict[str, Any]:
@@ -393,11 +450,7 @@ class Planner:
         return {"kind": kind, "rate_per_s": rate}
 
     def _combine(self, variant: Variant, runs: list[LoadMeasure]) -> Assessment:
-        values: dict[str, float | None] = {}
-        for slo in self.slos:
-            observed = [run.values[slo.summary_path] for run in runs]
-            present = [v for v in observed if v is not None]
-            values[slo.name] = float(np.mean(present)) if len(present) == len(observed) else None
+        values = {slo.name: _mean_of_all(runs, slo.summary_path) for slo in self.slos}
         ratios = [
             math.inf if value is None else value / slo.bound_s
             for slo, value in zip(self.slos, values.values(), strict=True)
@@ -410,6 +463,7 @@ class Planner:
             keeps_up=all(keeps_up(run, self.settings.keep_up_slack) for run in runs),
             failed_requests=sum(run.failed_requests for run in runs),
             cost_per_request=float(np.mean([run.cost_per_request for run in runs])),
+            answer_tps=_mean_of_all(runs, ANSWER_TPS_PATH),
         )
 
     # --- the maximum sustainable rate --------------------------------------------------------
@@ -539,27 +593,79 @@ class Planner:
         at_target = self.assess([Variant(target, passing, values)])[0]
         return ReplicaSearch(target, passing, servers, at_target)
 
-    # --- the best schedule and redundancy ---------------------------------------------------
+    # --- the best levers -----------------------------------------------------------------
 
     def best_schedules(self, target: ReplicaSearch | None) -> list[Candidate]:
-        """Every candidate at the planning load, best first (sustainable, then by score)."""
+        """Every candidate at the planning load, best first (sustainable, then by ratios).
+
+        Three stages keep the count bounded: schedules (proposers' × the aggregator's offset);
+        every aggregator schedule of the family under the best proposer schedule; redundancy
+        and aggregator priority on the best few.
+        """
         rate, replicas = None, 1
         if target is not None and target.replicas is not None:
             rate, replicas = target.target_rate, target.replicas
-        candidates = schedule_candidates(self.scenario, self.settings)
-        results = self.assess([Variant(rate, replicas, values) for _, values in candidates])
-        ranked = [
-            Candidate(label, dict(values), result)
-            for (label, values), result in zip(candidates, results, strict=True)
+        ranked = self._ranked(schedule_candidates(self.scenario, self.settings), rate, replicas)
+        if ranked and "aggregator" in self.settings.levers:
+            shapes = aggregator_candidates(self.scenario, self.settings, ranked[0].values)
+            ranked = self._ranked(shapes, rate, replicas, ranked)
+        finalists = [c.values for c in ranked if c.label != STANDARD_LABEL]
+        finalists = finalists[:STAGE_TWO_FINALISTS]
+        labels = {_key(c.values): c.label for c in ranked}
+        shapes = lever_candidates(self.scenario, self.settings, finalists, labels)
+        return self._ranked(shapes, rate, replicas, ranked)
+
+    def _ranked(
+        self,
+        shapes: list[tuple[str, dict[str, Any]]],
+        rate: float | None,
+        replicas: int,
+        known: list[Candidate] | None = None,
+    ) -> list[Candidate]:
+        """The shapes not assessed yet, assessed, ranked together with ``known``."""
+        known = known or []
+        seen = {_key(c.values) for c in known}
+        shapes = [(label, values) for label, values in shapes if _key(values) not in seen]
+        unique = list({_key(values): (label, values) for label, values in shapes}.values())
+        variants = [Variant(rate, replicas, _key(values)) for _, values in unique]
+        results = self.assess(variants)
+        reference_tps = self.reference.answer_tps if self.reference is not None else None
+        fresh = [
+            Candidate(label, values, result, _tps_ratio(reference_tps, result.answer_tps))
+            for (label, values), result in zip(unique, results, strict=True)
         ]
-        return sorted(ranked, key=_rank)
+        return sorted([*known, *fresh], key=_rank)
+
+
+def _key(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(values.items()))
+
+
+def _tps_ratio(reference: float | None, answer_tps: float | None) -> float | None:
+    if reference is None:
+        return None
+    return reference / answer_tps if answer_tps else math.inf
 
 
 def _rank(candidate: Candidate) -> tuple[bool, bool, tuple[float, ...], float]:
-    """Sustainable first; then the smallest worst ratio, ties going to the smaller next-worst
-    (a schedule as fast to the first token but with shorter pauses wins); then cost."""
+    """Sustainable first; then the smallest worst ratio to a target (SLO bounds and the
+    standard mode's answer speed), ties going to the smaller next-worst (a schedule as fast
+    to the first token but with shorter pauses wins); then cost."""
     a = candidate.assessment
-    return (not a.sustainable, not a.keeps_up, a.ratios, a.cost_per_request)
+    ratios = (*a.ratios, *([candidate.tps_ratio] if candidate.tps_ratio is not None else []))
+    return (
+        not a.sustainable,
+        not a.keeps_up,
+        tuple(sorted(ratios, reverse=True)),
+        a.cost_per_request,
+    )
+
+
+def _mean_of_all(runs: list[LoadMeasure], path: str) -> float | None:
+    """The mean over replications, or None if any replication has no value."""
+    observed = [run.values[path] for run in runs]
+    present = [v for v in observed if v is not None]
+    return float(np.mean(present)) if present and len(present) == len(observed) else None
 
 
 def _integers_between(low: int, high: int, count: int) -> list[int]:
@@ -568,7 +674,9 @@ def _integers_between(low: int, high: int, count: int) -> list[int]:
     return sorted({min(high - 1, max(low + 1, round(float(x)))) for x in spread})
 
 
-# --- the schedule family ------------------------------------------------------------------------
+# --- the candidates -----------------------------------------------------------------------------
+
+STANDARD_LABEL = "standard mode"
 
 
 def geometric_schedule(first: int, growth: float, total: int) -> list[int]:
@@ -579,47 +687,142 @@ def geometric_schedule(first: int, growth: float, total: int) -> list[int]:
     return sizes
 
 
-def schedule_candidates(
-    scenario: Scenario, settings: PlanSettings
-) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
-    """(label, field values) for every schedule × redundancy, plus the standard mode.
+def shifted(sizes: tuple[int, ...], offset: int) -> tuple[int, ...]:
+    """The schedule from its chunk ``offset + 1`` on (the last chunk repeats).
 
-    MoA: one schedule for proposers and aggregator alike; debate: the agents' schedule.
-    Graphs forward fixed steps and have no schedule to choose.
+    An aggregator whose chunk j is the proposers' chunk j + 1 never waits when every agent
+    decodes at the same pace: while it writes chunk j (the proposers' chunk j + 1 in size),
+    the proposers write their chunk j + 1, which its next round reads.
     """
+    return sizes[min(offset, len(sizes) - 1) :]
+
+
+def schedule_family(scenario: Scenario, settings: PlanSettings) -> dict[tuple[int, ...], str]:
+    """Chunk schedules to try (sizes -> label): geometric ones and the fixed lists."""
+    total = max(agent.max_tokens for agent in build_dag(scenario).agents)
+    family: dict[tuple[int, ...], str] = {}
+    if "schedule" in settings.levers:
+        for first in settings.first_chunks:
+            for growth in settings.growths:
+                sizes = tuple(geometric_schedule(first, growth, total))
+                family.setdefault(sizes, f"{first}×{growth:g}")
+    for sizes in settings.schedules:
+        family.setdefault(tuple(sizes), "fixed")
+    return family
+
+
+def _schedule_fields(scenario: Scenario) -> tuple[list[str], int] | None:
+    """The fields a schedule sets and the inputs an agent reads (for redundancy)."""
     topology = scenario.topology
     if isinstance(topology, MoaTopology):
-        fields = ["topology.chunks.proposer", "topology.chunks.aggregator"]
-        width = topology.proposers
-    elif isinstance(topology, DebateTopology):
-        fields = ["topology.chunks"]
-        width = topology.agents
-    else:
+        return ["topology.chunks.proposer", "topology.chunks.aggregator"], topology.proposers
+    if isinstance(topology, DebateTopology):
+        return ["topology.chunks"], topology.agents
+    return None  # graphs forward fixed steps and have no schedule to choose
+
+
+def schedule_candidates(
+    scenario: Scenario, settings: PlanSettings
+) -> list[tuple[str, dict[str, Any]]]:
+    """Stage one, (label, field values): every schedule, for MoA with the aggregator's schedule
+    shifted by each offset, at the scenario's redundancy; the scenario as given; the standard
+    mode."""
+    found = _schedule_fields(scenario)
+    if found is None:
         return []
-    total = max(agent.max_tokens for agent in build_dag(scenario).agents)
-    schedules: dict[tuple[int, ...], str] = {}
-    for first in settings.first_chunks:
-        for growth in settings.growths:
-            sizes = tuple(geometric_schedule(first, growth, total))
-            schedules.setdefault(sizes, f"{first}×{growth:g}")
-    for sizes in settings.schedules:
-        schedules.setdefault(tuple(sizes), "fixed")
-    shapes: list[tuple[str, dict[str, Any]]] = [("as given", {})]
-    shapes += [
-        (f"{label} {_short(sizes)}", {name: list(sizes) for name in fields})
-        for sizes, label in schedules.items()
-    ]
-    shapes.append(("standard mode", {"topology.mode": "standard"}))
+    fields, _ = found
+    redundancy = {"topology.redundancy": scenario.topology.redundancy}
+    offsets = (0, *AGGREGATOR_OFFSETS) if "offset" in settings.levers and len(fields) == 2 else (0,)
+    shapes: list[tuple[str, dict[str, Any]]] = [("as given", dict(redundancy))]
+    for sizes, label in schedule_family(scenario, settings).items():
+        for offset in offsets:
+            values = {name: list(sizes) for name in fields}
+            if offset:
+                values[fields[1]] = list(shifted(sizes, offset))
+            shown = f"{label} {_short(sizes)}" + (f" / aggregator +{offset}" if offset else "")
+            shapes.append((shown, {**values, **redundancy}))
+    shapes.append((STANDARD_LABEL, {"topology.mode": "standard", **redundancy}))
+    return shapes
+
+
+def aggregator_candidates(
+    scenario: Scenario, settings: PlanSettings, best: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Stage two: every schedule of the family for the aggregator of the best candidate."""
+    if not isinstance(scenario.topology, MoaTopology) or "topology.mode" in best:
+        return []
+    proposer = best.get("topology.chunks.proposer", scenario.topology.chunks.proposer)
     return [
-        (label, tuple({**values, "topology.redundancy": r}.items()))
-        for label, values in shapes
-        for r in range(width)
-    ]
+        (
+            f"proposers {_short(tuple(proposer))} / aggregator {label} {_short(sizes)}",
+            {**best, "topology.chunks.proposer": list(proposer),
+             "topology.chunks.aggregator": list(sizes)},
+        )
+        for sizes, label in schedule_family(scenario, settings).items()
+    ]  # fmt: skip
+
+
+def lever_candidates(
+    scenario: Scenario,
+    settings: PlanSettings,
+    finalists: list[dict[str, Any]],
+    labels: dict[tuple[tuple[str, Any], ...], str],
+) -> list[tuple[str, dict[str, Any]]]:
+    """Stage three: every redundancy and, on a vLLM aggregator, scheduler priority for it,
+    on each finalist."""
+    found = _schedule_fields(scenario)
+    if found is None:
+        return []
+    width = found[1]
+    redundancies = range(width) if "redundancy" in settings.levers else (None,)
+    priorities = (False, True) if "priority" in settings.levers else (False,)
+    priority_values = _aggregator_priority(scenario)
+    shapes = []
+    for values in finalists:
+        label = labels[_key(values)]
+        for redundancy in redundancies:
+            for prioritised in priorities:
+                if prioritised and priority_values is None:
+                    continue
+                changed = dict(values)
+                if redundancy is not None:
+                    changed["topology.redundancy"] = redundancy
+                if prioritised:
+                    changed.update(priority_values or {})
+                shown = label + (", aggregator first" if prioritised else "")
+                shapes.append((shown, changed))
+    return shapes
+
+
+def _aggregator_priority(scenario: Scenario) -> dict[str, Any] | None:
+    """The fields that serve a MoA aggregator's calls first on a vLLM server."""
+    topology = scenario.topology
+    if not isinstance(topology, MoaTopology):
+        return None
+    name = topology.aggregator.server or topology.agent.server or next(iter(scenario.servers))
+    if scenario.servers[name].kind != "vllm":
+        return None
+    return {"topology.aggregator.priority": -1, f"servers.{name}.scheduling_policy": "priority"}
 
 
 def _short(sizes: tuple[int, ...]) -> str:
     shown = ",".join(str(s) for s in sizes[:3])
     return f"[{shown}{',…' if len(sizes) > 3 else ''}]"
+
+
+def standard_reference(
+    scenario: Scenario, settings: PlanSettings, profile_dir: Path | None
+) -> Reference:
+    """Simulate the scenario's standard mode (a graph's serial mode) once."""
+    base = scenario.model_dump(mode="json")
+    base["workload"]["requests"] = settings.requests
+    standard = "serial" if isinstance(scenario.topology, GraphTopology) else "standard"
+    data = scenario_at(base, {"topology.mode": standard}, "plan: standard mode")
+    paths = (*(f"itl_s.{stat}" for stat in SLO_STATS), ANSWER_TPS_PATH)
+    directory = str(profile_dir) if profile_dir is not None else None
+    measured = measure_load(LoadTask(data, directory, paths, replication=0))
+    itl = {stat: measured.values[f"itl_s.{stat}"] for stat in SLO_STATS}
+    return Reference(itl_s=itl, answer_tps=measured.values[ANSWER_TPS_PATH])
 
 
 # --- the entry point ---------------------------------------------------------------------------
@@ -645,20 +848,27 @@ def plan(
     parsed = parse_slos(slos)
     scenario, profile_dir = resolve_scenario(scenario, overrides)
     say = progress or (lambda phase: None)
+    settings.check()
+    reference = None
+    if settings.search_schedules or any(slo.itl_factor for slo in parsed):
+        say("the standard mode, for reference")
+        reference = standard_reference(scenario, settings, profile_dir)
+        parsed = [slo.resolved(reference) for slo in parsed]
     with make_backend(backend, workers, address) as running:
-        planner = Planner(scenario, parsed, settings, running, profile_dir)
+        planner = Planner(scenario, parsed, settings, running, profile_dir, reference=reference)
         say("maximum sustainable rate")
         capacity = planner.with_intervals(planner.max_rate())
         result = CapacityPlan(scenario.name, parsed, settings, capacity)
+        result.reference = reference
         if settings.target_rate is not None:
             say(f"replicas for {settings.target_rate:g} requests/s")
             result.replicas = planner.replicas_for(settings.target_rate, result.capacity)
         if settings.search_schedules:
-            say("chunk schedule and redundancy")
+            say("chunk schedules, redundancy and priority")
             result.schedules = planner.best_schedules(result.replicas)
             if result.best is not None and result.best.assessment.sustainable:
                 say("maximum rate of the best schedule")
-                values = tuple(result.best.values.items())
+                values = _key(result.best.values)
                 result.best_capacity = planner.with_intervals(planner.max_rate(values), values)
                 if settings.target_rate is not None:
                     say(f"replicas for {settings.target_rate:g} requests/s, best schedule")

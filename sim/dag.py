@@ -30,6 +30,7 @@ class AgentNode:
     max_tokens: int
     system_prompt: str
     temperature: float
+    priority: int  # vLLM request priority (lower first); 0 unless the scenario sets one
     inputs: tuple[str, ...]
     # "stream": answer in rounds, round j starting once `need` inputs released unit j (a
     # multistream stream starts once `need` inputs released unit 1, then reads on);
@@ -79,6 +80,7 @@ def _settings(default_server: str, *layers: AgentSettings) -> dict[str, object]:
         "max_tokens": 256,
         "system_prompt": DEFAULT_SYSTEM_PROMPT,
         "temperature": 0.0,
+        "priority": 0,
     }
     for layer in layers:
         merged.update(layer.model_dump(exclude_none=True))
@@ -102,6 +104,7 @@ def _node(
         max_tokens=int(settings["max_tokens"]),  # type: ignore[call-overload]
         system_prompt=str(settings["system_prompt"]),
         temperature=float(settings["temperature"]),  # type: ignore[arg-type]
+        priority=int(settings["priority"]),  # type: ignore[call-overload]
         inputs=inputs,
         wait=wait,
         need=max(1, len(inputs) - redundancy) if inputs else 0,

@@ -5,7 +5,10 @@ agent's calls, joined):
 
 * TTFT: request sent -> first answer token received; E2E: request sent -> last one.
 * ITL: gaps between successive streamed deltas of the answer (pooled over requests).
-* TPOT: (E2E - TTFT) / (answer tokens - 1); TPS: answer tokens / (E2E - TTFT).
+* TPOT: (E2E - TTFT) / (answer tokens - 1); TPS: answer tokens / (E2E - TTFT), the speed
+  of the stream once it started. ``tps_e2e``: answer tokens / E2E, the staircase paper's
+  "TPS", which counts the wait for the first token too (a different number: never compare
+  one with the other).
 * Stall: a request's longest gap between successive answer deltas — staircase streaming can
   show the first tokens at once and then pause while the next upstream chunks are made.
 * Time to the k-th answer token; system throughput = all tokens of all agents / duration.
@@ -41,7 +44,11 @@ METRICS: dict[str, Metric] = {
     "itl": Metric("itl_s", "ITL", "ITL", "ms", 1e3),
     "tpot": Metric("tpot_s", "TPOT", "TPOT", "ms", 1e3),
     "e2e": Metric("e2e_s", "E2E", "E2E", "ms", 1e3),
-    "tps": Metric("tps", "TPS", "TPS per request", "tok/s", 1.0),
+    "tps": Metric("tps", "TPS", "TPS per request, tokens / (E2E − TTFT)", "tok/s", 1.0),
+    # the staircase paper's TPS: it counts the wait for the first token too
+    "tps_e2e": Metric(
+        "tps_e2e", "TPS over E2E", "TPS over E2E, tokens / E2E (staircase paper)", "tok/s", 1.0
+    ),
     "stall": Metric("stall_s", "stall", "stall (longest pause)", "ms", 1e3),
 }
 
@@ -63,6 +70,7 @@ class RequestMetrics:
     tokens: int = 0
     tpot: float | None = None
     tps: float | None = None
+    tps_e2e: float | None = None  # answer tokens / E2E (the staircase paper's TPS)
     stall: float | None = None
     time_to_k: float | None = None
     itls: list[float] = field(default_factory=list)
@@ -123,6 +131,8 @@ def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMe
             if metrics.tokens > 1 and decode_time > 0:
                 metrics.tpot = decode_time / (metrics.tokens - 1)
                 metrics.tps = metrics.tokens / decode_time
+            if metrics.e2e > 0:
+                metrics.tps_e2e = metrics.tokens / metrics.e2e
             reached = np.searchsorted(np.cumsum(counts), k)
             if reached < len(times):
                 metrics.time_to_k = float(times[reached] - t0)
@@ -162,6 +172,7 @@ def summarize(
         "tpot_s": stats([m.tpot for m in done if m.tpot is not None]),
         "e2e_s": stats([m.e2e for m in done if m.e2e is not None]),
         "tps": stats([m.tps for m in done if m.tps is not None]),
+        "tps_e2e": stats([m.tps_e2e for m in done if m.tps_e2e is not None]),
         "stall_s": stats([m.stall for m in done if m.stall is not None]),
         "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
         "kv_peak_tokens": stats([peak for req, peak in kv_peaks(records).items() if req in ok]),

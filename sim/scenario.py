@@ -62,6 +62,10 @@ class VllmServer(ServerBase):
     max_num_seqs: int = Field(128, ge=1)
     max_num_batched_tokens: int = Field(2048, ge=1)
     kv_capacity_tokens: int | None = Field(None, ge=1, description="default: the profile's")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs",
+        description="vLLM's --scheduling-policy: priority serves a lower request priority first",
+    )
 
 
 class ApiServer(ServerBase):
@@ -86,6 +90,11 @@ class AgentSettings(Strict):
     max_tokens: int | None = Field(None, ge=1)
     system_prompt: str | None = None
     temperature: float | None = Field(None, ge=0)
+    priority: int | None = Field(
+        None,
+        description="vLLM request priority, lower served first (default 0); needs the server's "
+        "scheduling_policy: priority",
+    )
 
 
 Schedule = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
@@ -334,7 +343,23 @@ class Scenario(Strict):
             )
         if self.topology.mode == "multistream":
             self._one_vllm_server_for_all_streams()
+        self._priorities_need_priority_policy()
         return self
+
+    def _priorities_need_priority_policy(self) -> None:
+        """vLLM refuses a non-zero priority unless it schedules by priority: say so up front."""
+        default = _default_server(self.topology) or next(iter(self.servers))
+        inherited = self.topology.agent.server or default
+        for where, priority, server in _agent_priorities(self.topology):
+            name = server or inherited
+            if not priority or name not in self.servers:
+                continue
+            policy = getattr(self.servers[name], "scheduling_policy", None)
+            if policy != "priority":
+                raise ValueError(
+                    f"{where}.priority needs servers.{name}.scheduling_policy: priority "
+                    f"(a vllm server)"
+                )
 
     def _one_vllm_server_for_all_streams(self) -> None:
         """A multi-stream model decodes all of a request's agents in one sequence: one server."""
@@ -356,6 +381,22 @@ class Scenario(Strict):
 def _default_server(topology: Any) -> str | None:
     server: str | None = topology.agent.server
     return server
+
+
+def _agent_priorities(topology: Any) -> list[tuple[str, int | None, str | None]]:
+    """(where, priority, server) of every agent setting that states a priority."""
+    settings = [("topology.agent", topology.agent)]
+    if isinstance(topology, MoaTopology):
+        proposers = (
+            topology.proposer if isinstance(topology.proposer, list) else [topology.proposer]
+        )
+        settings += [(f"topology.proposer[{i}]", p) for i, p in enumerate(proposers)]
+        settings.append(("topology.aggregator", topology.aggregator))
+    agent_priority = topology.agent.priority
+    return [
+        (where, s.priority if s.priority is not None else agent_priority, s.server)
+        for where, s in settings
+    ]
 
 
 def _agent_servers(topology: Any) -> list[tuple[str, str | None]]:

@@ -182,6 +182,7 @@ class Simulator:
             output_start=action.out_start,
             tokens=action.tokens,
             watch=action.watch,
+            priority=self.dag.agent(action.agent).priority,
             progress=lambda times: self._on_progress(call, times),
             done=lambda result, times: self._on_done(call, result, times),
         )

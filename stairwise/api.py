@@ -325,7 +325,6 @@ def plan(
     same search and rule, starting from the simulated one, within ``live_budget_s`` seconds;
     each live level's trace goes to ``live_out``. ``backend``: ``backend``, ``workers``,
     ``address`` of the simulated searches."""
-    from sim.capacity import parse_slos
     from sim.capacity import plan as simulated_plan
 
     if live_budget_s <= 0:
@@ -346,7 +345,7 @@ def plan(
     start = result.capacity.max_rate or result.capacity.first_failing
     measured = live_capacity(
         loaded,
-        parse_slos(slos),
+        result.slos,  # relative bounds resolved against the simulated standard mode
         result.settings,
         start,
         live_budget_s,

@@ -42,6 +42,7 @@ class EngineCall:
     # a multi-stream sequence (mode: multistream): ``tokens`` counts steps, each step adding
     # as many tokens as the schedule has streams; None: one token per step
     streams: StreamSchedule | None = None
+    priority: int = 0  # lower is served first by an engine that schedules by priority
     prompt_tokens: int = field(init=False)
 
     def __post_init__(self) -> None:

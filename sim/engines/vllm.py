@@ -86,6 +86,7 @@ class VllmEngine:
         self.max_seqs = server.max_num_seqs
         self.budget = server.max_num_batched_tokens
         self.policy = profile.scheduler
+        self.by_priority = server.scheduling_policy == "priority"
         self.overhead_s = profile.request_overhead_s
         self.waiting: deque[_Seq] = deque()
         self.running: list[_Seq] = []
@@ -133,8 +134,30 @@ class VllmEngine:
         if call.streams is not None:
             seq.set_width(call.streams)
         self._seqs[call.key] = seq
-        self.waiting.append(seq)
+        self._wait(seq)
         self._poke()
+
+    def _wait(self, seq: _Seq, preempted: bool = False) -> None:
+        """Queue a sequence: FCFS (a preempted one goes first) or, under vLLM's priority
+        policy, by (priority, arrival) — where a preempted sequence's own arrival puts it."""
+        if not self.by_priority:
+            if preempted:
+                self.waiting.appendleft(seq)
+            else:
+                self.waiting.append(seq)
+            return
+        key = _priority_key(seq)
+        index = next((i for i, s in enumerate(self.waiting) if _priority_key(s) > key), None)
+        self.waiting.insert(len(self.waiting) if index is None else index, seq)
+
+    def _victim(self) -> _Seq:
+        """The sequence a full cache preempts: the newest, or under the priority policy the
+        least urgent (highest priority value, then latest arrival), as vLLM V1 picks it."""
+        if not self.by_priority:
+            return self.running.pop()
+        victim = max(self.running, key=_priority_key)
+        self.running.remove(victim)
+        return victim
 
     def _poke(self) -> None:
         if self._wake is not None and not self._wake.triggered:
@@ -194,11 +217,11 @@ class VllmEngine:
             growth = sum((s.context + s.width + block) // block - s.blocks for s in decode)
             if growth <= self.kv.free():
                 return decode
-            victim = self.running.pop()
+            victim = self._victim()
             self.preemptions += 1
             self._release(victim)
             victim.computed = 0
-            self.waiting.appendleft(victim)
+            self._wait(victim, preempted=True)
             if victim in decode:
                 decode.remove(victim)
         return decode
@@ -368,6 +391,10 @@ class VllmEngine:
             else:
                 seq.advance_watch()
                 seq.call.progress(_take(seq))
+
+
+def _priority_key(seq: _Seq) -> tuple[int, float]:
+    return seq.call.priority, seq.arrived
 
 
 def _take(seq: _Seq) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sim.capacity import PlanSettings
+from sim.capacity import LEVERS, PlanSettings
 from sim.errors import ConfigError
 from stairwise.app import JsonFlag, Overrides, app, err_console, guarded, progress_bar
 
@@ -176,6 +177,14 @@ def plan(
         list[str] | None,
         typer.Option("--schedule", help="A fixed schedule to try too, e.g. 8,128,256."),
     ] = None,
+    lever: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lever",
+            help=f"What the schedule search may change (repeatable; default all): "
+            f"{', '.join(LEVERS)}.",
+        ),
+    ] = None,
     live: Annotated[
         bool,
         typer.Option(
@@ -214,6 +223,7 @@ def plan(
         schedules=tuple(_parse_schedule(text) for text in schedule or []),
         interval_replications=interval_replications,
         level=level,
+        levers=tuple(lever) if lever else LEVERS,
     )
     with _phases(enabled=not as_json) as say:
         result = api.plan(
@@ -256,8 +266,22 @@ def _phases(enabled: bool) -> Iterator[Callable[[str], None]]:
 
 def _print_plan(result: CapacityPlan) -> None:
     console = Console()
-    slos = ", ".join(f"{s.name} ≤ {s.bound_s:g} s" for s in result.slos)
+    slos = ", ".join(
+        f"{s.name} ≤ {s.bound_s:.3g} s"
+        + (f" ({s.itl_factor:g}× standard ITL)" if s.itl_factor else "")
+        for s in result.slos
+    )
     console.print(f"[bold]{result.scenario}[/bold] under {slos}", highlight=False)
+    if result.reference is not None:
+        reference = result.reference
+        itl = reference.itl_s.get("p90")
+        console.print(
+            "standard mode (simulated reference): ITL p90 "
+            + ("-" if itl is None else f"{itl * 1e3:.1f} ms")
+            + ", answer TPS p50 "
+            + ("-" if reference.answer_tps is None else f"{reference.answer_tps:.1f}"),
+            highlight=False,
+        )
     console.print(_capacity_line("as given", result.capacity, result.settings), highlight=False)
     if result.live_capacity is not None and result.live_search is not None:
         live_line = _capacity_line("as given, live", result.live_capacity, result.settings)
@@ -359,16 +383,21 @@ def _print_candidates(console: Console, result: CapacityPlan) -> None:
     table.add_column("score", justify="right")
     for slo in result.slos:
         table.add_column(slo.name, justify="right")
+    table.add_column("answer TPS p50", justify="right")
+    table.add_column("vs standard", justify="right")
     table.add_column("$/request", justify="right")
     for candidate in result.schedules[:SHOWN_CANDIDATES]:
         a = candidate.assessment
         values = [f"{v:.3f}" if v is not None else "-" for v in a.values.values()]
+        ratio = candidate.tps_ratio
         table.add_row(
             candidate.label,
             str(candidate.redundancy),
             "yes" if a.sustainable else "no",
             f"{a.score:.2f}",
             *values,
+            "-" if a.answer_tps is None else f"{a.answer_tps:.1f}",
+            "-" if not ratio or not math.isfinite(ratio) else f"{1 / ratio:.2f}×",
             f"{a.cost_per_request:.6f}",
         )
     console.print(table)
