@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from sim import resolve_scenario
-from sim.dag import build_dag
+from sim.dag import build_dag, unit_boundaries
 from sim.errors import ConfigError
 from sim.intervals import DEFAULT_LEVEL, DEFAULT_REPLICATIONS, IntervalSettings
 from sim.metrics import request_metrics
@@ -73,7 +73,7 @@ SLO_PATTERN = re.compile(
 RELATIVE_METRICS = ("stall", "itl")  # bounds that may be multiples of the standard mode's ITL
 ANSWER_TPS_PATH = "tps.p50"  # what the ranking compares with the standard mode's
 LEVERS = ("schedule", "offset", "aggregator", "redundancy", "priority")
-AGGREGATOR_OFFSETS = (1, 2)  # aggregator chunk j = proposer chunk j + offset (0: the same)
+AGGREGATOR_OFFSETS = (1,)  # aggregator chunk j = proposer chunk j + offset (0: the same)
 STAGE_TWO_FINALISTS = 3  # best schedules that redundancy and priority are tried on
 
 
@@ -611,7 +611,7 @@ class Planner:
             ranked = self._ranked(shapes, rate, replicas, ranked)
         finalists = [c.values for c in ranked if c.label != STANDARD_LABEL]
         finalists = finalists[:STAGE_TWO_FINALISTS]
-        labels = {_key(c.values): c.label for c in ranked}
+        labels = {_ident(c.values): c.label for c in ranked}
         shapes = lever_candidates(self.scenario, self.settings, finalists, labels)
         return self._ranked(shapes, rate, replicas, ranked)
 
@@ -624,9 +624,9 @@ class Planner:
     ) -> list[Candidate]:
         """The shapes not assessed yet, assessed, ranked together with ``known``."""
         known = known or []
-        seen = {_key(c.values) for c in known}
-        shapes = [(label, values) for label, values in shapes if _key(values) not in seen]
-        unique = list({_key(values): (label, values) for label, values in shapes}.values())
+        seen = {_ident(c.values) for c in known}
+        shapes = [(label, values) for label, values in shapes if _ident(values) not in seen]
+        unique = list({_ident(values): (label, values) for label, values in shapes}.values())
         variants = [Variant(rate, replicas, _key(values)) for _, values in unique]
         results = self.assess(variants)
         reference_tps = self.reference.answer_tps if self.reference is not None else None
@@ -638,7 +638,12 @@ class Planner:
 
 
 def _key(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Field values in one order, so equal changes make one cached variant."""
     return tuple(sorted(values.items()))
+
+
+def _ident(values: dict[str, Any]) -> str:
+    return json.dumps(_key(values))
 
 
 def _tps_ratio(reference: float | None, answer_tps: float | None) -> float | None:
@@ -748,17 +753,26 @@ def schedule_candidates(
 def aggregator_candidates(
     scenario: Scenario, settings: PlanSettings, best: dict[str, Any]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Stage two: every schedule of the family for the aggregator of the best candidate."""
+    """Stage two: the family's schedules for the aggregator of the best candidate, those that
+    read the proposers in as many rounds as the proposers' schedule shifted by one at least.
+
+    An aggregator that writes its whole answer from the proposers' first chunk never waits,
+    but is a Mixture-of-Agents in name only; the simulator cannot see answer quality, so the
+    search keeps such schedules out.
+    """
     if not isinstance(scenario.topology, MoaTopology) or "topology.mode" in best:
         return []
-    proposer = best.get("topology.chunks.proposer", scenario.topology.chunks.proposer)
+    proposer = tuple(best.get("topology.chunks.proposer", scenario.topology.chunks.proposer))
+    answer = build_dag(scenario).agent("aggregator").max_tokens
+    least_rounds = len(unit_boundaries(shifted(proposer, 1), answer))
     return [
         (
-            f"proposers {_short(tuple(proposer))} / aggregator {label} {_short(sizes)}",
+            f"proposers {_short(proposer)} / aggregator {label} {_short(sizes)}",
             {**best, "topology.chunks.proposer": list(proposer),
              "topology.chunks.aggregator": list(sizes)},
         )
         for sizes, label in schedule_family(scenario, settings).items()
+        if len(unit_boundaries(sizes, answer)) >= least_rounds
     ]  # fmt: skip
 
 
@@ -766,7 +780,7 @@ def lever_candidates(
     scenario: Scenario,
     settings: PlanSettings,
     finalists: list[dict[str, Any]],
-    labels: dict[tuple[tuple[str, Any], ...], str],
+    labels: dict[str, str],
 ) -> list[tuple[str, dict[str, Any]]]:
     """Stage three: every redundancy and, on a vLLM aggregator, scheduler priority for it,
     on each finalist."""
@@ -779,7 +793,7 @@ def lever_candidates(
     priority_values = _aggregator_priority(scenario)
     shapes = []
     for values in finalists:
-        label = labels[_key(values)]
+        label = labels[_ident(values)]
         for redundancy in redundancies:
             for prioritised in priorities:
                 if prioritised and priority_values is None:

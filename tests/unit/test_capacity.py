@@ -202,3 +202,79 @@ def test_both_slos_are_met_by_trading_first_token_time_against_pauses(tmp_path):
             assert not candidate.assessment.sustainable
     standard = next(c for c in ranked if c.label.startswith("standard"))
     assert standard.assessment.values["ttft_p90"] > 1 >= best.values["ttft_p90"]
+
+
+# --- the smooth staircase ---------------------------------------------------------------------
+# One ``api`` endpoint where every call's first token takes one token gap d and every later
+# token d: a proposer's token k arrives at k·d. Three proposers answer 64 tokens, the
+# aggregator 32. Proposers 4, 8, 16, 32 with the aggregator on the same schedule: its round 1
+# (4 tokens) ends at 8d but the proposers' unit 2 (12 tokens) only at 12d, so it waits 4d and
+# the answer pauses 5d; later rounds wait longer (the last gap is 17d). Shifted by one (8, 16,
+# 32), each aggregator chunk ends exactly when the proposers' next unit does: every gap is d,
+# the same stream as the standard mode's, which starts 65d in (after whole proposer answers).
+# (Four calls at a time, one request's worth, so the rate search ends quickly.)
+
+D = 0.01
+
+
+def smooth_moa(tmp_path: Path):
+    profile = write_profile(tmp_path, api_profile(ttft_s=D, itl_s=D))
+    return scenario_from_dict(
+        {
+            "name": "smooth",
+            "servers": {
+                "api": {
+                    "kind": "api",
+                    "profile": profile,
+                    "prefix_caching": False,
+                    "max_concurrency": 4,
+                }
+            },
+            "topology": {
+                "kind": "moa",
+                "proposers": 3,
+                "agent": {"max_tokens": 64},
+                "aggregator": {"max_tokens": 32},
+            },
+            "workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.2}},
+        }
+    )
+
+
+def test_the_planner_finds_the_schedule_that_never_pauses(tmp_path):
+    settings = PlanSettings(requests=4, first_chunks=(4, 8), growths=(2.0,), rate_tolerance=0.5)
+    result = plan(smooth_moa(tmp_path), ["ttft_p90=0.1s", "stall_p90=1.5xitl"], settings)
+    assert result.reference.itl_s["p90"] == pytest.approx(D)  # the standard mode's stream
+    (ttft, stall) = result.slos
+    assert (ttft.bound_s, stall.bound_s) == (pytest.approx(10 * D), pytest.approx(1.5 * D))
+    best = result.best
+    assert best.values["topology.chunks.proposer"] == [4, 8, 16, 32, 64]
+    assert best.values["topology.chunks.aggregator"] == [8, 16, 32, 64]
+    assert best.assessment.values == {
+        "ttft_p90": pytest.approx(5 * D),  # proposers' 4th token + the aggregator's first
+        "stall_p90": pytest.approx(D),
+    }
+    assert best.tps_ratio == pytest.approx(1.0)  # as fast a stream as the standard mode's
+    same = next(c for c in result.schedules if c.label == "4×2 [4,8,16,…]")
+    assert same.values["topology.chunks.aggregator"] == [4, 8, 16, 32, 64]
+    assert same.assessment.values["stall_p90"] == pytest.approx(17 * D)
+    standard = next(c for c in result.schedules if c.label == "standard mode")
+    assert standard.assessment.values["ttft_p90"] == pytest.approx(65 * D)
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("stall_p90=2xttft", "multiple of the standard mode's ITL"),
+        ("ttft_p90=2xitl", "only stall and itl bounds"),
+        ("stall_p90=0xitl", "must be positive"),
+    ],
+)
+def test_bad_relative_slos_are_named(text, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_slo(text)
+
+
+def test_an_unknown_lever_is_refused():
+    with pytest.raises(ConfigError, match="unknown lever"):
+        PlanSettings(levers=("schedule", "temperature")).check()
