@@ -1,86 +1,132 @@
-"""Staircase vs standard MoA, for real, on the embedded local vLLM (CPU) server.
+"""The smooth staircase, for real: the planner's pick beside the standard mode and the
+schedule as given, on the embedded local vLLM (CPU) server.
 
-4 proposers x 256 tokens into an aggregator answering 256 tokens, first chunk 8 tokens,
-closed loop (one request at a time), cold prefix cache per run. Prints TTFT, TPS, E2E and
-stall for both modes, the TTFT reduction (the published result is -93 %) and the TPS change,
-the simulator's prediction for the same scenarios, and the runner's own overhead.
+Takes the pick of ``stairwise plan SCENARIO --slo ttft_p90=1.5s --slo stall_p90=1s --json``
+(its ``best.values``, applied as ``--set`` overrides; ``--plan`` reads a saved plan, else the
+plan is computed here), runs the three variants live at the scenario's own arrivals with a
+cold prefix cache (and, if the pick asks for it, a server scheduling by priority), simulates each,
+and prints TTFT, pauses, ITL, both TPS definitions and E2E, then the issue's goal: TTFT p50
+≥ 94 % below standard's, longest pause p90 ≤ 2× standard's ITL p90, answer TPS p50 ≥
+standard's.
 
-    python benchmarks/live_staircase.py [--requests 5] [--proposers 4] [--tokens 256]
+    python benchmarks/live_staircase.py [examples/staircase-moa.yaml] [--plan plan.json]
+        [--requests 8] [--out out/live-staircase]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
-from live import local_server
-from live.runner import LiveRunner
-from sim import Simulator, scenario_from_dict
+from sim import simulate
+from sim.errors import ConfigError
+from sim.sweep.points import override
+from stairwise import api
+
+SLOS = ("ttft_p90=1.5s", "stall_p90=1s")
+# (label, summary key, statistic, scale, format)
+COLUMNS = (
+    ("TTFT p50", "ttft_s", "p50", 1.0, ".3f"),
+    ("TTFT p90", "ttft_s", "p90", 1.0, ".3f"),
+    ("pause p50", "stall_s", "p50", 1.0, ".3f"),
+    ("pause p90", "stall_s", "p90", 1.0, ".3f"),
+    ("ITL p90 ms", "itl_s", "p90", 1e3, ".1f"),
+    ("TPS p50", "tps", "p50", 1.0, ".1f"),
+    ("TPS/E2E p50", "tps_e2e", "p50", 1.0, ".1f"),
+    ("E2E p50", "e2e_s", "p50", 1.0, ".2f"),
+)
 
 
-def scenario(mode: str, args: argparse.Namespace, url: str) -> dict[str, Any]:
+def the_pick(scenario: Path, plan_file: Path | None) -> dict[str, Any]:
+    """``best.values`` of the plan: read from a saved ``plan --json``, or planned here."""
+    if plan_file is not None:
+        data = json.loads(plan_file.read_text())
+    else:
+        print(f"planning {scenario} under {', '.join(SLOS)} (simulated) ...")
+        data = api.plan(scenario, list(SLOS)).to_dict()
+    best = data.get("best")
+    if best is None:
+        raise ConfigError("the plan has no pick (no schedule to search?)")
+    print(f"the pick: {best['label']}: {json.dumps(best['values'])}")
+    values: dict[str, Any] = best["values"]
+    return values
+
+
+def variants(pick: dict[str, Any], requests: int | None) -> dict[str, list[str]]:
+    """The three runs as ``--set`` overrides of the scenario file (its own arrivals: the load
+    the plan judged the pick at)."""
+    common = [f"workload.requests={requests}"] if requests else []
     return {
-        "name": f"bench-{mode}-moa-{args.proposers}x1",
-        "seed": 11,
-        "servers": {
-            "local": {
-                "kind": "vllm",
-                "profile": args.profile,
-                "endpoint": url,
-                "model": local_server.MODEL_NAME,
-            }
-        },
-        "topology": {
-            "kind": "moa",
-            "mode": mode,
-            "proposers": args.proposers,
-            "agent": {"max_tokens": args.tokens},
-            "chunks": {"proposer": [8, 64, 256], "aggregator": [8, 64, 256]},
-            "template": "prefix_cache",
-        },
-        "workload": {"requests": args.requests, "prompt_tokens": {"dist": "fixed", "value": 64}},
-        "live": {"cold_cache": True},
+        "standard": [*common, "topology.mode=standard"],
+        "as given": common,
+        "pick": [*common, *(override(path, value) for path, value in pick.items())],
     }
 
 
 def row(label: str, summary: dict[str, Any]) -> str:
-    return (
-        f"{label:<22}{summary['ttft_s']['p50']:>9.3f}{summary['tps']['p50']:>9.1f}"
-        f"{summary['e2e_s']['p50']:>9.2f}{summary['stall_s']['p50']:>9.2f}"
+    cells = [
+        "-" if summary[key][stat] is None else f"{summary[key][stat] * scale:{fmt}}"
+        for _, key, stat, scale, fmt in COLUMNS
+    ]
+    return f"{label:<24}" + "".join(f"{cell:>13}" for cell in cells)
+
+
+def goal(source: str, runs: dict[str, dict[str, Any]]) -> None:
+    standard, pick = runs["standard"], runs["pick"]
+    ttft_cut = 1 - pick["ttft_s"]["p50"] / standard["ttft_s"]["p50"]
+    pause_ratio = pick["stall_s"]["p90"] / (2 * standard["itl_s"]["p90"])
+    tps_ratio = pick["tps"]["p50"] / standard["tps"]["p50"]
+    print(
+        f"{source:<10} pick vs standard: TTFT p50 {ttft_cut:.1%} lower "
+        f"({'met' if ttft_cut >= 0.94 else 'missed'}: ≥ 94 %); pause p90 "
+        f"{pick['stall_s']['p90']:.3f} s = {pause_ratio:.2f} × (2 × ITL p90 "
+        f"{standard['itl_s']['p90'] * 1e3:.1f} ms) ({'met' if pause_ratio <= 1 else 'missed'}); "
+        f"answer TPS p50 {tps_ratio:.2f}× standard's ({'met' if tps_ratio >= 1 else 'missed'})"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5)
-    parser.add_argument("--proposers", type=int, default=4)
-    parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--profile", default="vllm-cpu-smollm2-135m")
+    parser.add_argument(
+        "scenario", nargs="?", type=Path, default=Path("examples/staircase-moa.yaml")
+    )
+    parser.add_argument("--plan", type=Path, help="a saved `stairwise plan --json` output")
+    parser.add_argument("--requests", type=int, help="requests per run (default: the file's)")
+    parser.add_argument("--out", type=Path, default=Path("out/live-staircase"))
     args = parser.parse_args()
 
-    state = local_server.start(log=print)
+    runs = variants(the_pick(args.scenario, args.plan), args.requests)
+    args.out.mkdir(parents=True, exist_ok=True)
+    # the server starts with the pick's scheduling policy: at priority 0 for every request
+    # (standard, as given) a priority server serves first come, first served
+    order = ["pick", "standard", "as given"]
     live: dict[str, dict[str, Any]] = {}
     predicted: dict[str, dict[str, Any]] = {}
     client: dict[str, dict[str, float]] = {}
-    for mode in ("standard", "staircase"):
-        config = scenario_from_dict(scenario(mode, args, state.settings.url))
-        result = asyncio.run(LiveRunner(config).run())
-        live[mode], client[mode] = result.summary, result.client
-        predicted[mode] = Simulator(config).run().summary
+    for name in order:
+        overrides = runs[name]
+        trace = args.out / f"{name.replace(' ', '-')}.jsonl"
+        print(f"{name}: live run, trace {trace}")
+        result = api.run(args.scenario, overrides, trace=trace, local=True, cold_cache=True)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        live[name], client[name] = result.summary, result.client
+        predicted[name] = simulate(args.scenario, overrides).summary
 
-    print(f"\n{'':<22}{'TTFT s':>9}{'TPS':>9}{'E2E s':>9}{'stall s':>9}   (p50)")
-    for mode in ("standard", "staircase"):
-        print(row(f"{mode} live", live[mode]))
-        print(row(f"{mode} simulated", predicted[mode]))
-    for source, runs in (("live", live), ("simulated", predicted)):
-        ttft = runs["staircase"]["ttft_s"]["p50"] / runs["standard"]["ttft_s"]["p50"] - 1
-        tps = runs["staircase"]["tps"]["p50"] / runs["standard"]["tps"]["p50"] - 1
-        print(f"{source:<10} staircase vs standard: TTFT {ttft:+.1%}, TPS {tps:+.1%}")
-    for mode, overhead in client.items():
+    header = "".join(f"{label:>13}" for label, *_ in COLUMNS)
+    print(f"\n{'(seconds unless noted)':<24}{header}")
+    for name in ("standard", "as given", "pick"):
+        print(row(f"{name}, live", live[name]))
+        print(row(f"{name}, simulated", predicted[name]))
+    print("TPS = answer tokens / (E2E − TTFT); TPS/E2E = answer tokens / E2E (the paper's)")
+    goal("live", live)
+    goal("simulated", predicted)
+    for name, overhead in client.items():
         print(
-            f"client overhead ({mode}): {overhead['cpu_share']:.1%} of one core, event-loop lag "
-            f"p99 {overhead['loop_lag_p99_ms']:.1f} ms, max {overhead['loop_lag_max_ms']:.1f} ms"
+            f"client overhead ({name}): {overhead['cpu_share']:.1%} of one core, event-loop lag "
+            f"p99 {overhead['loop_lag_p99_ms']:.1f} ms"
         )
 
 

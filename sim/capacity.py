@@ -72,8 +72,11 @@ SLO_PATTERN = re.compile(
 )
 RELATIVE_METRICS = ("stall", "itl")  # bounds that may be multiples of the standard mode's ITL
 ANSWER_TPS_PATH = "tps.p50"  # what the ranking compares with the standard mode's
-LEVERS = ("schedule", "offset", "aggregator", "redundancy", "priority")
+LEVERS = ("schedule", "offset", "aggregator", "redundancy", "priority", "pace")
 AGGREGATOR_OFFSETS = (1,)  # aggregator chunk j = proposer chunk j + offset (0: the same)
+# an aggregator writing its whole answer in one round from the proposers' first chunk is a
+# staircase in name only: the search keeps it out
+MIN_AGGREGATOR_ROUNDS = 2
 STAGE_TWO_FINALISTS = 3  # best schedules that redundancy and priority are tried on
 
 
@@ -598,9 +601,9 @@ class Planner:
     def best_schedules(self, target: ReplicaSearch | None) -> list[Candidate]:
         """Every candidate at the planning load, best first (sustainable, then by ratios).
 
-        Three stages keep the count bounded: schedules (proposers' × the aggregator's offset);
+        Four stages keep the count bounded: schedules (proposers' × the aggregator's offset);
         every aggregator schedule of the family under the best proposer schedule; redundancy
-        and aggregator priority on the best few.
+        and aggregator priority on the best few; a display pace on the best few after that.
         """
         rate, replicas = None, 1
         if target is not None and target.replicas is not None:
@@ -613,7 +616,11 @@ class Planner:
         finalists = finalists[:STAGE_TWO_FINALISTS]
         labels = {_ident(c.values): c.label for c in ranked}
         shapes = lever_candidates(self.scenario, self.settings, finalists, labels)
-        return self._ranked(shapes, rate, replicas, ranked)
+        ranked = self._ranked(shapes, rate, replicas, ranked)
+        if "pace" not in self.settings.levers or self.reference is None:
+            return ranked
+        finalists = [c for c in ranked if c.label != STANDARD_LABEL][:STAGE_TWO_FINALISTS]
+        return self._ranked(paced_candidates(finalists, self.reference), rate, replicas, ranked)
 
     def _ranked(
         self,
@@ -730,20 +737,24 @@ def schedule_candidates(
     scenario: Scenario, settings: PlanSettings
 ) -> list[tuple[str, dict[str, Any]]]:
     """Stage one, (label, field values): every schedule, for MoA with the aggregator's schedule
-    shifted by each offset, at the scenario's redundancy; the scenario as given; the standard
-    mode."""
+    shifted by each offset (if it still reads the proposers in two rounds at least), at the
+    scenario's redundancy; the scenario as given; the standard mode."""
     found = _schedule_fields(scenario)
     if found is None:
         return []
     fields, _ = found
     redundancy = {"topology.redundancy": scenario.topology.redundancy}
     offsets = (0, *AGGREGATOR_OFFSETS) if "offset" in settings.levers and len(fields) == 2 else (0,)
+    dag = build_dag(scenario)
+    answer = dag.agent(dag.output).max_tokens  # the tokens the aggregator's schedule cuts
     shapes: list[tuple[str, dict[str, Any]]] = [("as given", dict(redundancy))]
     for sizes, label in schedule_family(scenario, settings).items():
         for offset in offsets:
             values = {name: list(sizes) for name in fields}
             if offset:
                 values[fields[1]] = list(shifted(sizes, offset))
+                if len(unit_boundaries(shifted(sizes, offset), answer)) < MIN_AGGREGATOR_ROUNDS:
+                    continue
             shown = f"{label} {_short(sizes)}" + (f" / aggregator +{offset}" if offset else "")
             shapes.append((shown, {**values, **redundancy}))
     shapes.append((STANDARD_LABEL, {"topology.mode": "standard", **redundancy}))
@@ -754,7 +765,8 @@ def aggregator_candidates(
     scenario: Scenario, settings: PlanSettings, best: dict[str, Any]
 ) -> list[tuple[str, dict[str, Any]]]:
     """Stage two: the family's schedules for the aggregator of the best candidate, those that
-    read the proposers in as many rounds as the proposers' schedule shifted by one at least.
+    read the proposers in as many rounds as the proposers' schedule shifted by one (and two)
+    at least.
 
     An aggregator that writes its whole answer from the proposers' first chunk never waits,
     but is a Mixture-of-Agents in name only; the simulator cannot see answer quality, so the
@@ -764,7 +776,7 @@ def aggregator_candidates(
         return []
     proposer = tuple(best.get("topology.chunks.proposer", scenario.topology.chunks.proposer))
     answer = build_dag(scenario).agent("aggregator").max_tokens
-    least_rounds = len(unit_boundaries(shifted(proposer, 1), answer))
+    least_rounds = max(MIN_AGGREGATOR_ROUNDS, len(unit_boundaries(shifted(proposer, 1), answer)))
     return [
         (
             f"proposers {_short(proposer)} / aggregator {label} {_short(sizes)}",
@@ -806,6 +818,21 @@ def lever_candidates(
                 shown = label + (", aggregator first" if prioritised else "")
                 shapes.append((shown, changed))
     return shapes
+
+
+def paced_candidates(
+    finalists: list[Candidate], reference: Reference
+) -> list[tuple[str, dict[str, Any]]]:
+    """Stage four: each finalist shown through a display buffer at the standard mode's answer
+    speed. A stream that arrives faster fills the buffer, which then covers the pauses at
+    round boundaries, and the answer still flows as fast as the standard mode's."""
+    if not reference.answer_tps:
+        return []
+    pace = math.ceil(reference.answer_tps * 10) / 10  # tokens/s, never below the standard's
+    return [
+        (f"{c.label}, shown at {pace:g} tok/s", {**c.values, "display.pace_tokens_per_s": pace})
+        for c in finalists
+    ]
 
 
 def _aggregator_priority(scenario: Scenario) -> dict[str, Any] | None:

@@ -13,6 +13,10 @@ agent's calls, joined):
   show the first tokens at once and then pause while the next upstream chunks are made.
 * Time to the k-th answer token; system throughput = all tokens of all agents / duration.
 * KV peak: the most KV tokens a request's calls hold at once (see :func:`kv_peaks`).
+
+A scenario's ``display`` (a client-side display buffer: a release pace, a first-token hold)
+turns the answer's arrival times into the times the user sees each token, here, before any
+metric is computed — so a simulated and a live run of the scenario are measured alike.
 """
 
 from __future__ import annotations
@@ -92,7 +96,8 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
 
 
 def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per request: arrival times and token counts of the answer's deltas, in time order."""
+    """Per request: the times the user sees the answer's deltas and their token counts, in
+    time order — arrival times, or with the scenario's display buffer its release times."""
     final_calls = {(r["req"], r["call"]) for r in records if r["type"] == "call" and r["final"]}
     times: dict[int, list[float]] = defaultdict(list)
     counts: dict[int, list[int]] = defaultdict(list)
@@ -100,11 +105,33 @@ def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarr
         if r["type"] == "deltas" and (r["req"], r["call"]) in final_calls:
             times[r["req"]] += r["t"]
             counts[r["req"]] += r["n"]
+    header = records[0] if records and records[0]["type"] == "header" else {}
+    display = header.get("scenario", {}).get("display") or {}
+    pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
     result = {}
     for req, t in times.items():
         order = np.argsort(t, kind="stable")
-        result[req] = (np.asarray(t)[order], np.asarray(counts[req])[order])
+        arrivals, sizes = np.asarray(t)[order], np.asarray(counts[req])[order]
+        result[req] = (
+            displayed(arrivals, sizes, pace, delay) if pace or delay else (arrivals, sizes)
+        )
     return result
+
+
+def displayed(
+    arrivals: np.ndarray, counts: np.ndarray, pace: float | None, delay: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One time per token: a display buffer shows token k at max(its arrival, token k−1's
+    time + 1/pace), the first token ``delay`` after it arrived. Tokens that arrive faster
+    than the pace queue up and are shown through a later pause, which the pause then hides.
+    """
+    tokens = np.repeat(arrivals.astype(float), counts)
+    if not len(tokens):
+        return arrivals, counts
+    tokens[0] += delay
+    step = 1.0 / pace if pace else 0.0
+    offsets = step * np.arange(len(tokens))
+    return offsets + np.maximum.accumulate(tokens - offsets), np.ones(len(tokens), dtype=int)
 
 
 def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMetrics]:

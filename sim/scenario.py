@@ -316,6 +316,20 @@ class LiveSettings(Strict):
     )
 
 
+class Display(Strict):
+    """How the client shows the answer: a display buffer that trades a little time for an
+    even stream. Applied to the answer's arrival times by ``sim/metrics.py``, for simulated
+    and live traces alike; the trace keeps the arrival times."""
+
+    pace_tokens_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="show the answer no faster than this; tokens arriving faster wait in the "
+        "buffer and cover later pauses (None: show each token as it arrives)",
+    )
+    delay_s: float = Field(0.0, ge=0, description="hold the first token this long")
+
+
 # --- the scenario ------------------------------------------------------------------------------
 
 
@@ -328,6 +342,7 @@ class Scenario(Strict):
     workload: Workload = Field(default_factory=Workload)
     prices: Prices = Field(default_factory=Prices)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    display: Display = Field(default_factory=Display)
 
     @model_validator(mode="after")
     def _servers_exist(self) -> Scenario:

@@ -184,6 +184,13 @@ def test_plan_prints_the_intervals_at_the_maximum_rate(tmp_path):
         (["--slo", "ttft_p90=2", "--set", "topology.redundancy=9"], "redundancy"),
         (["--slo", "ttft_p90=2", "--interval-replications", "0"], "--interval-replications"),
         (["--slo", "ttft_p90=2", "--level", "2"], "--level must be between 0 and 1"),
+        (["--slo", "stall_p90=2xitl", "--lever", "temperature"], "unknown lever"),
+        (["--slo", "ttft_p90=2xitl"], "only stall and itl bounds"),
+        (["--slo", "stall_p90=2xttft"], "multiple of the standard mode's ITL"),
+        (
+            ["--slo", "ttft_p90=2", "--set", "topology.aggregator.priority=-1"],
+            "servers.local.scheduling_policy: priority",
+        ),
     ],
 )
 def test_bad_plan_input_is_one_line_and_exit_2(args, needle):

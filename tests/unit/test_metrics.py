@@ -77,6 +77,7 @@ def test_latency_definitions():
     assert s["e2e_s"]["p50"] == pytest.approx(3.0)
     assert s["tpot_s"]["p50"] == pytest.approx(2.5 / 4)
     assert s["tps"]["p50"] == pytest.approx(5 / 2.5)
+    assert s["tps_e2e"]["p50"] == pytest.approx(5 / 3.0)  # the staircase paper's: over E2E
     assert s["stall_s"]["p50"] == pytest.approx(2.0)
     assert s["itl_s"]["count"] == 4 and s["itl_s"]["mean"] == pytest.approx(2.5 / 4)
     assert s["time_to_k_tokens_s"]["p50"] == pytest.approx(2.6)
