@@ -8,12 +8,13 @@ from sim.metrics import summarize
 from sim.trace import make_header, pool_runs
 
 
-def trace(deltas_t, deltas_n, calls_extra=()):
+def trace(deltas_t, deltas_n, calls_extra=(), display=None):
     header = make_header(
         "live",
         {
             "name": "hand",
             "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "cached_input_per_mtok": 0.5},
+            **({"display": display} if display else {}),
         },
     )
     return [
@@ -88,6 +89,25 @@ def test_a_delta_carrying_several_tokens_is_one_gap():
     assert s["itl_s"]["count"] == 1
     assert s["tpot_s"]["p50"] == pytest.approx(1.0 / 4)
     assert s["time_to_k_tokens_s"]["p50"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("display", "ttft", "gaps"),
+    [
+        (None, 0.5, [1.5]),  # 4 tokens in one delta at 1.5, one more at 3.0
+        # shown every 0.25 s: the burst lasts until 2.25, then the last token waits for 3.0
+        ({"pace_tokens_per_s": 4}, 0.5, [0.25, 0.25, 0.25, 0.75]),
+        # held 0.5 s first, the burst fills the pause: an even stream, TTFT 0.5 s later
+        ({"pace_tokens_per_s": 4, "delay_s": 0.5}, 1.0, [0.25] * 4),
+    ],
+)
+def test_a_display_buffer_evens_the_stream_the_user_sees(display, ttft, gaps):
+    s = summarize(trace([1.5, 3.0], [4, 1], display=display))
+    assert s["ttft_s"]["p50"] == pytest.approx(ttft)
+    assert s["e2e_s"]["p50"] == pytest.approx(2.0)  # sent at 1.0, the last token at 3.0
+    assert s["itl_s"]["count"] == len(gaps)
+    assert s["itl_s"]["mean"] == pytest.approx(sum(gaps) / len(gaps))
+    assert s["stall_s"]["p50"] == pytest.approx(max(gaps))
 
 
 def test_throughput_cache_ratio_and_cost():
