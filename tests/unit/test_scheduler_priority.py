@@ -104,6 +104,6 @@ def test_a_full_cache_preempts_the_least_urgent_sequence(policy, first_done):
     submit_at(env, target, 0.0, "Y", -1, finished, tokens=40)
     env.run()
     assert target.preemptions >= 1
-    assert list(finished)[0] == first_done
+    assert next(iter(finished)) == first_done
     # the survivor ran alone after the preemption: 40 steps from the first shared step
     assert finished[first_done] == pytest.approx(40 * STEP_S)
