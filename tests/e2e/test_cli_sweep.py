@@ -162,7 +162,8 @@ def test_plan_prints_capacity_and_the_schedule_table():
     assert "ttft_p90 ≤ 1.5 s" in out.stdout and "stall_p90 ≤ 2 s" in out.stdout
     assert "as given: " in out.stdout
     assert "8×2 [8,16,32,…]" in out.stdout and "standard mode" in out.stdout
-    assert "fixed [8,128,256]" in out.stdout
+    # the aggregator one chunk ahead, and the answer's speed against the standard mode's
+    assert "/ aggregator +1" in out.stdout and "answer TPS p50" in out.stdout
 
 
 def test_plan_prints_the_intervals_at_the_maximum_rate(tmp_path):
