@@ -109,9 +109,7 @@ class Endpoint:
         for attempt in range(self.settings.retries + 1):
             usage.attempts = attempt + 1
             try:
-                pieces = self._pieces(
-                    messages, tokens, continue_final, temperature, tag, priority
-                )
+                pieces = self._pieces(messages, tokens, continue_final, temperature, tag, priority)
                 async for piece, latest in pieces:
                     usage.prompt_tokens = latest.prompt_tokens
                     usage.cached_tokens = latest.cached_tokens

@@ -26,7 +26,7 @@ def body_sent(server: Any, priority: int) -> dict[str, Any]:
     endpoint.client.chat.completions.create = create  # type: ignore[method-assign]
 
     async def call() -> None:
-        pieces = endpoint._pieces([{"role": "user", "content": "hi"}], 4, False, 0.0, priority)
+        pieces = endpoint._pieces([{"role": "user", "content": "hi"}], 4, False, 0.0, "", priority)
         async for _ in pieces:
             pass
 
