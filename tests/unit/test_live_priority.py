@@ -16,7 +16,7 @@ class Sent(Exception):
 
 
 def body_sent(server: Any, priority: int) -> dict[str, Any]:
-    endpoint = Endpoint("s", server, LiveSettings(retries=0), clock=lambda: 0.0)
+    endpoint = Endpoint("s", server, URL, LiveSettings(retries=0), clock=lambda: 0.0)
     captured: dict[str, Any] = {}
 
     async def create(**kwargs: Any) -> Any:
