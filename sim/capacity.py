@@ -612,10 +612,11 @@ class Planner:
         if ranked and "aggregator" in self.settings.levers:
             shapes = aggregator_candidates(self.scenario, self.settings, ranked[0].values)
             ranked = self._ranked(shapes, rate, replicas, ranked)
-        finalists = [c.values for c in ranked if c.label != STANDARD_LABEL]
-        finalists = finalists[:STAGE_TWO_FINALISTS]
+        best_values = [c.values for c in ranked if c.label != STANDARD_LABEL]
         labels = {_ident(c.values): c.label for c in ranked}
-        shapes = lever_candidates(self.scenario, self.settings, finalists, labels)
+        shapes = lever_candidates(
+            self.scenario, self.settings, best_values[:STAGE_TWO_FINALISTS], labels
+        )
         ranked = self._ranked(shapes, rate, replicas, ranked)
         if "pace" not in self.settings.levers or self.reference is None:
             return ranked
