@@ -27,6 +27,7 @@ from calibration.fit_replay import (
 from calibration.fit_steps import fit_step_cost
 from calibration.replay import EngineSettings, plan
 from calibration.table import STEP_PARAMS, TraceTable
+from calibration.uncertainty import held_by_floor
 from sim.errors import ConfigError
 from sim.profile import ApiProfile, OperatorTables, Provenance, StepCost, VllmProfile
 
@@ -51,6 +52,11 @@ class CalibrationOptions(BaseModel):
     kv_capacity_tokens: int | None = Field(None, ge=1)
     engine_limits: EngineSettings = Field(default_factory=EngineSettings)
     params: tuple[str, ...] | None = Field(None, description="step coefficients to fit")
+    floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="lower bounds of step coefficients from the hardware (e.g. a prefill "
+        "token's FLOPs at the chip's peak), for what the data cannot identify",
+    )
     initial: VllmProfile | None = Field(None, description="start (and fixed values) of the fit")
     max_evaluations: int = Field(150, ge=5, description="simulations a replay fit may run")
     chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
@@ -75,6 +81,19 @@ class CalibrationOptions(BaseModel):
             )
         return params
 
+    @field_validator("floors")
+    @classmethod
+    def _known_floors(cls, floors: dict[str, float]) -> dict[str, float]:
+        unknown = [p for p in floors if p not in STEP_PARAMS]
+        if unknown:
+            raise ValueError(
+                f"no floor for {', '.join(unknown)} (step coefficients: {', '.join(STEP_PARAMS)})"
+            )
+        negative = [p for p, v in floors.items() if not v >= 0]
+        if negative:
+            raise ValueError(f"a floor must be a number >= 0 ({', '.join(negative)})")
+        return floors
+
 
 def calibrate(
     tables: list[TraceTable], options: CalibrationOptions, progress: Progress | None = None
@@ -93,9 +112,12 @@ def calibrate(
                 "exponent; a direct fit of step measurements keeps it at 1"
             )
         result = fit_step_cost(
-            [s for t in tables for s in t.steps], options.params or STEP_PARAMS, start.step
+            [s for t in tables for s in t.steps],
+            options.params or STEP_PARAMS,
+            start.step,
+            options.floors,
         )
-        profile = start.model_copy(update={"step": result.cost})
+        profile = start.model_copy(update={"step": result.cost, "step_rel_sd": result.rel_sd})
         fit.update(
             fitted=result.fitted, not_identifiable=result.not_identifiable, steps=result.quality
         )
@@ -107,11 +129,19 @@ def calibrate(
             options.params or REPLAY_PARAMS,
             options.max_evaluations,
             progress,
+            options.floors,
         )
-        profile = replayed.profile
-        fit.update(fitted=replayed.fitted, replay=replayed.quality)
+        profile = replayed.profile.model_copy(update={"step_rel_sd": replayed.uncertainty.rel_sd})
+        fit.update(
+            fitted=replayed.fitted,
+            not_identifiable=replayed.uncertainty.not_identifiable,
+            replay=replayed.quality,
+        )
         peaks = [t.kv_occupancy_peak(profile.block_size) for t in tables]
         fit["kv_occupancy_peak_tokens"] = max((p for p in peaks if p is not None), default=None)
+    if options.floors:
+        fit["floors"] = options.floors
+        profile = _floor_noted(profile, fit["not_identifiable"], options.floors)
     if options.operator_tables:
         profile = _priced_by_tables(profile, tables, options, fit, progress)
     network = fit_network(tables)
@@ -167,6 +197,27 @@ def _priced_by_tables(
         **corrected.quality,
     }
     return corrected.profile
+
+
+def _floor_noted(
+    profile: VllmProfile, not_identifiable: list[str], floors: dict[str, float]
+) -> VllmProfile:
+    """Say in the provenance which coefficients rest on a hardware floor, not on the data."""
+    held = [
+        f"{p} = {getattr(profile.step, p):.3g} s"
+        for p in not_identifiable
+        if held_by_floor(getattr(profile.step, p), floors.get(p, 0.0))
+    ]
+    if not held:
+        return profile
+    sentence = (
+        f"Not identified by the data, held at the hardware floor given to the fit: "
+        f"{', '.join(held)}."
+    )
+    notes = f"{profile.provenance.notes} {sentence}".strip()
+    return profile.model_copy(
+        update={"provenance": profile.provenance.model_copy(update={"notes": notes})}
+    )
 
 
 def _settings(tables: list[TraceTable]) -> dict[str, Any]:

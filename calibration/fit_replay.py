@@ -8,6 +8,11 @@ quantiles match the measured ones. Coefficients are searched as log-multipliers 
 the quantiles cannot see. A replay's quantiles jump a little as events reorder, so the search
 is derivative-free (Nelder–Mead, restarted from its result while that still improves).
 Each evaluation is one simulation; a fit takes a few dozen to a few hundred.
+
+The uncertainty of the result comes from the Jacobian of the quantile errors at the optimum
+(central differences, two simulations per coefficient) and from how much the measured
+quantiles themselves move when the trace's requests are resampled (bootstrap), plus the
+misfit the model leaves; a coefficient the quantiles do not pin down is flagged.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ from scipy.optimize import minimize, minimize_scalar
 from calibration.fit_steps import fit_step_cost
 from calibration.replay import EngineSettings, ReplayPlan, plan, replay
 from calibration.table import STEP_FEATURES, STEP_PARAMS, RequestRow, StepRow, TraceTable
+from calibration.uncertainty import (
+    UNIDENTIFIED_REL_SD,
+    Uncertainty,
+    bootstrap_cov,
+    choice_sd,
+    held_by_floor,
+    judged,
+    linearised_sd,
+    merged,
+)
 from sim.errors import ConfigError
 from sim.metrics import request_metrics
 from sim.profile import StepCorrection, StepCost, VllmProfile
@@ -43,6 +58,7 @@ FIRST_MOVE = 0.3  # the initial simplex tries each coefficient ×1.35
 RESTART_GAIN = 0.01  # Nelder–Mead restarts from its result while that gains >= 1 %
 START_SHARE = 0.05  # a negligible start coefficient starts at 5 % of a typical step's time
 NEGLIGIBLE = 0.005  # … where negligible is under 0.5 % of it
+JACOBIAN_STEP = 0.1  # ±10 % per coefficient: beyond the jumps of event reordering
 
 Progress = Callable[[int, int], None]
 
@@ -52,6 +68,7 @@ class ReplayFit:
     profile: VllmProfile
     fitted: list[str]
     quality: dict[str, Any] = field(default_factory=dict)
+    uncertainty: Uncertainty = field(default_factory=lambda: Uncertainty({}, []))
 
 
 class _BudgetSpent(Exception):
@@ -65,11 +82,16 @@ def fit_by_replay(
     params: tuple[str, ...] = REPLAY_PARAMS,
     max_evaluations: int = 150,
     progress: Progress | None = None,
+    floors: dict[str, float] | None = None,
 ) -> ReplayFit:
-    """Fit ``params``; the exponent, if among them, by trying each of EXPONENT_CANDIDATES with
-    a full search of the others (so a fit with it costs that many times the budget)."""
+    """Fit ``params`` (none below its floor); the exponent, if among them, by trying each of
+    EXPONENT_CANDIDATES with a full search of the others (so a fit with it costs that many
+    times the budget)."""
     plans = [plan(t, "vllm", engine) for t in tables]
     targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    floors = floors or {}
+    raised = {p: max(getattr(start.step, p), f) for p, f in floors.items()}
+    start = start.model_copy(update={"step": start.step.model_copy(update=raised)})
     names = [p for p in params if p != EXPONENT and getattr(start.step, p) > 0]
     if not names:
         raise ConfigError("nothing to fit: every chosen step parameter starts at 0")
@@ -79,14 +101,26 @@ def fit_by_replay(
         starts = [_with_exponent(start, exponent, load) for exponent in EXPONENT_CANDIDATES]
     total = max_evaluations * len(starts)
     best: _Search | None = None
+    searches: list[_Search] = []
     spent = 0
     for index, candidate in enumerate(starts):
         shown = None if progress is None else _shifted(progress, index * max_evaluations, total)
-        search = _search(plans, targets, candidate, names, max_evaluations, shown)
+        search = _search(plans, targets, candidate, names, max_evaluations, shown, floors)
         spent += search.evaluations
+        searches.append(search)
         if best is None or search.cost < best.cost:
             best = search
     assert best is not None
+    uncertainty = replay_uncertainty(plans, targets, best.profile, names, floors)
+    if len(starts) > 1:
+        exponent = choice_sd(
+            EXPONENT,
+            best.profile.step.decode_seq_exponent,
+            {s.profile.step.decode_seq_exponent: s.cost for s in searches},
+            sum(len(t.observed) for t in targets),
+            abs(EXPONENT_CANDIDATES[0] - EXPONENT_CANDIDATES[1]),
+        )
+        uncertainty = merged(uncertainty, exponent)
     return ReplayFit(
         profile=best.profile,
         fitted=names + ([EXPONENT] if len(starts) > 1 else []),
@@ -94,6 +128,7 @@ def fit_by_replay(
             "evaluations": spent,
             **replay_quality(plans, targets, best.profile),
         },
+        uncertainty=uncertainty,
     )
 
 
@@ -125,22 +160,14 @@ def _search(
     names: list[str],
     max_evaluations: int,
     progress: Progress | None,
+    floors: dict[str, float],
 ) -> _Search:
-    """Nelder–Mead over log-multipliers of the step coefficients ``names``."""
-    origin = np.array([getattr(start.step, p) for p in names])
-
-    def profile_at(x: np.ndarray) -> VllmProfile:
-        update = {n: float(v) for n, v in zip(names, origin * np.exp(x), strict=True)}
-        return start.model_copy(update={"step": start.step.model_copy(update=update)})
+    """Nelder–Mead over log-multipliers of the step coefficients ``names`` (none below its
+    floor)."""
+    profile_at = _scaled(start, names, floors)
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        profile = profile_at(x)
-        return np.concatenate(
-            [
-                target.log_errors(replay(p, profile), len(p.specs))
-                for p, target in zip(plans, targets, strict=True)
-            ]
-        )
+        return _log_errors(plans, targets, profile_at(x))
 
     x, cost, evaluations = _nelder_mead(residuals, len(names), max_evaluations, progress)
     return _Search(profile_at(x), cost, evaluations)
@@ -286,6 +313,68 @@ def _typical_step_s(plans: list[ReplayPlan], profile: VllmProfile) -> float:
     return float(np.median(tpots)) if tpots else 0.01
 
 
+def _scaled(
+    start: VllmProfile, names: list[str], floors: dict[str, float]
+) -> Callable[[np.ndarray], VllmProfile]:
+    """``start`` with ``names`` scaled by the exponentials of a vector (none below its floor)."""
+    origin = np.array([getattr(start.step, p) for p in names])
+    lowest = np.array([floors.get(p, 0.0) for p in names])
+
+    def profile_at(x: np.ndarray) -> VllmProfile:
+        values = np.maximum(origin * np.exp(x), lowest)
+        update = {n: float(v) for n, v in zip(names, values, strict=True)}
+        return start.model_copy(update={"step": start.step.model_copy(update=update)})
+
+    return profile_at
+
+
+def _log_errors(plans: list[ReplayPlan], targets: list[Target], profile: VllmProfile) -> np.ndarray:
+    return np.concatenate(
+        [
+            target.log_errors(replay(p, profile), len(p.specs))
+            for p, target in zip(plans, targets, strict=True)
+        ]
+    )
+
+
+def replay_uncertainty(
+    plans: list[ReplayPlan],
+    targets: list[Target],
+    profile: VllmProfile,
+    names: list[str],
+    floors: dict[str, float] | None = None,
+) -> Uncertainty:
+    """Relative sds of ``names`` at ``profile`` (2·len(names) + 1 simulations): the Jacobian
+    of the log quantile errors by central differences of the log coefficients, the residual
+    covariance from resampling each trace's requests plus the misfit left at the optimum.
+    A coefficient held up by its floor is not varied (and not identified by the data)."""
+    floors = floors or {}
+    at_floor = [p for p in names if held_by_floor(getattr(profile.step, p), floors.get(p, 0.0))]
+    varied = [p for p in names if p not in at_floor]
+    at = _scaled(profile, varied, {})
+    centre = _log_errors(plans, targets, profile)
+    columns = []
+    for i in range(len(varied)):
+        step = np.zeros(len(varied))
+        step[i] = JACOBIAN_STEP
+        up, down = _log_errors(plans, targets, at(step)), _log_errors(plans, targets, at(-step))
+        columns.append((up - down) / (2 * JACOBIAN_STEP))
+    jacobian = np.column_stack(columns) if columns else np.zeros((len(centre), 0))
+    misfit = float(centre @ centre) / max(1, len(centre) - len(varied))
+    sampling = np.zeros((len(centre), len(centre)))
+    offset = 0
+    for target in targets:
+        size = len(target.observed)
+        sampling[offset : offset + size, offset : offset + size] = bootstrap_cov(target.resampled)
+        offset += size
+    sd = linearised_sd(jacobian, sampling + misfit * np.eye(len(centre)))
+    result = judged(varied, np.ones(len(varied)), sd)  # log units: sd is already relative
+    return Uncertainty(
+        {**result.rel_sd, **{p: UNIDENTIFIED_REL_SD for p in at_floor}},
+        at_floor + result.not_identifiable,
+    )
+
+
 class Target:
     """The measured quantiles a replay must reproduce, and how to take the same ones from a
     replay: TTFT and TPOT overall (p10/p50/p90), and p50/p90 within terciles of prompt length
@@ -307,11 +396,11 @@ class Target:
             "ttft_s": _terciles(np.where(seen, lengths, np.nan)),
             "tpot_s": _terciles(np.where(seen, _decode_load(rows), np.nan)),
         }
-        measured = {
+        self.measured = {
             "ttft_s": np.array([_value(r.ttft_s if r.ok else None) for r in rows]),
             "tpot_s": np.array([_value(r.tpot_s if r.ok else None) for r in rows]),
         }
-        self.observed = self.vector(measured)
+        self.observed = self.vector(self.measured)
         # the TTFT quantiles come first in the vector: 3 overall, 2 per prompt-length group
         self.ttft_entries = slice(
             0, len(OVERALL_LEVELS) + len(GROUP_LEVELS) * len(self.groups["ttft_s"])
@@ -328,6 +417,20 @@ class Target:
             for members in self.groups[metric]:
                 parts.append(_quantiles(column[members], GROUP_LEVELS))
         return np.concatenate(parts)
+
+    def resampled(self, rng: np.random.Generator) -> np.ndarray:
+        """The log of the target quantiles on a bootstrap resample of the requests (each
+        keeps its length and load group)."""
+        rows = rng.integers(0, len(self.measured["ttft_s"]), len(self.measured["ttft_s"]))
+        parts = []
+        for metric in METRICS:
+            column = self.measured[metric]
+            parts.append(_quantiles(column[rows], OVERALL_LEVELS))
+            for members in self.groups[metric]:
+                inside = rows[np.isin(rows, members)]
+                parts.append(_quantiles(column[inside], GROUP_LEVELS))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(np.concatenate(parts))
 
     def labels(self) -> list[str]:
         names = []

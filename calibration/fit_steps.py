@@ -2,9 +2,12 @@
 
 The cost is linear in its six coefficients, so each step row is one linear equation. The fit
 minimises *relative* error (a 5 ms decode step matters as much as a 2 s prefill), robustly
-(soft-L1, so a few outliers do not drag it), with every coefficient >= 0. A coefficient the
-measurements cannot tell apart from the others (e.g. ``decode_seq_s`` when every step decoded
-one sequence) keeps its starting value and is reported as not identifiable.
+(soft-L1, so a few outliers do not drag it), with every coefficient >= 0 or >= a floor the
+hardware sets (e.g. the FLOPs of a prefill token at the chip's peak). A coefficient the
+measurements cannot tell apart from the others at all (e.g. ``decode_seq_s`` when every step
+decoded one sequence) keeps its starting value; every fitted one gets a relative sd from the
+fit's Jacobian, and those the data do not pin down are reported as not identifiable
+(:mod:`calibration.uncertainty`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ import numpy as np
 from scipy.optimize import least_squares, lsq_linear
 
 from calibration.table import STEP_PARAMS, StepRow, predicted_seconds
+from calibration.uncertainty import (
+    UNIDENTIFIED_REL_SD,
+    Uncertainty,
+    held_by_floor,
+    judged,
+    linearised_sd,
+    typical_shares,
+)
 from sim.errors import ConfigError
 from sim.profile import StepCost
 
@@ -40,10 +51,15 @@ class StepFit:
     fitted: list[str]
     not_identifiable: list[str]
     quality: dict[str, Any] = field(default_factory=dict)
+    rel_sd: dict[str, float] = field(default_factory=dict)  # 1 sigma, per parameter in params
+    at_floor: list[str] = field(default_factory=list)  # held up by its floor, not by the data
 
 
 def fit_step_cost(
-    rows: list[StepRow], params: tuple[str, ...] = STEP_PARAMS, start: StepCost | None = None
+    rows: list[StepRow],
+    params: tuple[str, ...] = STEP_PARAMS,
+    start: StepCost | None = None,
+    floors: dict[str, float] | None = None,
 ) -> StepFit:
     if not rows:
         raise ConfigError("no step measurements to fit (this source has request rows only)")
@@ -68,14 +84,37 @@ def fit_step_cost(
     ordered = [p for p in KEEP_ORDER if p in params]
     columns = _identifiable(features, durations, [STEP_PARAMS.index(p) for p in ordered])
     fitted = [STEP_PARAMS[c] for c in columns]
-    values = _solve(features[:, columns], durations - fixed_part, durations)
+    lower = np.array([(floors or {}).get(p, 0.0) for p in fitted])
+    values = _solve(features[:, columns], durations - fixed_part, durations, lower)
     cost = start.model_copy(update={p: float(v) for p, v in zip(fitted, values, strict=True)})
+    at_floor = [
+        p for p, v, f in zip(fitted, values, lower, strict=True) if held_by_floor(float(v), f)
+    ]
+    free = [c for c, p in zip(columns, fitted, strict=True) if p not in at_floor]
+    uncertainty = _uncertainty(cost, features, durations, free)
+    unseen = [p for p in params if p not in fitted]
     return StepFit(
         cost=cost,
         fitted=fitted,
-        not_identifiable=[p for p in params if p not in fitted],
+        not_identifiable=[p for p in params if p in unseen or p in at_floor]
+        + [p for p in uncertainty.not_identifiable if p not in at_floor],
         quality=step_quality(cost, rows),
+        rel_sd={p: uncertainty.rel_sd.get(p, UNIDENTIFIED_REL_SD) for p in params},
+        at_floor=at_floor,
     )
+
+
+def _uncertainty(
+    cost: StepCost, features: np.ndarray, durations: np.ndarray, columns: list[int]
+) -> Uncertainty:
+    """The Jacobian of the relative residuals is the design scaled by the durations; their
+    variance is the misfit's (so a model that fits ±30 % gets wide parameters)."""
+    names = [STEP_PARAMS[c] for c in columns]
+    values = np.array([getattr(cost, p) for p in names])
+    jacobian = features[:, columns] / durations[:, None]
+    relative = features @ np.array([getattr(cost, p) for p in STEP_PARAMS]) / durations - 1
+    variance = float(relative @ relative) / max(1, len(durations) - len(columns))
+    return judged(names, values, linearised_sd(jacobian, variance), typical_shares(jacobian))
 
 
 def _identifiable(features: np.ndarray, durations: np.ndarray, candidates: list[int]) -> list[int]:
@@ -93,19 +132,22 @@ def _identifiable(features: np.ndarray, durations: np.ndarray, candidates: list[
     return kept
 
 
-def _solve(features: np.ndarray, target: np.ndarray, durations: np.ndarray) -> np.ndarray:
+def _solve(
+    features: np.ndarray, target: np.ndarray, durations: np.ndarray, lower: np.ndarray
+) -> np.ndarray:
     if features.shape[1] == 0:
         return np.zeros(0)
     design = features / durations[:, None]
     scale = np.linalg.norm(design, axis=0)
     design = design / scale
     goal = target / durations
-    first = lsq_linear(design, goal, bounds=(0, np.inf)).x
+    bounds = (lower * scale, np.inf)
+    first = lsq_linear(design, goal, bounds=bounds).x
     robust = least_squares(
         lambda x: design @ x - goal,
-        np.maximum(first, 1e-12),
+        np.maximum(first, bounds[0] + 1e-12),
         jac=lambda x: design,
-        bounds=(0, np.inf),
+        bounds=bounds,
         loss="soft_l1",
         f_scale=RELATIVE_OUTLIER,
     )

@@ -23,10 +23,18 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize
 
 from calibration.calibrate import CalibrationOptions, start_profile
-from calibration.fit_replay import Progress, Target, replay_quality
+from calibration.fit_replay import Progress, Target, replay_quality, replay_uncertainty
 from calibration.readers import read_tables
 from calibration.replay import EngineSettings, plan, replay
 from calibration.table import RequestRow, TraceTable
+from calibration.uncertainty import (
+    Uncertainty,
+    choice_sd,
+    judged,
+    linearised_sd,
+    merged,
+    typical_shares,
+)
 from sim.errors import ConfigError
 from sim.profile import StepCost, VllmProfile
 from sim.texts import sample_text
@@ -145,14 +153,25 @@ def fit_profiling_run(
     start = start_profile(tables, options).model_copy(
         update={"step": single.step, "request_overhead_s": single.overhead_s}
     )
-    profile, batching = fit_batching(tables, start, options.max_evaluations, progress)
+    profile, batching, batched = fit_batching(tables, start, options.max_evaluations, progress)
+    # stage 2 refits the context cost: its sd is stage 2's
+    alone_part = {k: v for k, v in single.uncertainty.rel_sd.items() if k != "context_token_s"}
+    uncertainty = merged(
+        Uncertainty(
+            alone_part,
+            [p for p in single.uncertainty.not_identifiable if p != "context_token_s"],
+        ),
+        batched,
+    )
     fit = {
         "method": "profiling run: direct (alone) + replay (batching)",
         "fitted": [*SINGLE_PARAMS, "decode_seq_s", "decode_seqs_free"],  # context: both
+        "not_identifiable": uncertainty.not_identifiable,
         "single_sequence": single.quality,
         "replay": batching,
     }
-    return profile.model_copy(update={"fit": fit})
+    step_sd = {k: v for k, v in uncertainty.rel_sd.items() if k in StepCost.model_fields}
+    return profile.model_copy(update={"fit": fit, "step_rel_sd": step_sd})
 
 
 def _concurrency(table: TraceTable) -> int:
@@ -165,6 +184,7 @@ class SingleSequenceFit:
     step: StepCost  # decode_seq_s = 0: base_s is a whole one-sequence step
     overhead_s: float
     quality: dict[str, Any]
+    uncertainty: Uncertainty
 
 
 SINGLE_PARAMS = (
@@ -230,6 +250,8 @@ def fit_single_sequence(rows: list[RequestRow]) -> SingleSequenceFit:
     norms[norms == 0] = 1.0
     x = lsq_linear(columns / norms, measured * scale, bounds=(0, np.inf)).x / norms
     relative = design @ x / measured - 1
+    variance = float(np.sum((weight * relative) ** 2)) / max(1, len(measured) - len(x))
+    sd = linearised_sd(columns, variance)
     overhead, base, per_token, attention, context = (float(v) for v in x)
     ttft_error = np.abs(relative[: len(ttft)])
     gap_error = np.abs(relative[len(ttft) :])
@@ -241,6 +263,7 @@ def fit_single_sequence(rows: list[RequestRow]) -> SingleSequenceFit:
             context_token_s=context,
         ),
         overhead_s=overhead,
+        uncertainty=judged(list(SINGLE_PARAMS), x, sd, typical_shares(columns)),
         quality={
             "requests": len(ttft),
             "gaps": len(gaps),
@@ -256,7 +279,7 @@ def fit_batching(
     start: VllmProfile,
     max_evaluations: int,
     progress: Progress | None = None,
-) -> tuple[VllmProfile, dict[str, Any]]:
+) -> tuple[VllmProfile, dict[str, Any], Uncertainty]:
     """What batching shows, by replaying every cell: the cost of each extra decoding sequence
     (a share of the one-sequence step, which keeps the time stage 1 measured), how many
     sequences ride along for free, and the cost per token of context (a batch holds far more
@@ -314,4 +337,13 @@ def fit_batching(
     free, best = min(searches.items(), key=lambda item: float(item[1].fun))
     profile = profile_at(best.x, free)
     quality = replay_quality(plans, targets, profile)
-    return profile, {"evaluations": evaluations, **quality}
+    names = [n for n in ("decode_seq_s", "context_token_s") if getattr(profile.step, n) > 0]
+    free_sd = choice_sd(
+        "decode_seqs_free",
+        free,
+        {count: float(search.fun) for count, search in searches.items()},
+        sum(len(t.observed) for t in targets),
+        grid=1,
+    )
+    uncertainty = merged(replay_uncertainty(plans, targets, profile, names), free_sd)
+    return profile, {"evaluations": evaluations, **quality}, uncertainty
