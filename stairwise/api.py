@@ -155,6 +155,7 @@ OPTION_NAMES = {
     "max_evaluations": "evaluations",
     "kv_capacity_tokens": "kv-capacity",
     "operator_tables": "tables",
+    "floors": "floor",
 }
 
 
@@ -177,9 +178,10 @@ def calibrate(
     one — with a designed ``grid`` of runs (traces kept beside ``output``) and fit those.
     ``options`` are :class:`calibration.CalibrationOptions` fields (``name``, ``model``,
     ``hardware``, ``kv_capacity_tokens``, ``method``, ``params``, ``initial`` (a profile name
-    or path), ``max_evaluations``, ``operator_tables``, …); ``metrics``: Prometheus snapshots
-    around the traced run. Written to ``output`` if given (checked first; operator tables
-    beside it, as .npz)."""
+    or path), ``floors`` (lower bounds by coefficient), ``floors_from`` (a profile name or
+    path whose measured coefficients are floors), ``max_evaluations``, ``operator_tables``,
+    …); ``metrics``: Prometheus snapshots around the traced run. Written to ``output`` if
+    given (checked first; operator tables beside it, as .npz)."""
     from calibration import read_tables
     from calibration.calibrate import calibrate as fit
     from calibration.profiling import fit_profiling_run
@@ -240,6 +242,14 @@ def _calibration_options(values: dict[str, Any]) -> CalibrationOptions:
         if not isinstance(values["initial"], VllmProfile):
             kind = values["initial"].kind
             raise ConfigError(f"--initial {initial}: a {kind} profile cannot start a vllm fit")
+    sibling = values.pop("floors_from", None)
+    if sibling is not None:  # a sibling profile's measured coefficients; floors= override
+        from calibration.calibrate import step_floors
+
+        bound = load_profile(sibling)
+        if not isinstance(bound, VllmProfile):
+            raise ConfigError(f"--floors-from {sibling}: an api profile has no step costs")
+        values["floors"] = {**step_floors(bound), **(values.get("floors") or {})}
     return _checked(CalibrationOptions, values)
 
 

@@ -33,16 +33,28 @@ ServerOption = Annotated[
 ]
 
 
-def _selection(items: list[str] | None) -> dict[str, str]:
+def _selection(items: list[str] | None, option: str = "--select") -> dict[str, str]:
     from sim.errors import ConfigError
 
     selection = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--select {item!r}: expected key=value")
+            raise ConfigError(f"{option} {item!r}: expected key=value")
         selection[key.strip()] = value.strip()
     return selection
+
+
+def _floors(items: list[str] | None) -> dict[str, float]:
+    from sim.errors import ConfigError
+
+    floors = {}
+    for key, value in _selection(items, "--floor").items():
+        try:
+            floors[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"--floor {key}={value}: not a number") from None
+    return floors
 
 
 @app.command()
@@ -118,6 +130,22 @@ def calibrate(
     initial: Annotated[
         str | None, typer.Option(help="Start from this profile (name or path); others stay fixed.")
     ] = None,
+    floor: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A lower bound from the hardware for a step coefficient the data may not "
+            "identify, e.g. prefill_token_s=1.6e-5 (2 x parameters FLOPs / peak FLOP/s); "
+            "repeatable."
+        ),
+    ] = None,
+    floors_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Floors from a sibling profile (name or path): its measured step coefficients "
+            "bound ours from below (e.g. a kernel-timing profile of the same model and GPU); "
+            "--floor overrides one."
+        ),
+    ] = None,
     evaluations: Annotated[int, typer.Option(help="Simulations a replay fit may run.")] = 150,
     operator_tables: Annotated[
         bool,
@@ -138,6 +166,7 @@ def calibrate(
     """Fit a profile from traces and write it (parameters, fit quality, provenance)."""
     from calibration.profiling import QUICK_GRID, ProfilingGrid
     from sim.errors import ConfigError
+    from sim.profile import VllmProfile
     from stairwise import api
 
     if quick and sources is not None:
@@ -182,6 +211,8 @@ def calibrate(
             },
             params=tuple(p.strip() for p in fit.split(",")) if fit else None,
             initial=initial,
+            floors=_floors(floor),
+            floors_from=floors_from,
             max_evaluations=min(evaluations, QUICK_EVALUATIONS) if quick else evaluations,
             description=description,
             notes=notes,
@@ -190,6 +221,9 @@ def calibrate(
         )
     typer.echo(f"wrote {output}")
     _print_fit(profile.fit)
+    if isinstance(profile, VllmProfile) and profile.step_rel_sd:
+        shown = ", ".join(f"{k} ±{v:.0%}" for k, v in profile.step_rel_sd.items())
+        typer.echo(f"1-sigma relative uncertainty: {shown}")
     _print_kv_check(profile)
 
 
