@@ -27,7 +27,7 @@ from calibration.fit_replay import (
 from calibration.fit_steps import fit_step_cost
 from calibration.replay import EngineSettings, plan
 from calibration.table import STEP_PARAMS, TraceTable
-from calibration.uncertainty import held_by_floor
+from calibration.uncertainty import UNIDENTIFIED_REL_SD, held_by_floor
 from sim.errors import ConfigError
 from sim.profile import ApiProfile, OperatorTables, Provenance, StepCost, VllmProfile
 
@@ -197,6 +197,20 @@ def _priced_by_tables(
         **corrected.quality,
     }
     return corrected.profile
+
+
+def step_floors(sibling: VllmProfile) -> dict[str, float]:
+    """A sibling profile's step coefficients as floors — e.g. a kernel-timing profile of the
+    same model and GPU bounds an engine that adds its own overheads on top — where its data
+    measured them (not flagged, not zero)."""
+    unmeasured = set(sibling.fit.get("not_identifiable", []))
+    return {
+        p: getattr(sibling.step, p)
+        for p in STEP_PARAMS
+        if getattr(sibling.step, p) > 0
+        and p not in unmeasured
+        and sibling.step_rel_sd.get(p, 0.0) < UNIDENTIFIED_REL_SD
+    }
 
 
 def _floor_noted(

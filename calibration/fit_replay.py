@@ -89,10 +89,10 @@ def fit_by_replay(
     times the budget)."""
     plans = [plan(t, "vllm", engine) for t in tables]
     targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
-    floors = floors or {}
-    raised = {p: max(getattr(start.step, p), f) for p, f in floors.items()}
-    start = start.model_copy(update={"step": start.step.model_copy(update=raised)})
     names = [p for p in params if p != EXPONENT and getattr(start.step, p) > 0]
+    floors = floors or {}
+    raised = {p: max(getattr(start.step, p), f) for p, f in floors.items()}  # unfitted too
+    start = start.model_copy(update={"step": start.step.model_copy(update=raised)})
     if not names:
         raise ConfigError("nothing to fit: every chosen step parameter starts at 0")
     starts = [start]

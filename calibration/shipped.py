@@ -1,0 +1,233 @@
+"""How every shipped profile is fitted from its sources: one recipe each, which regenerates
+the file and which the tests refit and compare with it.
+
+    python -m calibration.shipped [NAME ...] [--data ../shared/data/gpu]
+
+Sources are public GPU data (``{gpu}/…``, the folder described by its SOURCES.md beside the
+repository) or measurements kept in the repository. A regenerated file keeps the shipped
+file's description and notes (the upstream citation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibration.calibrate import CalibrationOptions, calibrate, step_floors
+from calibration.fit_steps import fit_step_cost
+from calibration.profiling import fit_profiling_run
+from calibration.readers import read_tables
+from calibration.table import TraceTable
+from sim.profile import SHIPPED_DIR, Provenance, VllmProfile, load_profile, save_profile
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+GPU_DATA = REPOSITORY.parent / "shared" / "data" / "gpu"
+CPU_TRACES = "calibration/measurements/vllm-cpu-smollm2-135m"
+# Peak dense bf16 tensor throughput (vendor datasheets, SXM parts): a prefill token of a model
+# with N parameters takes at least 2·N FLOPs, so it cannot take less than 2·N / peak seconds.
+PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}
+LLAMA3_8B_PARAMETERS = 8.03e9
+
+
+def prefill_flop_floor(parameters: float, peak_flops: float) -> float:
+    """Seconds per prefill token at the chip's peak: 2 FLOPs per parameter per token."""
+    return 2 * parameters / peak_flops
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    sources: tuple[str, ...]  # "{gpu}/…" or relative to the repository
+    format: str  # a reader's format, or "profiling" (a designed profiling run's traces)
+    options: dict[str, Any]  # CalibrationOptions fields (name, description, notes: the file's)
+    select: dict[str, str] = field(default_factory=dict)
+    # floors from a sibling measurement: its sources and format, fitted directly
+    floors_from: tuple[tuple[str, ...], str] | None = None
+    replay: bool = False  # minutes, not seconds: the tests re-evaluate instead of refitting
+
+
+def _splitwise(hardware: str, tp: int) -> Recipe:
+    return Recipe(
+        name=f"vllm-{hardware}-llama2-70b-tp{tp}",
+        sources=("{gpu}/splitwise-a100-h100/perf_model.csv",),
+        format="splitwise",
+        select={"model": "llama2-70b", "hardware": f"{hardware}-80gb", "tp": str(tp)},
+        options={
+            "model": "meta-llama/Llama-2-70b",
+            "hardware": f"{tp}x NVIDIA {hardware.upper()}-80GB (tensor parallel)",
+            "scheduler": "mixed",
+            "block_size": 16,
+            "kv_capacity_tokens": 450_000 if tp == 4 else 1_330_000,
+        },
+    )
+
+
+def _argonne(hardware: str) -> Recipe:
+    """Argonne's batch runs have input = output length, so a batch's prefill and decode both
+    scale with batch × length: alone they cannot price a prefill token. Its TTFT file
+    measures a prefill batch by itself; the FLOP floor bounds what is left."""
+    return Recipe(
+        name=f"vllm-{hardware.lower()}-llama3-8b",
+        sources=(
+            "{gpu}/argonne-llmbench/All_results.csv",
+            "{gpu}/argonne-llmbench/all_results_TTFT_ITL.csv",
+        ),
+        format="argonne",
+        select={
+            "hardware": f"Nvidia {hardware} GPU",
+            "model": "meta-llama/Meta-Llama-3-8B",
+            "gpus": "1",
+        },
+        options={
+            "model": "meta-llama/Meta-Llama-3-8B",
+            "hardware": f"1x NVIDIA {hardware}-80GB",
+            "kv_capacity_tokens": 427_000,
+            "block_size": 16,
+            "params": ("base_s", "prefill_token_s", "decode_seq_s", "context_token_s"),
+            "floors": {
+                "prefill_token_s": prefill_flop_floor(LLAMA3_8B_PARAMETERS, PEAK_FLOPS[hardware])
+            },
+        },
+    )
+
+
+DISTSERVE = "{gpu}/distserve-opt13b-a100"
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        *(_splitwise(hw, tp) for hw in ("h100", "a100") for tp in (4, 8)),
+        _argonne("H100"),
+        _argonne("A100"),
+        Recipe(
+            name="vllm-a100-opt-13b",
+            sources=tuple(f"{DISTSERVE}/vllm-{r * 100}-{r}.exp" for r in (1, 2, 3)),
+            format="distserve",
+            options={
+                "model": "facebook/opt-13b",
+                "hardware": "1x NVIDIA A100-SXM4-80GB",
+                "kv_capacity_tokens": 56_432,  # the 3 req/s run's occupancy plateau
+                "block_size": 16,
+                "engine_limits": {"max_num_seqs": 256, "max_num_batched_tokens": 2048},
+                "max_evaluations": 150,
+            },
+            # DistServe's kernel timings of the same model on the same GPU: the engine adds
+            # its own work on top, never takes less
+            floors_from=((f"{DISTSERVE}/profiler-a100-80g.vllm.json",), "distserve-profile"),
+            replay=True,
+        ),
+        Recipe(
+            name="vllm-rtxpro6000-llama31-8b",
+            sources=("{gpu}/llmservingsim-llama31-8b-rtxpro6000/vllm/requests.jsonl",),
+            format="llmservingsim",
+            options={
+                "model": "meta-llama/Llama-3.1-8B",
+                "hardware": "1x NVIDIA RTX PRO 6000 Blackwell Server Edition",
+                "kv_capacity_tokens": 537_000,
+                "block_size": 16,
+                "max_evaluations": 200,
+                "params": (
+                    "base_s",
+                    "prefill_token_s",
+                    "prefill_attention_s",
+                    "decode_seq_s",
+                    "context_token_s",
+                    "prefill_step_s",
+                ),
+            },
+            replay=True,
+        ),
+        Recipe(
+            name="vllm-cpu-smollm2-135m",
+            sources=tuple(
+                sorted(
+                    str(p.relative_to(REPOSITORY))
+                    for p in (REPOSITORY / CPU_TRACES).glob("*.jsonl.gz")
+                )
+            ),
+            format="profiling",
+            options={
+                "model": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to bf16)",
+                "hardware": "2 x86_64 cores (AVX-512), no GPU",
+                "engine_version": "0.32.0",
+                "block_size": 128,
+                "kv_capacity_tokens": 93_184,
+                "chars_per_token": 4.635,
+                "max_evaluations": 200,
+            },
+            replay=True,
+        ),
+    )
+}
+
+
+def source_paths(sources: tuple[str, ...], data: Path = GPU_DATA) -> list[Path]:
+    """Paths as the fit records them: relative to the working directory (the repository's
+    root: ``../shared/data/gpu/…``) where they can be."""
+    paths = [
+        Path(s.replace("{gpu}", str(data))) if "{gpu}" in s else REPOSITORY / s for s in sources
+    ]
+    return [Path(os.path.relpath(p)) if p.is_absolute() else p for p in paths]
+
+
+def recipe_tables(recipe: Recipe, data: Path = GPU_DATA) -> list[TraceTable]:
+    return read_tables(source_paths(recipe.sources, data), recipe.format, recipe.select)
+
+
+def recipe_options(recipe: Recipe, data: Path = GPU_DATA) -> CalibrationOptions:
+    shipped = load_profile(recipe.name)
+    options = {
+        "name": recipe.name,
+        "description": shipped.description,
+        "notes": _citation(shipped.provenance),
+        **recipe.options,
+    }
+    if recipe.floors_from is not None:
+        sources, fmt = recipe.floors_from
+        steps = [s for t in read_tables(source_paths(sources, data), fmt) for s in t.steps]
+        fitted = fit_step_cost(steps)
+        sibling = VllmProfile(
+            name="floors",
+            provenance=Provenance(engine="vllm", model="-", hardware="-"),
+            step=fitted.cost,
+            step_rel_sd=fitted.rel_sd,
+            fit={"not_identifiable": fitted.not_identifiable},
+        )
+        options["floors"] = {**step_floors(sibling), **options.get("floors", {})}
+    return CalibrationOptions.model_validate(options)
+
+
+def _citation(provenance: Provenance) -> str:
+    """The shipped notes without what a fit adds to them itself."""
+    return provenance.notes.split(" Not identified by the data")[0]
+
+
+def refit(recipe: Recipe, data: Path = GPU_DATA) -> VllmProfile:
+    options = recipe_options(recipe, data)
+    if recipe.format == "profiling":
+        profile = fit_profiling_run(source_paths(recipe.sources, data), options)
+    else:
+        fitted = calibrate(recipe_tables(recipe, data), options)
+        assert isinstance(fitted, VllmProfile)
+        profile = fitted
+    # sources as the repository cites them (the data folder beside it)
+    cited = [s.replace("{gpu}", "../shared/data/gpu") for s in recipe.sources]
+    provenance = profile.provenance.model_copy(update={"sources": cited})
+    return profile.model_copy(update={"provenance": provenance})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Regenerate shipped profiles from their sources.")
+    parser.add_argument("names", nargs="*", help=f"default: all ({', '.join(RECIPES)})")
+    parser.add_argument("--data", type=Path, default=GPU_DATA)
+    args = parser.parse_args()
+    for name in args.names or list(RECIPES):
+        profile = refit(RECIPES[name], args.data)
+        save_profile(profile, SHIPPED_DIR / f"{name}.json")
+        print(f"{name}: {profile.step.model_dump()}; rel sd {profile.step_rel_sd}")
+
+
+if __name__ == "__main__":
+    main()
