@@ -203,6 +203,13 @@ def test_bad_options_and_profiles_exit_2(tmp_path):
         ),
         "only a replay fit",
     )
+    for floor, needle in (
+        (("--floor", "prefill_token_s=fast"), "--floor prefill_token_s=fast: not a number"),
+        (("--floor", "speed_s=1e-5"), "--floor: no floor for speed_s"),
+        (("--floor", "prefill_token_s=-1"), "--floor: a floor must be a number >= 0"),
+        (("--floors-from", "no-such-profile"), "no-such-profile"),
+    ):
+        one_line_error(calibrate_splitwise(output, "--select", "model=llama2-70b", *floor), needle)
     future = tmp_path / "future.json"
     future.write_text(
         json.dumps({**json.loads(Path(load_profile_path()).read_text()), "schema_version": 9})
