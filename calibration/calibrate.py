@@ -119,7 +119,10 @@ def calibrate(
         )
         profile = start.model_copy(update={"step": result.cost, "step_rel_sd": result.rel_sd})
         fit.update(
-            fitted=result.fitted, not_identifiable=result.not_identifiable, steps=result.quality
+            fitted=result.fitted,
+            not_identifiable=result.not_identifiable,
+            correlation=result.correlation,
+            steps=result.quality,
         )
     else:
         replayed = fit_by_replay(
@@ -135,6 +138,7 @@ def calibrate(
         fit.update(
             fitted=replayed.fitted,
             not_identifiable=replayed.uncertainty.not_identifiable,
+            correlation=replayed.uncertainty.correlation,
             replay=replayed.quality,
         )
         peaks = [t.kv_occupancy_peak(profile.block_size) for t in tables]

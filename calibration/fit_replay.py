@@ -10,9 +10,9 @@ is derivative-free (Nelder–Mead, restarted from its result while that still im
 Each evaluation is one simulation; a fit takes a few dozen to a few hundred.
 
 The uncertainty of the result comes from the Jacobian of the quantile errors at the optimum
-(central differences, two simulations per coefficient) and from how much the measured
-quantiles themselves move when the trace's requests are resampled (bootstrap), plus the
-misfit the model leaves; a coefficient the quantiles do not pin down is flagged.
+(central differences, two simulations per coefficient) and from how much each measured
+quantile moves when the trace's requests are resampled (bootstrap), plus the misfit the
+model leaves; a coefficient the quantiles do not pin down is flagged.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from calibration.table import STEP_FEATURES, STEP_PARAMS, RequestRow, StepRow, T
 from calibration.uncertainty import (
     UNIDENTIFIED_REL_SD,
     Uncertainty,
-    bootstrap_cov,
+    bootstrap_sd,
     choice_sd,
+    correlations,
     held_by_floor,
     judged,
-    linearised_sd,
+    linearised_cov,
     merged,
 )
 from sim.errors import ConfigError
@@ -361,17 +362,14 @@ def replay_uncertainty(
         columns.append((up - down) / (2 * JACOBIAN_STEP))
     jacobian = np.column_stack(columns) if columns else np.zeros((len(centre), 0))
     misfit = float(centre @ centre) / max(1, len(centre) - len(varied))
-    sampling = np.zeros((len(centre), len(centre)))
-    offset = 0
-    for target in targets:
-        size = len(target.observed)
-        sampling[offset : offset + size, offset : offset + size] = bootstrap_cov(target.resampled)
-        offset += size
-    sd = linearised_sd(jacobian, sampling + misfit * np.eye(len(centre)))
+    sampling = np.concatenate([bootstrap_sd(t.resampled) for t in targets])
+    cov = linearised_cov(jacobian, np.diag(sampling**2 + misfit))
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
     result = judged(varied, np.ones(len(varied)), sd)  # log units: sd is already relative
     return Uncertainty(
         {**result.rel_sd, **{p: UNIDENTIFIED_REL_SD for p in at_floor}},
         at_floor + result.not_identifiable,
+        correlations(varied, cov),
     )
 
 

@@ -22,9 +22,10 @@ from calibration.table import STEP_PARAMS, StepRow, predicted_seconds
 from calibration.uncertainty import (
     UNIDENTIFIED_REL_SD,
     Uncertainty,
+    correlations,
     held_by_floor,
     judged,
-    linearised_sd,
+    linearised_cov,
     typical_shares,
 )
 from sim.errors import ConfigError
@@ -52,6 +53,7 @@ class StepFit:
     not_identifiable: list[str]
     quality: dict[str, Any] = field(default_factory=dict)
     rel_sd: dict[str, float] = field(default_factory=dict)  # 1 sigma, per parameter in params
+    correlation: dict[str, dict[str, float]] = field(default_factory=dict)
     at_floor: list[str] = field(default_factory=list)  # held up by its floor, not by the data
 
 
@@ -100,6 +102,7 @@ def fit_step_cost(
         + [p for p in uncertainty.not_identifiable if p not in at_floor],
         quality=step_quality(cost, rows),
         rel_sd={p: uncertainty.rel_sd.get(p, UNIDENTIFIED_REL_SD) for p in params},
+        correlation=uncertainty.correlation,
         at_floor=at_floor,
     )
 
@@ -114,7 +117,10 @@ def _uncertainty(
     jacobian = features[:, columns] / durations[:, None]
     relative = features @ np.array([getattr(cost, p) for p in STEP_PARAMS]) / durations - 1
     variance = float(relative @ relative) / max(1, len(durations) - len(columns))
-    return judged(names, values, linearised_sd(jacobian, variance), typical_shares(jacobian))
+    cov = linearised_cov(jacobian, variance)
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    verdict = judged(names, values, sd, typical_shares(jacobian))
+    return Uncertainty(verdict.rel_sd, verdict.not_identifiable, correlations(names, cov))
 
 
 def _identifiable(features: np.ndarray, durations: np.ndarray, candidates: list[int]) -> list[int]:

@@ -143,7 +143,7 @@ def fit_profiling_run(
         agents = (table.scenario or {}).get("topology", {}).get("agents", {})
         if len(agents) != 1 or len((table.scenario or {}).get("servers", {})) != 1:
             raise ConfigError(f"{table.source}: not a profiling cell (one agent on one server)")
-    alone = [r for t in tables if _concurrency(t) == 1 for r in t.served]
+    alone = alone_requests(tables)
     if len(alone) < MIN_ALONE:
         raise ConfigError(
             f"a profiling run needs {MIN_ALONE} requests from concurrency-1 cells "
@@ -167,11 +167,17 @@ def fit_profiling_run(
         "method": "profiling run: direct (alone) + replay (batching)",
         "fitted": [*SINGLE_PARAMS, "decode_seq_s", "decode_seqs_free"],  # context: both
         "not_identifiable": uncertainty.not_identifiable,
+        "correlation": uncertainty.correlation,
         "single_sequence": single.quality,
         "replay": batching,
     }
     step_sd = {k: v for k, v in uncertainty.rel_sd.items() if k in StepCost.model_fields}
     return profile.model_copy(update={"fit": fit, "step_rel_sd": step_sd})
+
+
+def alone_requests(tables: list[TraceTable]) -> list[RequestRow]:
+    """The requests of the concurrency-1 cells: each ran alone on the server."""
+    return [r for t in tables if _concurrency(t) == 1 for r in t.served]
 
 
 def _concurrency(table: TraceTable) -> int:

@@ -14,7 +14,7 @@ batch × length) come out with a huge sd and are flagged, instead of one of them
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,29 +28,48 @@ CONDITION_LIMIT = 1e-12  # eigenvalues of JᵀJ below this share of the largest:
 class Uncertainty:
     rel_sd: dict[str, float]  # capped at UNIDENTIFIED_REL_SD
     not_identifiable: list[str]
+    correlation: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def linearised_sd(jacobian: np.ndarray, residual_cov: np.ndarray | float) -> np.ndarray:
-    """Standard deviation of each parameter of a least-squares fit with residual Jacobian
-    ``jacobian`` (rows: residuals, columns: parameters, in the parameters' own units) and
-    residual covariance ``residual_cov`` (a matrix, or one variance for independent
-    residuals). A column the residuals do not depend on has an infinite sd."""
+def linearised_cov(jacobian: np.ndarray, residual_cov: np.ndarray | float) -> np.ndarray:
+    """Covariance of the parameters of a least-squares fit with residual Jacobian ``jacobian``
+    (rows: residuals, columns: parameters, in the parameters' own units) and residual
+    covariance ``residual_cov`` (a matrix, or one variance for independent residuals). A
+    parameter the residuals do not depend on has an infinite variance."""
     norms = np.linalg.norm(jacobian, axis=0)
     seen = norms > 0
-    sd = np.full(jacobian.shape[1], np.inf)
+    cov = np.zeros((jacobian.shape[1], jacobian.shape[1]))
+    cov[~seen, ~seen] = np.inf
     if not seen.any():
-        return sd
+        return cov
     scaled = jacobian[:, seen] / norms[seen]
     eigenvalues, eigenvectors = np.linalg.eigh(scaled.T @ scaled)
     limit = max(float(eigenvalues.max()), 1e-300) * CONDITION_LIMIT
     inverse = eigenvectors @ np.diag(1 / np.maximum(eigenvalues, limit)) @ eigenvectors.T
     if np.ndim(residual_cov) == 0:
-        cov = float(residual_cov) * inverse
+        inner = float(residual_cov) * inverse
     else:
         sandwich = inverse @ scaled.T
-        cov = sandwich @ np.asarray(residual_cov) @ sandwich.T
-    sd[seen] = np.sqrt(np.clip(np.diag(cov), 0, None)) / norms[seen]
-    return sd
+        inner = sandwich @ np.asarray(residual_cov) @ sandwich.T
+    cov[np.ix_(seen, seen)] = inner / np.outer(norms[seen], norms[seen])
+    return cov
+
+
+def linearised_sd(jacobian: np.ndarray, residual_cov: np.ndarray | float) -> np.ndarray:
+    """The standard deviations of :func:`linearised_cov`."""
+    return np.sqrt(np.clip(np.diag(linearised_cov(jacobian, residual_cov)), 0, None))
+
+
+def correlations(names: list[str], cov: np.ndarray) -> dict[str, dict[str, float]]:
+    """Pairwise correlations of the parameters with finite variances: parameters that trade
+    off (base and context cost both lengthen every decode step) are each uncertain while
+    their sum is not, so an interval must draw them together."""
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    finite = [i for i in range(len(names)) if np.isfinite(sd[i]) and sd[i] > 0]
+    return {
+        names[i]: {names[j]: round(float(cov[i, j] / (sd[i] * sd[j])), 3) for j in finite if j != i}
+        for i in finite
+    }
 
 
 def held_by_floor(value: float, floor: float) -> bool:
@@ -110,14 +129,16 @@ def merged(*parts: Uncertainty) -> Uncertainty:
     return Uncertainty(
         {k: v for part in parts for k, v in part.rel_sd.items()},
         [name for part in parts for name in part.not_identifiable],
+        {k: v for part in parts for k, v in part.correlation.items()},
     )
 
 
-def bootstrap_cov(
-    draw: Callable[[np.random.Generator], np.ndarray], draws: int = 200
-) -> np.ndarray:
-    """Covariance of a statistic over ``draws`` bootstrap resamples (``draw`` computes it on
-    one resample of the rows; entries a resample cannot compute are left out of their pairs)."""
+def bootstrap_sd(draw: Callable[[np.random.Generator], np.ndarray], draws: int = 200) -> np.ndarray:
+    """A robust sd (1.4826 × the median absolute deviation) of each entry of a statistic over
+    ``draws`` bootstrap resamples (``draw`` computes it on one resample of the rows). Robust,
+    because a queue makes some quantiles bimodal under resampling."""
     rng = np.random.default_rng(0)
-    stacked = np.ma.masked_invalid(np.array([draw(rng) for _ in range(draws)]))
-    return np.ma.cov(stacked, rowvar=False).filled(0.0)
+    values = np.array([draw(rng) for _ in range(draws)])
+    values = np.where(np.isfinite(values), values, np.nan)
+    centre = np.nanmedian(values, axis=0)
+    return np.nan_to_num(1.4826 * np.nanmedian(np.abs(values - centre), axis=0))

@@ -1,0 +1,86 @@
+"""Every shipped profile is what its recipe (calibration/shipped.py) makes of its sources.
+
+Direct fits (Splitwise, Argonne) are refitted in full: seconds. A replay fit searches for
+minutes, so for those the shipped parameters' objective is re-evaluated instead — the replay
+of the sources at the shipped parameters must give the quantile errors the file records, and
+the uncertainty at them must be the file's ``step_rel_sd`` — and the CPU profile's first,
+direct stage is refitted in full. Needs the public GPU data at ../shared/data/gpu.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from calibration.fit_replay import EXPONENT, Target, replay_quality, replay_uncertainty
+from calibration.profiling import alone_requests, fit_single_sequence
+from calibration.readers import read_tables
+from calibration.replay import EngineSettings, plan
+from calibration.shipped import (
+    GPU_DATA,
+    RECIPES,
+    recipe_options,
+    recipe_tables,
+    refit,
+    source_paths,
+)
+from sim.profile import StepCost, VllmProfile, load_profile, shipped_profiles
+
+DIRECT = [name for name, recipe in RECIPES.items() if not recipe.replay]
+REPLAYED = [name for name, recipe in RECIPES.items() if recipe.replay]
+
+
+def shipped(name: str) -> VllmProfile:
+    profile = load_profile(name)
+    assert isinstance(profile, VllmProfile)
+    return profile
+
+
+def test_every_shipped_profile_has_a_recipe_and_an_uncertainty_per_fitted_parameter():
+    assert GPU_DATA.is_dir(), f"the public GPU data are expected at {GPU_DATA}"
+    assert sorted(RECIPES) == shipped_profiles()
+    for name in RECIPES:
+        profile = shipped(name)
+        fitted = [p for p in profile.fit["fitted"] if p in StepCost.model_fields]
+        assert fitted and set(fitted) <= set(profile.step_rel_sd), name
+        assert all(0 <= v <= 1 for v in profile.step_rel_sd.values()), name
+        assert "not_identifiable" in profile.fit, name
+
+
+@pytest.mark.parametrize("name", DIRECT)
+def test_a_direct_profile_refits_to_the_shipped_file(name):
+    profile, refitted = shipped(name), refit(RECIPES[name])
+    for field, value in profile.step.model_dump().items():
+        assert getattr(refitted.step, field) == pytest.approx(value, rel=1e-6, abs=1e-15), field
+    assert refitted.step_rel_sd == pytest.approx(profile.step_rel_sd, abs=1e-3)
+    assert refitted.fit["not_identifiable"] == profile.fit["not_identifiable"]
+
+
+@pytest.mark.parametrize("name", REPLAYED)
+def test_a_replay_profile_reproduces_its_recorded_objective_and_uncertainty(name):
+    """Slow part (about a minute each on a busy machine): the sources are replayed
+    2·n + 2 times at the shipped parameters."""
+    profile, recipe = shipped(name), RECIPES[name]
+    if recipe.format == "profiling":  # stage 1 refitted; stage 2 (batching) re-evaluated
+        tables = read_tables(source_paths(recipe.sources), "stairwise")
+        single = fit_single_sequence(alone_requests(tables))
+        for field in ("prefill_token_s", "prefill_attention_s"):
+            assert getattr(single.step, field) == pytest.approx(getattr(profile.step, field))
+        assert single.overhead_s == pytest.approx(profile.request_overhead_s)
+        engine = EngineSettings()
+    else:
+        tables = recipe_tables(recipe)
+        engine = recipe_options(recipe).engine_limits
+    plans = [plan(t, "vllm", engine) for t in tables]
+    targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    quality = replay_quality(plans, targets, profile)
+    recorded = profile.fit["replay"]["quantile_errors"]
+    for now, then in zip(quality["quantile_errors"], recorded, strict=True):
+        for key, value in then.items():
+            if key != "trace" and value is not None:
+                assert now[key] == pytest.approx(value, abs=0.5), (now["trace"], key)
+    replayed = ["decode_seq_s", "context_token_s"] if recipe.format == "profiling" else None
+    varied = replayed or [p for p in profile.fit["fitted"] if p != EXPONENT]
+    floors = recipe_options(recipe).floors
+    again = replay_uncertainty(plans, targets, profile, varied, floors)
+    for p in varied:
+        assert again.rel_sd[p] == pytest.approx(profile.step_rel_sd[p], abs=0.01), p
