@@ -1,8 +1,10 @@
 """How well do calibrated profiles predict runs they were not fitted to? Prints the figures
 docs/calibration.md reports (needs the public GPU data in ../shared/data/gpu/).
 
-* DistServe (OPT-13B, A100, vLLM 0.2.3): replay-fit on some request rates, predict the
-  others: median TTFT and TPOT error per rate. Also DistServe's own coefficients, unfitted.
+* DistServe (OPT-13B, A100, vLLM 0.2.3): replay-fit on two of the three request rates,
+  predict the third (each in turn), with the shipped recipe's floors from DistServe's kernel
+  timings and without: median TTFT and TPOT error per rate. Also DistServe's own
+  coefficients, unfitted.
 * LLMServingSim (Llama-3.1-8B, RTX PRO 6000, vLLM 0.19): replay-fit on the first half of the
   requests (by arrival), replay all of them, score the second half. Also the per-layer
   profile's direct fit, which never sees a request.
@@ -25,6 +27,7 @@ import numpy as np
 from calibration import CalibrationOptions, calibrate, read_tables
 from calibration.fit_steps import fit_step_cost, step_quality
 from calibration.replay import EngineSettings, compare, plan, replay
+from calibration.shipped import RECIPES, recipe_options
 from calibration.table import TraceTable
 from sim.metrics import request_metrics
 from sim.profile import VllmProfile
@@ -34,6 +37,8 @@ DISTSERVE = {"scheduler": "prefill_first", "kv_capacity_tokens": 66144, "block_s
 
 
 def distserve(data: Path, evaluations: int) -> None:
+    """Leave one rate out: fit the shipped recipe (kernel-timing floors, KV at the 3 req/s
+    run's plateau) on two of the three rates, predict the third."""
     folder = data / "distserve-opt13b-a100"
     rates = {rate: read_tables([folder / f"vllm-{rate * 100}-{rate}.exp"])[0] for rate in (1, 2, 3)}
     (coefficients,) = read_tables([folder / "profiler-a100-80g.vllm.json"], "distserve-profile")
@@ -42,31 +47,23 @@ def distserve(data: Path, evaluations: int) -> None:
     )
     print("DistServe OPT-13B / A100 — median errors (predicted vs measured)")
     _distserve_row("coefficients only", unfitted, rates, ())
-    for fitted_on in ((1,), (1, 2)):
-        started = time.perf_counter()
-        options = CalibrationOptions(
-            name="heldout",
-            model="facebook/opt-13b",
-            hardware="A100",
-            engine_limits=DISTSERVE_ENGINE,
-            max_evaluations=evaluations,
-            **DISTSERVE,
-        )
-        profile = calibrate([rates[r] for r in fitted_on], options)
-        assert isinstance(profile, VllmProfile)
-        elapsed = time.perf_counter() - started
-        label = f"replay-fit on rate {'+'.join(map(str, fitted_on))} ({elapsed:.0f} s)"
-        exponent = profile.step.decode_seq_exponent
-        _distserve_row(f"{label}, batch exponent {exponent}", profile, rates, fitted_on)
-        # The KV capacity is a server fact (vLLM logs it at start), not a latency: DistServe's
-        # table gives its own engine's; the 3 req/s run's occupancy plateau shows vLLM's.
-        plateau = rates[3].kv_occupancy_peak(DISTSERVE["block_size"])
-        assert plateau is not None
-        at_plateau = profile.model_copy(update={"kv_capacity_tokens": plateau})
-        _print_errors(
-            f"rate 3/s held out, KV {plateau:,} tokens",
-            compare(rates[3], at_plateau, DISTSERVE_ENGINE),
-        )
+    recipe = RECIPES["vllm-a100-opt-13b"]
+    shipped = recipe_options(recipe, data)
+    for variant, floors in (("kernel floors", shipped.floors), ("no floors", {})):
+        for held_out in (3, 2, 1):
+            fitted_on = tuple(r for r in rates if r != held_out)
+            started = time.perf_counter()
+            options = shipped.model_copy(
+                update={"name": "heldout", "max_evaluations": evaluations, "floors": floors}
+            )
+            profile = calibrate([rates[r] for r in fitted_on], options)
+            assert isinstance(profile, VllmProfile)
+            elapsed = time.perf_counter() - started
+            label = (
+                f"{variant}: replay-fit on rates {'+'.join(map(str, fitted_on))} "
+                f"({elapsed:.0f} s), batch exponent {profile.step.decode_seq_exponent}"
+            )
+            _distserve_row(label, profile, rates, fitted_on)
 
 
 def _distserve_profile(name: str) -> VllmProfile:
