@@ -29,6 +29,7 @@ CPU_TRACES = "calibration/measurements/vllm-cpu-smollm2-135m"
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}
 MEMORY_BYTES_PER_S = {"A100": 2.039e12, "H100": 3.35e12}
 LLAMA3_8B_PARAMETERS = 8.03e9
+LLAMA3_8B_KV_BYTES_PER_TOKEN = 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, 8 KV heads of 128
 OPT_13B_PARAMETERS = 12.85e9
 OPT_13B_KV_BYTES_PER_TOKEN = 2 * 40 * 5120 * 2  # K and V, 40 layers, hidden 5120, fp16
 
@@ -94,7 +95,8 @@ def _argonne(hardware: str) -> Recipe:
             "block_size": 16,
             "params": ("base_s", "prefill_token_s", "decode_seq_s", "context_token_s"),
             "floors": {
-                "prefill_token_s": prefill_flop_floor(LLAMA3_8B_PARAMETERS, PEAK_FLOPS[hardware])
+                "prefill_token_s": prefill_flop_floor(LLAMA3_8B_PARAMETERS, PEAK_FLOPS[hardware]),
+                **decode_floors(LLAMA3_8B_PARAMETERS, LLAMA3_8B_KV_BYTES_PER_TOKEN, hardware),
             },
         },
     )
