@@ -30,8 +30,9 @@ from calibration.table import RequestRow, TraceTable
 from calibration.uncertainty import (
     Uncertainty,
     choice_sd,
+    correlations,
     judged,
-    linearised_sd,
+    linearised_cov,
     merged,
     typical_shares,
 )
@@ -155,14 +156,7 @@ def fit_profiling_run(
     )
     profile, batching, batched = fit_batching(tables, start, options.max_evaluations, progress)
     # stage 2 refits the context cost: its sd is stage 2's
-    alone_part = {k: v for k, v in single.uncertainty.rel_sd.items() if k != "context_token_s"}
-    uncertainty = merged(
-        Uncertainty(
-            alone_part,
-            [p for p in single.uncertainty.not_identifiable if p != "context_token_s"],
-        ),
-        batched,
-    )
+    uncertainty = merged(_without(single.uncertainty, "context_token_s"), batched)
     fit = {
         "method": "profiling run: direct (alone) + replay (batching)",
         "fitted": [*SINGLE_PARAMS, "decode_seq_s", "decode_seqs_free"],  # context: both
@@ -257,7 +251,8 @@ def fit_single_sequence(rows: list[RequestRow]) -> SingleSequenceFit:
     x = lsq_linear(columns / norms, measured * scale, bounds=(0, np.inf)).x / norms
     relative = design @ x / measured - 1
     variance = float(np.sum((weight * relative) ** 2)) / max(1, len(measured) - len(x))
-    sd = linearised_sd(columns, variance)
+    cov = linearised_cov(columns, variance)
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None))
     overhead, base, per_token, attention, context = (float(v) for v in x)
     ttft_error = np.abs(relative[: len(ttft)])
     gap_error = np.abs(relative[len(ttft) :])
@@ -269,7 +264,10 @@ def fit_single_sequence(rows: list[RequestRow]) -> SingleSequenceFit:
             context_token_s=context,
         ),
         overhead_s=overhead,
-        uncertainty=judged(list(SINGLE_PARAMS), x, sd, typical_shares(columns)),
+        uncertainty=_with_correlations(
+            judged(list(SINGLE_PARAMS), x, sd, typical_shares(columns)),
+            correlations(list(SINGLE_PARAMS), cov),
+        ),
         quality={
             "requests": len(ttft),
             "gaps": len(gaps),
@@ -278,6 +276,23 @@ def fit_single_sequence(rows: list[RequestRow]) -> SingleSequenceFit:
             "gap_rel_err_p50": float(np.median(gap_error)),
         },
     )
+
+
+def _without(verdict: Uncertainty, name: str) -> Uncertainty:
+    """``verdict`` without one parameter (a later stage refits it)."""
+    return Uncertainty(
+        {k: v for k, v in verdict.rel_sd.items() if k != name},
+        [p for p in verdict.not_identifiable if p != name],
+        {
+            k: {j: r for j, r in row.items() if j != name}
+            for k, row in verdict.correlation.items()
+            if k != name
+        },
+    )
+
+
+def _with_correlations(verdict: Uncertainty, pairs: dict[str, dict[str, float]]) -> Uncertainty:
+    return Uncertainty(verdict.rel_sd, verdict.not_identifiable, pairs)
 
 
 def fit_batching(

@@ -119,7 +119,7 @@ RECIPES: dict[str, Recipe] = {
                 "kv_capacity_tokens": 56_432,  # the 3 req/s run's occupancy plateau
                 "block_size": 16,
                 "engine_limits": {"max_num_seqs": 256, "max_num_batched_tokens": 2048},
-                "max_evaluations": 150,
+                "max_evaluations": 100,
                 # hardware floors; DistServe's kernel timings are no floor: the measured
                 # TTFTs show a faster prefill than they do
                 "floors": {
