@@ -2,9 +2,9 @@
 docs/calibration.md reports (needs the public GPU data in ../shared/data/gpu/).
 
 * DistServe (OPT-13B, A100, vLLM 0.2.3): replay-fit on two of the three request rates,
-  predict the third (each in turn), with the shipped recipe's floors from DistServe's kernel
-  timings and without: median TTFT and TPOT error per rate. Also DistServe's own
-  coefficients, unfitted.
+  predict the third (each in turn), with floors from the A100's FLOPs and memory bandwidth
+  and without: median TTFT and TPOT error per rate. Also DistServe's own coefficients,
+  unfitted.
 * LLMServingSim (Llama-3.1-8B, RTX PRO 6000, vLLM 0.19): replay-fit on the first half of the
   requests (by arrival), replay all of them, score the second half. Also the per-layer
   profile's direct fit, which never sees a request.
@@ -27,7 +27,7 @@ import numpy as np
 from calibration import CalibrationOptions, calibrate, read_tables
 from calibration.fit_steps import fit_step_cost, step_quality
 from calibration.replay import EngineSettings, compare, plan, replay
-from calibration.shipped import RECIPES, recipe_options
+from calibration.shipped import RECIPES, opt_13b_a100_floors, recipe_options
 from calibration.table import TraceTable
 from sim.metrics import request_metrics
 from sim.profile import VllmProfile
@@ -37,8 +37,9 @@ DISTSERVE = {"scheduler": "prefill_first", "kv_capacity_tokens": 66144, "block_s
 
 
 def distserve(data: Path, evaluations: int) -> None:
-    """Leave one rate out: fit the shipped recipe (kernel-timing floors, KV at the 3 req/s
-    run's plateau) on two of the three rates, predict the third."""
+    """Leave one rate out: fit the shipped recipe's final stage (KV at the 3 req/s run's
+    plateau) on two of the three rates, predict the third; with and without the A100's
+    hardware floors."""
     folder = data / "distserve-opt13b-a100"
     rates = {rate: read_tables([folder / f"vllm-{rate * 100}-{rate}.exp"])[0] for rate in (1, 2, 3)}
     (coefficients,) = read_tables([folder / "profiler-a100-80g.vllm.json"], "distserve-profile")
@@ -49,7 +50,7 @@ def distserve(data: Path, evaluations: int) -> None:
     _distserve_row("coefficients only", unfitted, rates, ())
     recipe = RECIPES["vllm-a100-opt-13b"]
     shipped = recipe_options(recipe, data)
-    for variant, floors in (("kernel floors", shipped.floors), ("no floors", {})):
+    for variant, floors in (("hardware floors", opt_13b_a100_floors()), ("no floors", {})):
         for held_out in (3, 2, 1):
             fitted_on = tuple(r for r in rates if r != held_out)
             started = time.perf_counter()
