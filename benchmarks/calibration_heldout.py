@@ -49,7 +49,7 @@ def distserve(data: Path, evaluations: int) -> None:
     print("DistServe OPT-13B / A100 — median errors (predicted vs measured)")
     _distserve_row("coefficients only", unfitted, rates, ())
     recipe = RECIPES["vllm-a100-opt-13b"]
-    shipped = recipe_options(recipe, data)
+    shipped = recipe_options(recipe)
     for variant, floors in (("hardware floors", opt_13b_a100_floors()), ("no floors", {})):
         for held_out in (3, 2, 1):
             fitted_on = tuple(r for r in rates if r != held_out)

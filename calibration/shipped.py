@@ -204,7 +204,7 @@ def recipe_tables(recipe: Recipe, data: Path = GPU_DATA) -> list[TraceTable]:
     return read_tables(source_paths(recipe.sources, data), recipe.format, recipe.select)
 
 
-def recipe_options(recipe: Recipe, data: Path = GPU_DATA) -> CalibrationOptions:
+def recipe_options(recipe: Recipe) -> CalibrationOptions:
     shipped = load_profile(recipe.name)
     options = {
         "name": recipe.name,
@@ -221,7 +221,7 @@ def _citation(provenance: Provenance) -> str:
 
 
 def refit(recipe: Recipe, data: Path = GPU_DATA) -> VllmProfile:
-    options = recipe_options(recipe, data)
+    options = recipe_options(recipe)
     if recipe.format == "profiling":
         profile = fit_profiling_run(source_paths(recipe.sources, data), options)
     else:
