@@ -1,4 +1,5 @@
-"""Every shipped profile is what its recipe (calibration/shipped.py) makes of its sources.
+"""Every parametric shipped profile is what its recipe (calibration/shipped.py) makes of
+its sources.
 
 Direct fits (Splitwise, Argonne) are refitted in full: seconds. A replay fit searches for
 minutes, so for those the shipped parameters' objective is re-evaluated instead — the replay
@@ -37,7 +38,11 @@ def shipped(name: str) -> VllmProfile:
 
 def test_every_shipped_profile_has_a_recipe_and_an_uncertainty_per_fitted_parameter():
     assert GPU_DATA.is_dir(), f"the public GPU data are expected at {GPU_DATA}"
-    assert sorted(RECIPES) == shipped_profiles()
+    # a profile priced by operator tables has its own route (docs/calibration.md)
+    parametric = [
+        n for n in shipped_profiles() if getattr(load_profile(n), "operator_tables", None) is None
+    ]
+    assert sorted(RECIPES) == parametric
     for name in RECIPES:
         profile = shipped(name)
         fitted = [p for p in profile.fit["fitted"] if p in StepCost.model_fields]
