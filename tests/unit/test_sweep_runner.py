@@ -10,6 +10,7 @@ from scipy import stats
 
 from sim import simulate
 from sim.errors import ConfigError
+from sim.profile import load_profile, save_profile
 from sim.scenario import load_scenario
 from sim.sweep import sweep as run
 from sim.sweep.replicate import replication_seed
@@ -35,16 +36,24 @@ def spec(axes=None, replications=2, metrics=("ttft_s.p50", "e2e_s.p90")):
     }
 
 
-def test_replications_use_derived_seeds_and_student_t_prediction_intervals():
-    result = sweep(spec({"topology.redundancy": [1]}, replications=3, metrics=["e2e_s.p50"]))
+def test_replications_use_derived_seeds_and_student_t_prediction_intervals(tmp_path):
+    # the shipped profile without its parameter uncertainty: only the seeds differ
+    certain = load_profile("vllm-cpu-smollm2-135m").model_copy(update={"step_rel_sd": {}})
+    save_profile(certain, tmp_path / "certain.json")
+    profile = f"servers.local.profile={tmp_path / 'certain.json'}"
+    swept = spec({"topology.redundancy": [1]}, replications=3, metrics=["e2e_s.p50"])
+    swept["overrides"].append(profile)
+    result = sweep(swept)
     (row,) = result.rows
-    base = load_scenario(EXAMPLE, ["workload.requests=8", "workload.arrival.rate_per_s=0.2"])
+    base = load_scenario(
+        EXAMPLE, ["workload.requests=8", "workload.arrival.rate_per_s=0.2", profile]
+    )
     seeds = [replication_seed(base.seed, r) for r in range(3)]
     assert seeds[0] == base.seed and len(set(seeds)) == 3
     values = [
         simulate(base, ["topology.redundancy=1"], s, replications=1).summary["e2e_s"]["p50"]
         for s in seeds
-    ]  # the shipped profile states no parameter uncertainty: only the seeds differ
+    ]
     assert len(set(values)) == 3  # the replications really differ
     # where a fourth replication falls, 90 % of the time: a t interval of the log values
     logs = np.log(values)
