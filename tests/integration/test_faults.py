@@ -116,6 +116,7 @@ def test_ctrl_c_keeps_everything_recorded_and_summarises_what_completed(vllm_url
             "--json",
             "--trace",
             str(trace),
+            "--no-probe",  # Ctrl-C during the run itself, not during a probe
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
