@@ -345,7 +345,7 @@ def plan(
     if not live:
         return result
     from live.endpoints import on_local_server
-    from stairwise.live_capacity import live_capacity
+    from stairwise.orchestrate.capacity import live_capacity
 
     loaded, profile_dir = resolve_scenario(scenario, overrides)
     if local:

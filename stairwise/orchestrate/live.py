@@ -45,10 +45,10 @@ def run_live(
     come here: the place for anything to do before or after every live run).
     ``inject_network`` routes every server through a proxy that adds the scenario's network
     latency. ``probe``: measure each vLLM server's speed right before and right after the run
-    (:mod:`stairwise.engine_probe`), kept in the trace's header and a final ``probe`` record.
+    (:mod:`stairwise.orchestrate.probe`), kept in the trace's header and a final ``probe`` record.
     Every trace says which profile each server is simulated on and whether it was measured
     on this machine."""
-    from stairwise.engine_probe import probe_record, probe_servers, profile_facts
+    from stairwise.orchestrate.probe import probe_record, probe_servers, profile_facts
 
     extra: dict[str, Any] = {"profiles": profile_facts(scenario, profile_dir)}
     before = probe_servers(scenario, profile_dir, "before", log) if probe else {}

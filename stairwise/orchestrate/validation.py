@@ -25,8 +25,8 @@ from sim.profile import load_profile
 from sim.scenario import Scenario, VllmServer, scenario_from_dict
 from sim.simulator import Simulator
 from sim.trace import Record, pool_runs, read_trace, scenario_hash
-from stairwise.engine_probe import mean_factors, readings_of, rescaled_profiles, unreliable
 from stairwise.orchestrate.live import run_live
+from stairwise.orchestrate.probe import mean_factors, readings_of, rescaled_profiles, unreliable
 
 INTERVAL_REPLICATIONS = 10  # profile draws behind each predicted interval
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sim.capacity import PlanSettings, parse_slos
-from stairwise.live_capacity import live_capacity
+from stairwise.orchestrate.capacity import live_capacity
 from tests.integration.conftest import live_scenario
 
 pytestmark = pytest.mark.live

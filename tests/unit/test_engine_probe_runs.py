@@ -10,7 +10,7 @@ from sim.errors import ConfigError
 from sim.trace import read_trace
 from stairwise import api
 from stairwise.cli import app
-from stairwise.engine_probe import readings_of
+from stairwise.orchestrate.probe import readings_of
 from tests.fake_server import Timing, fake_server
 from tests.unit.test_live_runner import scenario_on
 
@@ -48,7 +48,7 @@ def test_no_probe_leaves_the_trace_without_probes(tmp_path):
 def test_a_probe_failing_after_the_run_exits_2_in_one_line_and_keeps_the_trace(
     tmp_path, monkeypatch
 ):
-    import stairwise.engine_probe as engine_probe
+    import stairwise.orchestrate.probe as engine_probe
 
     real = engine_probe.probe_servers
     calls = []
