@@ -132,11 +132,11 @@ def live_noise(
     spread: dict[str, float | None] = {}
     for key in errors:
         values = [v for e in per_run if (v := e.get(key)) is not None]
-        spread[key] = max(values) - min(values) if len(values) == len(runs) else None
+        spread[key] = float(max(values) - min(values)) if len(values) == len(runs) else None
     within: dict[str, bool | None] = {}
     for key, error in errors.items():
         noise = spread[key]
-        within[key] = None if error is None or noise is None else abs(error) <= noise
+        within[key] = None if error is None or noise is None else bool(abs(error) <= noise)
     return {"live_spread_pct": spread, "within_live_noise": within}
 
 

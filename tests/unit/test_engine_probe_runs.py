@@ -3,6 +3,8 @@ validate; a probe that fails after the run is one line, exit 2, and the run's tr
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -99,3 +101,4 @@ def test_validate_compares_on_the_profile_rescaled_to_the_probes(tmp_path):
         summary["error_pct"]["ttft_p50"], abs=1.0
     )
     assert isinstance(summary["unreliable"], bool)
+    json.dumps(summary)  # validate --json prints it: plain Python values only
