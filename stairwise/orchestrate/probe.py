@@ -119,11 +119,14 @@ def rescaled_profiles(
     scenario: Scenario, readings: list[Readings], profile_dir: Path | None = None
 ) -> dict[str, VllmProfile]:
     """Each probed server's profile rescaled to the engine's speed during the runs: the mean
-    of the factors of every probe around them (a run sits between its before and after)."""
+    of the factors of every probe around them (a run sits between its before and after).
+    Factors read against another profile (a kept trace re-compared with ``--profile``) do
+    not apply to this one: that server is left out."""
     return {
         name: rescaled(profile, *mean_factors(readings, name))
         for name, (_, profile) in probed_servers(scenario, profile_dir).items()
         if any(name in r for r in readings)
+        and all(r[name].profile == profile.name for r in readings if name in r)
     }
 
 

@@ -150,6 +150,8 @@ def probe_comparison(
     if not probed:
         return {}
     scaled = rescaled_profiles(scenario, probed)
+    if not scaled:
+        return {}
     simulated = Simulator(scenario, profiles=dict(scaled)).run().records
     servers: dict[str, Any] = {}
     for name in scaled:

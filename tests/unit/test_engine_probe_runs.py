@@ -102,3 +102,17 @@ def test_validate_compares_on_the_profile_rescaled_to_the_probes(tmp_path):
     )
     assert isinstance(summary["unreliable"], bool)
     json.dumps(summary)  # validate --json prints it: plain Python values only
+
+    # the kept runs re-compared on another profile: the probes' factors were read against
+    # the first one and do not apply, so there is no probe-scaled comparison
+    again = api.validate(
+        scenario_on(server.url),
+        out=tmp_path / "again",
+        profile="vllm-a100-llama3-8b",
+        local=False,
+        live_from=[tmp_path],
+        report=False,
+        log=lambda m: None,
+    )
+    assert "error_pct_probe_scaled" not in again.summary
+    assert again.summary["error_pct"]["ttft_p50"] is not None
