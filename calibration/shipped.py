@@ -19,7 +19,7 @@ from typing import Any
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.profiling import fit_profiling_run
 from calibration.readers import read_tables
-from calibration.table import TraceTable
+from calibration.table import STEP_PARAMS, TraceTable
 from sim.profile import SHIPPED_DIR, Provenance, VllmProfile, load_profile, save_profile
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -135,14 +135,7 @@ RECIPES: dict[str, Recipe] = {
             # the search with the batch exponent
             first={
                 "kv_capacity_tokens": 66_144,
-                "params": (
-                    "base_s",
-                    "prefill_token_s",
-                    "prefill_attention_s",
-                    "decode_seq_s",
-                    "context_token_s",
-                    "prefill_step_s",
-                ),
+                "params": STEP_PARAMS,
             },
             replay=True,
         ),
@@ -156,14 +149,7 @@ RECIPES: dict[str, Recipe] = {
                 "kv_capacity_tokens": 537_000,
                 "block_size": 16,
                 "max_evaluations": 200,
-                "params": (
-                    "base_s",
-                    "prefill_token_s",
-                    "prefill_attention_s",
-                    "decode_seq_s",
-                    "context_token_s",
-                    "prefill_step_s",
-                ),
+                "params": STEP_PARAMS,
             },
             replay=True,
         ),
