@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from calibration.profiling import ProfilingCell, cell_scenario
+from sim.errors import ConfigError
 from sim.metrics import summarize
 from sim.profile import VllmProfile
 from sim.scenario import Scenario, scenario_from_dict
@@ -205,7 +206,8 @@ def _simulate(scenario: Scenario, profile: VllmProfile) -> list[Record]:
 def _p50(records: list[Record], metric: str) -> float:
     value = summarize(records)[metric]["p50"]
     if value is None or value <= 0:
-        raise ValueError(f"a probe cell measured no {metric}")
+        cell = records[0].get("name", "a probe cell") if records else "a probe cell"
+        raise ConfigError(f"engine probe: {cell} measured no {metric} (did its requests stream?)")
     return float(value)
 
 

@@ -61,3 +61,12 @@ def test_rescaling_leaves_the_original_profile_untouched():
     assert scaled.step.base_s == 3.0 * base.step.base_s
     assert scaled.step.decode_seqs_free == base.step.decode_seqs_free
     assert load_profile(PROFILE).step == base.step
+
+
+def test_a_probe_cell_that_measured_nothing_is_one_line_naming_the_cell():
+    from calibration.probe import _p50
+    from sim.errors import ConfigError
+
+    header = {"type": "header", "name": "probe-profile-p128-c1-k0", "scenario": {}}
+    with pytest.raises(ConfigError, match="probe-profile-p128-c1-k0 measured no ttft_s"):
+        _p50([header], "ttft_s")
