@@ -43,7 +43,7 @@ def run(
         bool,
         typer.Option(
             "--probe/--no-probe",
-            help="Measure each vLLM server's speed right before and after the run (about 10 s "
+            help="Measure each vLLM server's speed right before and after the run (5-40 s "
             "each on the local engine), kept in the trace.",
         ),
     ] = True,

@@ -56,8 +56,8 @@ def validate(
         bool,
         typer.Option(
             "--probe/--no-probe",
-            help="Measure each vLLM server's speed right before and after each live run (about "
-            "10 s each on the local engine) and compare also on the profile rescaled to it.",
+            help="Measure each vLLM server's speed right before and after each live run (5-40 s "
+            "each on the local engine) and compare also on the profile rescaled to it.",
         ),
     ] = True,
     max_error: Annotated[

@@ -42,8 +42,8 @@ def probe_servers(
     when: str = "",
     log: Callable[[str], None] = print,
 ) -> Readings:
-    """Probe every server of :func:`probed_servers` once (about 10 s each on the local CPU
-    engine). Distinct endpoints only: two scenario servers on one endpoint are probed once."""
+    """Probe every server of :func:`probed_servers` once (5-40 s each on the local CPU
+    engine, by its hardware). Distinct endpoints only: two scenario servers on one endpoint are probed once."""
     from live.runner import LiveRunner
 
     readings: Readings = {}
