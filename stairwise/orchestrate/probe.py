@@ -43,7 +43,7 @@ def probe_servers(
     log: Callable[[str], None] = print,
 ) -> Readings:
     """Probe every server of :func:`probed_servers` once (5-40 s each on the local CPU
-    engine, by its hardware). Distinct endpoints only: two scenario servers on one endpoint are probed once."""
+    engine, by its hardware). Two scenario servers on one endpoint are probed once."""
     from live.runner import LiveRunner
 
     readings: Readings = {}
