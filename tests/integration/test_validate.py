@@ -48,6 +48,12 @@ def test_validate_prints_the_comparison_and_writes_the_report(vllm_url, tmp_path
     assert result["live"]["requests"] == 4 and result["sim"]["requests"] == 2
     assert result["sim_trace_driven"]["requests"] == 4
     assert set(result["error_pct"]) >= {"ttft_p50", "ttft_p90", "tps_p50", "e2e_p50"}
+    # the real engine probed around each of the two runs, and the rescaled comparison
+    probe = result["probe"]["local"]
+    assert len(probe["before"]) == len(probe["after"]) == 2
+    assert all(f > 0 for f in probe["factors"].values())
+    assert set(result["error_pct_probe_scaled"]) == set(result["error_pct"])
+    assert result["profiles"]["local"]["profile"] == "vllm-cpu-smollm2-135m"
     assert "Staircase timeline" in report.read_text()
     assert (out / "integration.live.jsonl").exists() and (out / "integration.live-2.jsonl").exists()
 
