@@ -18,12 +18,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 
 from sim.errors import ConfigError
+from sim.profile import cpu_class
 
 MODEL_NAME = "smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,6 +37,13 @@ def state_dir() -> Path:
     return Path(os.environ.get("STAIRWISE_HOME", ".stairwise")).resolve()
 
 
+def default_dtype() -> str:
+    """bfloat16 where the CPU computes it natively (AVX-512), float32 elsewhere: without
+    AVX-512, vLLM-CPU emulates bfloat16 products and prefills ~4x slower than in float32
+    (measured on a 2-core AVX2 EPYC, docs/live.md)."""
+    return "bfloat16" if cpu_class() == "avx512" else "float32"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     port: int = DEFAULT_PORT
@@ -44,6 +52,7 @@ class ServerSettings:
     kv_cache_gib: int = 2
     enforce_eager: bool = False
     scheduling_policy: str = "fcfs"  # vLLM's --scheduling-policy: fcfs | priority
+    dtype: str = field(default_factory=default_dtype)  # the model's compute type
 
     @property
     def url(self) -> str:
@@ -181,7 +190,7 @@ def start(
     args = [
         sys.executable, "-m", "live.vllm_launcher", "serve", str(model),
         "--host", "127.0.0.1", "--port", str(settings.port),
-        "--dtype", "bfloat16", "--max-model-len", str(settings.max_model_len),
+        "--dtype", settings.dtype, "--max-model-len", str(settings.max_model_len),
         "--enable-prefix-caching", "--enable-prompt-tokens-details",
         "--served-model-name", MODEL_NAME,
     ]  # fmt: skip

@@ -155,6 +155,12 @@ class ProfileBase(_Strict):
         "sizes fixed texts (system prompts, templates) with it",
     )
     fit: dict[str, Any] = Field(default_factory=dict, description="fit quality, residuals")
+    cpu_variants: dict[str, str] = Field(
+        default_factory=dict,
+        description="the same engine measured on another CPU class (cpu_class() -> shipped "
+        "profile name): a CPU engine's speed is its processor's, so load_profile answers with "
+        "the variant of this machine's class",
+    )
 
 
 class VllmProfile(ProfileBase):
@@ -243,6 +249,20 @@ def this_machine() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def cpu_class(cpu_flags: set[str] | None = None) -> str:
+    """``avx512`` or ``avx2``: the processor feature that decides a CPU engine's speed most.
+    Without AVX-512, vLLM-CPU emulates bfloat16 products: the local server computes in float32
+    there and still prefills ~4x slower than on an AVX-512 core (docs/live.md)."""
+    if cpu_flags is None:
+        cpu_flags = set()
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("flags"):
+                    cpu_flags = set(line.split(":", 1)[1].split())
+                    break
+    return "avx512" if "avx512f" in cpu_flags else "avx2"
+
+
 def measured_here(profile: VllmProfile | ApiProfile) -> bool:
     return bool(profile.provenance.machine) and profile.provenance.machine == this_machine()
 
@@ -251,8 +271,11 @@ def shipped_profiles() -> list[str]:
     return sorted(p.stem for p in SHIPPED_DIR.glob("*.json"))
 
 
-def load_profile(name_or_path: str, base_dir: Path | None = None) -> VllmProfile | ApiProfile:
-    """A shipped profile by name, or a profile JSON by path (relative to ``base_dir``)."""
+def load_profile(
+    name_or_path: str, base_dir: Path | None = None, exact: bool = False
+) -> VllmProfile | ApiProfile:
+    """A shipped profile by name, or a profile JSON by path (relative to ``base_dir``); its
+    variant for this machine's CPU class if it names one (``exact``: the file itself)."""
     path = Path(name_or_path)
     if "/" not in name_or_path and (SHIPPED_DIR / f"{name_or_path}.json").exists():
         path = SHIPPED_DIR / f"{name_or_path}.json"
@@ -265,7 +288,11 @@ def load_profile(name_or_path: str, base_dir: Path | None = None) -> VllmProfile
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable profile JSON ({exc})") from None
-    return parse_profile(data, str(path))
+    profile = parse_profile(data, str(path))
+    variant = None if exact else profile.cpu_variants.get(cpu_class())
+    if variant is not None and variant != profile.name:
+        return load_profile(variant)
+    return profile
 
 
 def parse_profile(data: Any, source: str) -> VllmProfile | ApiProfile:

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.errors import ConfigError
+from sim.profile import load_profile, measured_here
 from sim.trace import read_trace
 from stairwise import api
 from stairwise.cli import app
@@ -25,9 +26,10 @@ def test_a_run_keeps_the_probes_before_and_after_and_says_which_profile(tmp_path
         result = api.run(scenario_on(server.url), trace=trace, log=lambda m: None)
     records = read_trace(trace)
     header = records[0]
+    used = load_profile("vllm-cpu-smollm2-135m")  # the variant of this machine's CPU class
     assert header["profiles"]["gpu"] == {
-        "profile": "vllm-cpu-smollm2-135m",
-        "measured_here": False,  # shipped: measured on the reference machine
+        "profile": used.name,
+        "measured_here": measured_here(used),
     }
     assert [r["type"] for r in records[-2:]] == ["end", "probe"]  # the after-probe follows
     before, after = readings_of(records)

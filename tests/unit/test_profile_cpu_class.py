@@ -1,0 +1,44 @@
+"""A CPU engine's profile follows the processor: the variant of this machine's CPU class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sim import profile as profiles
+from sim.profile import cpu_class, load_profile
+
+
+def test_cpu_class_reads_avx512_from_the_flags():
+    assert cpu_class({"fpu", "avx", "avx2", "avx512f", "avx512bw"}) == "avx512"
+    assert cpu_class({"fpu", "avx", "avx2", "fma"}) == "avx2"
+    assert cpu_class(set()) == "avx2"
+
+
+def _write_variant_profile(folder: Path, variants: dict[str, str]) -> Path:
+    data = json.loads((profiles.SHIPPED_DIR / "vllm-cpu-smollm2-135m.json").read_text())
+    data |= {"name": "mine", "cpu_variants": variants}
+    path = folder / "mine.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("machine", ["avx2", "avx512"])
+def test_a_profile_answers_with_the_variant_of_this_machines_class(tmp_path, monkeypatch, machine):
+    monkeypatch.setattr(profiles, "cpu_class", lambda: machine)
+    path = _write_variant_profile(tmp_path, {machine: "vllm-h100-llama3-8b"})
+    assert load_profile(str(path)).name == "vllm-h100-llama3-8b"
+    other = "avx512" if machine == "avx2" else "avx2"
+    path = _write_variant_profile(tmp_path, {other: "vllm-h100-llama3-8b"})
+    assert load_profile(str(path)).name == "mine"
+
+
+def test_the_shipped_cpu_profile_names_a_variant_for_every_class():
+    """Both classes resolve to a shipped profile measured on such a processor."""
+    shipped = json.loads((profiles.SHIPPED_DIR / "vllm-cpu-smollm2-135m.json").read_text())
+    for machine, label in (("avx2", "AVX2 only"), ("avx512", "AVX-512")):
+        name = shipped["cpu_variants"].get(machine, shipped["name"])
+        resolved = json.loads((profiles.SHIPPED_DIR / f"{name}.json").read_text())
+        assert label in resolved["provenance"]["hardware"]
