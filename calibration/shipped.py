@@ -24,7 +24,7 @@ from sim.profile import SHIPPED_DIR, Provenance, VllmProfile, load_profile, save
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 GPU_DATA = REPOSITORY.parent / "shared" / "data" / "gpu"
-CPU_TRACES = "calibration/measurements/vllm-cpu-smollm2-135m"
+MEASUREMENTS = "calibration/measurements"
 # Vendor datasheets (SXM parts): peak dense fp16/bf16 tensor throughput, memory bandwidth.
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}
 MEMORY_BYTES_PER_S = {"A100": 2.039e12, "H100": 3.35e12}
@@ -64,6 +64,35 @@ class Recipe:
     select: dict[str, str] = field(default_factory=dict)
     first: dict[str, Any] | None = None  # options of a first fit that starts this one
     replay: bool = False  # minutes, not seconds: the tests re-evaluate instead of refitting
+    cpu_variants: dict[str, str] = field(default_factory=dict)  # the profile's, by CPU class
+
+
+def _local_cpu(
+    name: str, dtype: str, processor: str, cpu_variants: dict[str, str] | None = None
+) -> Recipe:
+    """The embedded engine, profiled live (``calibrate --local``) on a 2-core machine of one
+    CPU class: the local server computes in bfloat16 with AVX-512, in float32 without."""
+    return Recipe(
+        name=name,
+        sources=tuple(
+            sorted(
+                str(p.relative_to(REPOSITORY))
+                for p in (REPOSITORY / MEASUREMENTS / name).glob("*.jsonl.gz")
+            )
+        ),
+        format="profiling",
+        options={
+            "model": f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to {dtype})",
+            "hardware": f"2 x86_64 cores ({processor}), no GPU",
+            "engine_version": "0.32.0",
+            "block_size": 128,
+            "kv_capacity_tokens": 93_184,
+            "chars_per_token": 4.635,
+            "max_evaluations": 200,
+        },
+        replay=True,
+        cpu_variants=cpu_variants or {},
+    )
 
 
 def _splitwise(hardware: str, tp: int) -> Recipe:
@@ -153,26 +182,13 @@ RECIPES: dict[str, Recipe] = {
             },
             replay=True,
         ),
-        Recipe(
-            name="vllm-cpu-smollm2-135m",
-            sources=tuple(
-                sorted(
-                    str(p.relative_to(REPOSITORY))
-                    for p in (REPOSITORY / CPU_TRACES).glob("*.jsonl.gz")
-                )
-            ),
-            format="profiling",
-            options={
-                "model": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to bf16)",
-                "hardware": "2 x86_64 cores (AVX-512), no GPU",
-                "engine_version": "0.32.0",
-                "block_size": 128,
-                "kv_capacity_tokens": 93_184,
-                "chars_per_token": 4.635,
-                "max_evaluations": 200,
-            },
-            replay=True,
+        _local_cpu(
+            "vllm-cpu-smollm2-135m",
+            "bf16",
+            "AVX-512",
+            cpu_variants={"avx2": "vllm-cpu-smollm2-135m-avx2"},
         ),
+        _local_cpu("vllm-cpu-smollm2-135m-avx2", "float32", "AVX2 only"),
     )
 }
 
@@ -191,7 +207,7 @@ def recipe_tables(recipe: Recipe, data: Path = GPU_DATA) -> list[TraceTable]:
 
 
 def recipe_options(recipe: Recipe) -> CalibrationOptions:
-    shipped = load_profile(recipe.name)
+    shipped = load_profile(recipe.name, exact=True)
     options = {
         "name": recipe.name,
         "description": shipped.description,
@@ -221,7 +237,9 @@ def refit(recipe: Recipe, data: Path = GPU_DATA) -> VllmProfile:
     # sources as the repository cites them (the data folder beside it)
     cited = [s.replace("{gpu}", "../shared/data/gpu") for s in recipe.sources]
     provenance = profile.provenance.model_copy(update={"sources": cited})
-    return profile.model_copy(update={"provenance": provenance})
+    return profile.model_copy(
+        update={"provenance": provenance, "cpu_variants": recipe.cpu_variants}
+    )
 
 
 def main() -> None:

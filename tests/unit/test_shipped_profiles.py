@@ -31,7 +31,7 @@ REPLAYED = [name for name, recipe in RECIPES.items() if recipe.replay]
 
 
 def shipped(name: str) -> VllmProfile:
-    profile = load_profile(name)
+    profile = load_profile(name, exact=True)
     assert isinstance(profile, VllmProfile)
     return profile
 
@@ -40,7 +40,9 @@ def test_every_shipped_profile_has_a_recipe_and_an_uncertainty_per_fitted_parame
     assert GPU_DATA.is_dir(), f"the public GPU data are expected at {GPU_DATA}"
     # a profile priced by operator tables has its own route (docs/calibration.md)
     parametric = [
-        n for n in shipped_profiles() if getattr(load_profile(n), "operator_tables", None) is None
+        n
+        for n in shipped_profiles()
+        if getattr(load_profile(n, exact=True), "operator_tables", None) is None
     ]
     assert sorted(RECIPES) == parametric
     for name in RECIPES:
@@ -49,6 +51,7 @@ def test_every_shipped_profile_has_a_recipe_and_an_uncertainty_per_fitted_parame
         assert fitted and set(fitted) <= set(profile.step_rel_sd), name
         assert all(0 <= v <= 1 for v in profile.step_rel_sd.values()), name
         assert "not_identifiable" in profile.fit, name
+        assert profile.cpu_variants == RECIPES[name].cpu_variants, name
 
 
 @pytest.mark.parametrize("name", DIRECT)
