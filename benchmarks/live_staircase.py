@@ -10,7 +10,7 @@ and prints TTFT, pauses, ITL, both TPS definitions and E2E, then the issue's goa
 standard's.
 
     python benchmarks/live_staircase.py [examples/staircase-moa.yaml] [--plan plan.json]
-        [--requests 8] [--out out/live-staircase]
+        [--requests 8] [--out out/live-staircase] [--set 'workload.arrival={kind: closed}']
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ COLUMNS = (
 )
 
 
-def the_pick(scenario: Path, plan_file: Path | None) -> dict[str, Any]:
+def the_pick(scenario: Path, plan_file: Path | None, settings: list[str]) -> dict[str, Any]:
     """``best.values`` of the plan: read from a saved ``plan --json``, or planned here."""
     if plan_file is not None:
         data = json.loads(plan_file.read_text())
     else:
         print(f"planning {scenario} under {', '.join(SLOS)} (simulated) ...")
-        data = api.plan(scenario, list(SLOS)).to_dict()
+        data = api.plan(scenario, list(SLOS), overrides=settings).to_dict()
     best = data.get("best")
     if best is None:
         raise ConfigError("the plan has no pick (no schedule to search?)")
@@ -54,10 +54,12 @@ def the_pick(scenario: Path, plan_file: Path | None) -> dict[str, Any]:
     return values
 
 
-def variants(pick: dict[str, Any], requests: int | None) -> dict[str, list[str]]:
-    """The three runs as ``--set`` overrides of the scenario file (its own arrivals: the load
-    the plan judged the pick at)."""
-    common = [f"workload.requests={requests}"] if requests else []
+def variants(
+    pick: dict[str, Any], requests: int | None, settings: list[str]
+) -> dict[str, list[str]]:
+    """The three runs as ``--set`` overrides of the scenario file (with ``settings``, e.g. other
+    arrivals, applied to all three: plan the pick with the same ones)."""
+    common = [*settings, *([f"workload.requests={requests}"] if requests else [])]
     return {
         "standard": [*common, "topology.mode=standard"],
         "as given": common,
@@ -95,9 +97,16 @@ def main() -> None:
     parser.add_argument("--plan", type=Path, help="a saved `stairwise plan --json` output")
     parser.add_argument("--requests", type=int, help="requests per run (default: the file's)")
     parser.add_argument("--out", type=Path, default=Path("out/live-staircase"))
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        help="a scenario override for all three runs (repeatable), e.g. another arrival process",
+    )
     args = parser.parse_args()
 
-    runs = variants(the_pick(args.scenario, args.plan), args.requests)
+    runs = variants(the_pick(args.scenario, args.plan, args.settings), args.requests, args.settings)
     args.out.mkdir(parents=True, exist_ok=True)
     # the server starts with the pick's scheduling policy: at priority 0 for every request
     # (standard, as given) a priority server serves first come, first served

@@ -1,0 +1,65 @@
+"""Capacity, predicted and measured: ``stairwise plan --live`` on the embedded local vLLM (CPU)
+for a single-model scenario and the staircase MoA example, printing the simulated maximum
+sustainable rate, the live one and the error between them.
+
+Both searches use the same load levels, arrivals, request count and sustainability rule
+(``sim/capacity.py``); the live one starts from the simulated maximum and stops after
+``--budget`` seconds per scenario (a stopped search says so: its rate is then a bound).
+
+    python benchmarks/live_capacity.py [--budget 600] [--requests 12] [SCENARIO SLO ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from sim.capacity import PlanSettings
+from stairwise import api
+
+# (scenario, SLOs): one model alone, and the staircase MoA of the README
+DEFAULT_CASES = (
+    ("examples/heldout/single-2.yaml", ["ttft_p90=3s"]),
+    ("examples/staircase-moa.yaml", ["ttft_p90=5s"]),
+)
+
+
+def measure(scenario: str, slos: list[str], requests: int, budget_s: float, out: Path) -> None:
+    started = time.monotonic()
+    result = api.plan(
+        scenario,
+        slos,
+        PlanSettings(requests=requests, search_schedules=False),
+        live=True,
+        live_budget_s=budget_s,
+        live_out=out / Path(scenario).stem,
+    )
+    simulated, live = result.capacity, result.live_capacity
+    assert live is not None
+    measured = "-" if live.max_rate is None else f"{live.max_rate:.4g}/s"
+    error = result.capacity_error_pct
+    complete = (result.live_search or {}).get("complete")
+    stopped = "" if complete else " (stopped by its time budget: a bound)"
+    print(
+        f"{scenario} under {', '.join(slos)}: simulated max {simulated.max_rate:.4g}/s, live "
+        f"{measured}{stopped}"
+        f", error {'-' if error is None else f'{error:+.1f} %'}; "
+        f"{time.monotonic() - started:.0f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("case", nargs="*", help="a scenario then its SLOs (default: two cases)")
+    parser.add_argument("--budget", type=float, default=600.0, help="live seconds per scenario")
+    parser.add_argument("--requests", type=int, default=12, help="requests per load level")
+    parser.add_argument("--out", type=Path, default=Path("out/live-capacity"))
+    args = parser.parse_args()
+    cases = [(args.case[0], args.case[1:])] if args.case else DEFAULT_CASES
+    for scenario, slos in cases:
+        measure(scenario, list(slos), args.requests, args.budget, args.out)
+
+
+if __name__ == "__main__":
+    main()
