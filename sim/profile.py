@@ -274,10 +274,12 @@ def shipped_profiles() -> list[str]:
 def load_profile(
     name_or_path: str, base_dir: Path | None = None, exact: bool = False
 ) -> VllmProfile | ApiProfile:
-    """A shipped profile by name, or a profile JSON by path (relative to ``base_dir``); its
-    variant for this machine's CPU class if it names one (``exact``: the file itself)."""
+    """A shipped profile by name — its variant for this machine's CPU class if it names one
+    (``exact``: the named file itself) — or a profile JSON by path (relative to ``base_dir``),
+    that file whatever the machine."""
     path = Path(name_or_path)
-    if "/" not in name_or_path and (SHIPPED_DIR / f"{name_or_path}.json").exists():
+    by_name = "/" not in name_or_path and (SHIPPED_DIR / f"{name_or_path}.json").exists()
+    if by_name:
         path = SHIPPED_DIR / f"{name_or_path}.json"
     elif not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
         path = base_dir / path
@@ -289,7 +291,7 @@ def load_profile(
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable profile JSON ({exc})") from None
     profile = parse_profile(data, str(path))
-    variant = None if exact else profile.cpu_variants.get(cpu_class())
+    variant = profile.cpu_variants.get(cpu_class()) if by_name and not exact else None
     if variant is not None and variant != profile.name:
         return load_profile(variant)
     return profile

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,22 +16,21 @@ def test_cpu_class_reads_avx512_from_the_flags():
     assert cpu_class(set()) == "avx2"
 
 
-def _write_variant_profile(folder: Path, variants: dict[str, str]) -> Path:
-    data = json.loads((profiles.SHIPPED_DIR / "vllm-cpu-smollm2-135m.json").read_text())
-    data |= {"name": "mine", "cpu_variants": variants}
-    path = folder / "mine.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
 @pytest.mark.parametrize("machine", ["avx2", "avx512"])
-def test_a_profile_answers_with_the_variant_of_this_machines_class(tmp_path, monkeypatch, machine):
+def test_a_shipped_name_answers_with_the_variant_of_this_machines_class(monkeypatch, machine):
     monkeypatch.setattr(profiles, "cpu_class", lambda: machine)
-    path = _write_variant_profile(tmp_path, {machine: "vllm-h100-llama3-8b"})
-    assert load_profile(str(path)).name == "vllm-h100-llama3-8b"
-    other = "avx512" if machine == "avx2" else "avx2"
-    path = _write_variant_profile(tmp_path, {other: "vllm-h100-llama3-8b"})
-    assert load_profile(str(path)).name == "mine"
+    assert load_profile("vllm-cpu-smollm2-135m").name == (
+        "vllm-cpu-smollm2-135m-avx2" if machine == "avx2" else "vllm-cpu-smollm2-135m"
+    )
+    assert load_profile("vllm-cpu-smollm2-135m", exact=True).name == "vllm-cpu-smollm2-135m"
+
+
+def test_a_path_is_that_file_whatever_the_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(profiles, "cpu_class", lambda: "avx2")
+    data = json.loads((profiles.SHIPPED_DIR / "vllm-cpu-smollm2-135m.json").read_text())
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(data))
+    assert load_profile(str(path)).name == "vllm-cpu-smollm2-135m"
 
 
 def test_the_shipped_cpu_profile_names_a_variant_for_every_class():
