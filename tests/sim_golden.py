@@ -57,7 +57,7 @@ def _bench(requests: int, **server: Any) -> dict[str, Any]:
 
 def scenarios() -> dict[str, dict[str, Any]]:
     """Name -> scenario (as a dict) of every pinned run."""
-    replicas_and_cache = _bench(24, replicas=2, kv_capacity_tokens=6000, max_num_seqs=8)
+    replicas_and_cache = _bench(12, replicas=2, kv_capacity_tokens=3000, max_num_seqs=8)
     replicas_and_cache["name"] = "golden-replicas-prefix-cache"
     replicas_and_cache["workload"]["arrival"] = {"kind": "closed", "concurrency": 6}
     replicas_and_cache["workload"]["output_tokens"] = {
@@ -107,7 +107,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
     return {
         "staircase-moa": _example(),
         "standard-moa": _example("topology.mode=standard"),
-        "bench-moa": _bench(40),
+        "bench-moa": _bench(16),
         "replicas-prefix-cache": replicas_and_cache,
         "priority-preempt": priority,
         "prefill-first": _example(
