@@ -236,17 +236,21 @@ class VllmEngine:
             if admitted:
                 return [], admitted
             return self._preempt_for_growth(list(self.running)), []
-        budget = self.budget
-        decode: list[_Seq] = []
+        # mostly every running sequence decodes: find that out with one comprehension, and
+        # walk the batch step by step only when some prompt is still being prefilled
+        decode = [seq for seq in self.running if seq.computed >= seq.target]
+        budget = self.budget - len(decode)
         prefill: list[tuple[_Seq, int]] = []
-        for seq in self.running:
-            if seq.decoding:
-                decode.append(seq)
-                budget -= 1
-            elif budget > 0:
-                chunk = min(seq.target - seq.computed, budget)
-                prefill.append((seq, chunk))
-                budget -= chunk
+        if len(decode) < len(self.running):
+            budget, decode = self.budget, []
+            for seq in self.running:  # the budget goes to prompts in the batch's order
+                if seq.decoding:
+                    decode.append(seq)
+                    budget -= 1
+                elif budget > 0:
+                    chunk = min(seq.target - seq.computed, budget)
+                    prefill.append((seq, chunk))
+                    budget -= chunk
         decode = self._preempt_for_growth(decode)
         return decode, prefill + self._admit_waiting(budget, whole_prompts=False)
 
@@ -338,7 +342,8 @@ class VllmEngine:
         for s in decode:
             steps = min(steps, s.next_stop - s.generated)
             context += s.context
-            longest = max(longest, s.context)
+            if s.context > longest:
+                longest = s.context
             growth += s.width
             stream_s += s.stream_s
         steps = self._fit_kv_growth(decode, steps)
@@ -355,8 +360,9 @@ class VllmEngine:
         self._wake = None
         self.steps += steps
         times = ends[:steps]
-        for seq in decode:
-            seq.produce(steps)
+        for seq in decode:  # seq.produce(steps), inlined: this loop runs at most events
+            seq.generated += steps
+            seq.context += seq.width * steps
             seq.pending.append(times)
         self._after_tokens(decode)
 
