@@ -236,7 +236,7 @@ class VllmEngine:
             if admitted:
                 return [], admitted
             return self._preempt_for_growth(list(self.running)), []
-        # mostly every running sequence decodes: find that out with one comprehension, and
+        # usually every running sequence decodes: find that out with one comprehension, and
         # walk the batch step by step only when some prompt is still being prefilled
         decode = [seq for seq in self.running if seq.computed >= seq.target]
         budget = self.budget - len(decode)
