@@ -7,6 +7,7 @@ simulator and the live runner only ever see DAGs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from sim.scenario import (
@@ -47,10 +48,15 @@ class Dag:
     output: str  # the agent whose answer the user sees
 
     def agent(self, name: str) -> AgentNode:
-        return next(a for a in self.agents if a.name == name)
+        return self._by_name[name]
 
     def consumers(self, name: str) -> list[AgentNode]:
         return [a for a in self.agents if name in a.inputs]
+
+    @cached_property
+    def _by_name(self) -> dict[str, AgentNode]:
+        """Agents by name: the simulator looks one up for every call it starts."""
+        return {a.name: a for a in self.agents}
 
 
 def unit_boundaries(chunks: tuple[int, ...], total: int) -> list[int]:

@@ -15,25 +15,49 @@ TokenRun = tuple[Hashable, int, int]  # (stream, start, end)
 
 def block_hashes(runs: Iterable[TokenRun], block_size: int) -> list[int]:
     """Hashes of the full blocks covering ``runs`` (a partial last block has none)."""
-    hashes: list[int] = []
-    previous = 0
-    pieces: list[TokenRun] = []
-    filled = 0
-    for stream, start, end in runs:
-        position = start
-        while position < end:
-            take = min(end - position, block_size - filled)
-            if pieces and pieces[-1][0] == stream and pieces[-1][2] == position:
-                pieces[-1] = (stream, pieces[-1][1], position + take)  # same tokens, one piece
-            else:
-                pieces.append((stream, position, position + take))
-            filled += take
-            position += take
-            if filled == block_size:
-                previous = hash((previous, tuple(pieces)))
-                hashes.append(previous)
-                pieces, filled = [], 0
-    return hashes
+    chain = BlockChain(block_size)
+    chain.extend(runs)
+    return chain.hashes
+
+
+class BlockChain:
+    """The block hashes of a token sequence that grows at its end.
+
+    Hashing is incremental: ``extend`` continues from the partial last block, so hashing a
+    prompt once and then its output as it grows gives the same hashes as hashing the whole
+    sequence each time (adjacent tokens of one stream merge into one piece either way) —
+    without re-hashing the prompt at every admission, publication and release.
+    """
+
+    __slots__ = ("block_size", "filled", "hashes", "pieces", "previous", "tokens")
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
+        self.hashes: list[int] = []  # one per full block
+        self.tokens = 0  # tokens hashed or pending in the partial last block
+        self.previous = 0  # the last full block's hash
+        self.pieces: list[TokenRun] = []  # the partial last block's pieces
+        self.filled = 0  # tokens in the partial last block
+
+    def extend(self, runs: Iterable[TokenRun]) -> None:
+        block_size = self.block_size
+        pieces, filled, previous, hashes = self.pieces, self.filled, self.previous, self.hashes
+        for stream, start, end in runs:
+            position = start
+            self.tokens += max(0, end - start)
+            while position < end:
+                take = min(end - position, block_size - filled)
+                if pieces and pieces[-1][0] == stream and pieces[-1][2] == position:
+                    pieces[-1] = (stream, pieces[-1][1], position + take)  # same tokens, one piece
+                else:
+                    pieces.append((stream, position, position + take))
+                filled += take
+                position += take
+                if filled == block_size:
+                    previous = hash((previous, tuple(pieces)))
+                    hashes.append(previous)
+                    pieces, filled = [], 0
+        self.pieces, self.filled, self.previous = pieces, filled, previous
 
 
 class KvCache:

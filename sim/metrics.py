@@ -238,15 +238,22 @@ def kv_peaks(records: list[Record]) -> dict[int, float]:
 
 def _peak_held(calls: list[tuple[float, float, int, int]]) -> float:
     """The maximum of a sum of calls' KV, each held over [start, end) and growing linearly;
-    a piecewise-linear sum peaks just before a call ends or just after one starts."""
+    a piecewise-linear sum peaks just before a call ends or just after one starts.
 
-    def held(start: float, end: float, prompt: int, output: int, at: float) -> float:
-        return prompt + (output * (at - start) / (end - start) if end > start else output)
-
+    Quadratic in a request's calls, so the terms are written out rather than a helper called
+    per pair (the same sums, in the same order)."""
     peak = 0.0
     for start, end, _, _ in calls:
-        before_end = sum(held(*c, end) for c in calls if c[0] < end <= c[1] or c[0] == c[1] == end)
-        after_start = sum(held(*c, start) for c in calls if c[0] <= start < c[1])
+        before_end = sum(
+            p + (o * (end - s) / (e - s) if e > s else o)
+            for s, e, p, o in calls
+            if s < end <= e or s == e == end
+        )
+        after_start = sum(
+            p + (o * (start - s) / (e - s) if e > s else o)
+            for s, e, p, o in calls
+            if s <= start < e
+        )
         peak = max(peak, before_end, after_start)
     return peak
 

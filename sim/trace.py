@@ -17,6 +17,7 @@ import json
 import platform
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, Literal, NotRequired, TypedDict, cast
 
@@ -174,13 +175,20 @@ def scenario_hash(scenario: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def make_header(source: str, scenario: dict[str, Any], **extra: Any) -> Record:
+@cache
+def _own_version() -> str:
+    """stairwise's installed version, looked up once: the lookup scans the installed
+    distributions, which a sweep would otherwise pay for every simulation."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        own_version = version("stairwise")
+        return version("stairwise")
     except PackageNotFoundError:
-        own_version = "dev"
+        return "dev"
+
+
+def make_header(source: str, scenario: dict[str, Any], **extra: Any) -> Record:
+    own_version = _own_version()
     return {
         "type": "header",
         "schema": TRACE_SCHEMA,

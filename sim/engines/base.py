@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sim.kv_cache import TokenRun, block_hashes
+from sim.kv_cache import BlockChain, TokenRun
 
 if TYPE_CHECKING:
     from sim.multistream import StreamSchedule
@@ -45,17 +45,28 @@ class EngineCall:
     priority: int = 0  # lower is served first by an engine that schedules by priority
     prompt_tokens: int = field(init=False)
 
+    # block size -> hashes of the prompt and the output so far (engines ask for them at every
+    # admission, publication and release: hashing the prompt once saves most of that work)
+    _chains: dict[int, BlockChain] = field(init=False, default_factory=dict, repr=False)
+
     def __post_init__(self) -> None:
         self.prompt_tokens = sum(end - start for _, start, end in self.prompt)
 
     def prompt_hashes(self, block_size: int) -> list[int]:
-        return block_hashes(self.prompt, block_size)
+        return self.kv_hashes(block_size, 0)
 
     def kv_hashes(self, block_size: int, generated: int) -> list[int]:
         """Full blocks of prompt + ``generated`` output tokens: what a finished call leaves
         cached."""
-        run = (self.output, self.output_start, self.output_start + generated)
-        return block_hashes([*self.prompt, run], block_size)
+        chain = self._chains.get(block_size)
+        if chain is None:
+            chain = self._chains[block_size] = BlockChain(block_size)
+            chain.extend(self.prompt)
+        hashed = chain.tokens - self.prompt_tokens  # output tokens in the chain already
+        if generated > hashed:
+            start = self.output_start
+            chain.extend([(self.output, start + hashed, start + generated)])
+        return chain.hashes[: (self.prompt_tokens + generated) // block_size]
 
 
 class Engine(Protocol):

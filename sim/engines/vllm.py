@@ -47,18 +47,21 @@ class _Seq:
     next_stop: int = 0  # the token count of the next watch point or the end
     cancelled: bool = False
     # a multi-stream sequence adds ``width`` tokens per step (one per stream), its streams
-    # beyond the first add ``stream_s`` seconds to the step; ``offset``: KV of earlier widths
+    # beyond the first add ``stream_s`` seconds to the step
     width: int = 1
-    offset: int = 0
     stream_s: float = 0.0
+    # prompt + every token generated so far: its KV once decoding. Kept up to date by
+    # produce() rather than derived, as the scheduler reads it for every running sequence at
+    # every event
+    context: int = 0
 
     @property
     def decoding(self) -> bool:
         return self.computed >= self.target
 
-    @property
-    def context(self) -> int:
-        return self.prompt + self.offset + self.width * self.generated
+    def produce(self, steps: int) -> None:
+        self.generated += steps
+        self.context += self.width * steps
 
     def advance_watch(self) -> None:
         watch = self.call.watch
@@ -70,9 +73,7 @@ class _Seq:
 
     def set_width(self, streams: StreamSchedule) -> None:
         """The streams of the coming steps (a stream's watch points are where they change)."""
-        context = self.context
         self.width = streams.width(self.generated)
-        self.offset = context - self.prompt - self.width * self.generated
         self.stream_s = (self.width - 1) * streams.token_s
 
 
@@ -129,6 +130,7 @@ class VllmEngine:
             arrived=self.env.now,
             prompt=call.prompt_tokens,
             target=call.prompt_tokens,
+            context=call.prompt_tokens,
             next_stop=watch[0] if watch else call.tokens,
         )
         if call.streams is not None:
@@ -234,17 +236,21 @@ class VllmEngine:
             if admitted:
                 return [], admitted
             return self._preempt_for_growth(list(self.running)), []
-        budget = self.budget
-        decode: list[_Seq] = []
+        # usually every running sequence decodes: find that out with one comprehension, and
+        # walk the batch step by step only when some prompt is still being prefilled
+        decode = [seq for seq in self.running if seq.computed >= seq.target]
+        budget = self.budget - len(decode)
         prefill: list[tuple[_Seq, int]] = []
-        for seq in self.running:
-            if seq.decoding:
-                decode.append(seq)
-                budget -= 1
-            elif budget > 0:
-                chunk = min(seq.target - seq.computed, budget)
-                prefill.append((seq, chunk))
-                budget -= chunk
+        if len(decode) < len(self.running):
+            budget, decode = self.budget, []
+            for seq in self.running:  # the budget goes to prompts in the batch's order
+                if seq.decoding:
+                    decode.append(seq)
+                    budget -= 1
+                elif budget > 0:
+                    chunk = min(seq.target - seq.computed, budget)
+                    prefill.append((seq, chunk))
+                    budget -= chunk
         decode = self._preempt_for_growth(decode)
         return decode, prefill + self._admit_waiting(budget, whole_prompts=False)
 
@@ -315,25 +321,34 @@ class VllmEngine:
         end = np.array([self.env.now])
         produced: list[_Seq] = []
         for seq in decode:
-            seq.generated += 1
+            seq.produce(1)
             seq.pending.append(end)
             produced.append(seq)
         for seq, chunk in prefill:
             seq.computed += chunk
             if seq.decoding:  # the step that completes a prompt samples its next token
                 self._publish_prompt(seq)
-                seq.generated += 1
+                seq.produce(1)
                 seq.pending.append(end)
                 produced.append(seq)
         self._after_tokens(produced)
 
     def _decode_run(self, decode: list[_Seq]) -> Generator[simpy.Event, Any, None]:
-        steps = min([s.next_stop - s.generated for s in decode])
-        steps = self._fit_kv_growth(decode, min(steps, MAX_STEPS_PER_EVENT))
-        contexts = [s.context for s in decode]
-        growth = sum([s.width for s in decode])  # KV tokens per step
-        durations = self.cost.decode_run(len(decode), sum(contexts), steps, max(contexts), growth)
-        durations += sum([s.stream_s for s in decode])
+        # one pass over the batch for everything the run's length and price need: it runs at
+        # almost every event, over every running sequence
+        steps = MAX_STEPS_PER_EVENT
+        context = longest = growth = 0  # Σ and max of the contexts, KV tokens per step
+        stream_s = 0.0
+        for s in decode:
+            steps = min(steps, s.next_stop - s.generated)
+            context += s.context
+            if s.context > longest:
+                longest = s.context
+            growth += s.width
+            stream_s += s.stream_s
+        steps = self._fit_kv_growth(decode, steps)
+        durations = self.cost.decode_run(len(decode), context, steps, longest, growth)
+        durations += stream_s
         start = self.env.now
         ends = start + np.cumsum(durations)
         self._wake = self.env.event()
@@ -345,8 +360,9 @@ class VllmEngine:
         self._wake = None
         self.steps += steps
         times = ends[:steps]
-        for seq in decode:
+        for seq in decode:  # seq.produce(steps), inlined: this loop runs at most events
             seq.generated += steps
+            seq.context += seq.width * steps
             seq.pending.append(times)
         self._after_tokens(decode)
 
