@@ -25,11 +25,14 @@ from sim.scenario import apply_overrides, read_yaml, scenario_from_dict
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "data" / "sim_golden.json"
 API_PROFILE = Path(__file__).parent / "data" / "golden-api-profile.json"  # hand-made
+# by path: the file itself on every machine (by name it is the variant of the CPU's class)
+CPU_PROFILE = str(ROOT / "sim" / "profiles" / "vllm-cpu-smollm2-135m.json")
 REPLICATIONS = 3  # the summaries' intervals come from this many runs of each scenario
 
 
 def _example(*overrides: str) -> dict[str, Any]:
-    return apply_overrides(read_yaml(ROOT / "examples" / "staircase-moa.yaml"), list(overrides))
+    example = read_yaml(ROOT / "examples" / "staircase-moa.yaml")
+    return apply_overrides(example, [f"servers.local.profile={CPU_PROFILE}", *overrides])
 
 
 def _bench(requests: int, **server: Any) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def _bench(requests: int, **server: Any) -> dict[str, Any]:
     return {
         "name": "golden-bench-moa-4x1",
         "seed": 1,
-        "servers": {"gpu": {"kind": "vllm", "profile": "vllm-cpu-smollm2-135m", **server}},
+        "servers": {"gpu": {"kind": "vllm", "profile": CPU_PROFILE, **server}},
         "network": {"latency": {"dist": "lognormal", "median_ms": 0.5, "sigma": 0.4}},
         "topology": {
             "kind": "moa",
@@ -77,7 +80,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
     chain = {
         "name": "golden-chain",
         "seed": 3,
-        "servers": {"local": {"kind": "vllm", "profile": "vllm-cpu-smollm2-135m"}},
+        "servers": {"local": {"kind": "vllm", "profile": CPU_PROFILE}},
         "topology": {
             "kind": "graph",
             "mode": "stream",
