@@ -46,8 +46,8 @@ def distserve(
     data: Path, evaluations: int, held_out_rates: tuple[int, ...], variants: tuple[str, ...]
 ) -> None:
     """Leave one rate out: fit the shipped recipe's final stage (KV at the 3 req/s run's
-    plateau, its prompt padding) on two of the three rates, predict the third; with and
-    without the A100's hardware floors."""
+    plateau) on two of the three rates, predict the third; with and without the A100's
+    hardware floors."""
     folder = data / "distserve-opt13b-a100"
     rates = {rate: read_tables([folder / f"vllm-{rate * 100}-{rate}.exp"])[0] for rate in (1, 2, 3)}
     (coefficients,) = read_tables([folder / "profiler-a100-80g.vllm.json"], "distserve-profile")

@@ -187,7 +187,7 @@ def test_replay_fit_recovers_the_step_cost_of_an_engine_that_pads_prompt_batches
         tmp_path, kv_capacity_tokens=200_000, scheduler="prefill_first", prompt_padding=256
     )
     trace = one_agent_trace(
-        tmp_path, truth_path, poisson(60, 4.0, prompts=(50, 1000), outputs=(8, 64)), tokens=64
+        tmp_path, truth_path, poisson(60, 2.0, prompts=(50, 1000), outputs=(8, 64)), tokens=64
     )
     (table,) = read_tables([trace])
     generic = replace(table, scenario=None, format="test")
