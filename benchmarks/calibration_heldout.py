@@ -12,6 +12,10 @@ docs/calibration.md reports (needs the public GPU data in ../shared/data/gpu/).
   scored on Argonne's whole-batch latencies (another lab, another harness).
 
     python benchmarks/calibration_heldout.py [--data ../shared/data/gpu] [--evaluations 150]
+        [--parts distserve ...] [--held-out 3 2 1] [--variants "hardware floors" "no floors"]
+
+Each leave-one-out fit is independent: running one per process (``--held-out 3``, …) spreads
+them over the machine's cores.
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ from sim.profile import VllmProfile
 
 DISTSERVE_ENGINE = EngineSettings(max_num_seqs=256, max_num_batched_tokens=2048)
 DISTSERVE = {"scheduler": "prefill_first", "kv_capacity_tokens": 66144, "block_size": 16}
+PARTS = ("splitwise", "distserve", "llmservingsim")
+VARIANTS = ("hardware floors", "no floors")
 
 
-def distserve(data: Path, evaluations: int) -> None:
+def distserve(
+    data: Path, evaluations: int, held_out_rates: tuple[int, ...], variants: tuple[str, ...]
+) -> None:
     """Leave one rate out: fit the shipped recipe's final stage (KV at the 3 req/s run's
     plateau) on two of the three rates, predict the third; with and without the A100's
     hardware floors."""
@@ -50,8 +58,9 @@ def distserve(data: Path, evaluations: int) -> None:
     _distserve_row("coefficients only", unfitted, rates, ())
     recipe = RECIPES["vllm-a100-opt-13b"]
     shipped = recipe_options(recipe)
-    for variant, floors in (("hardware floors", opt_13b_a100_floors()), ("no floors", {})):
-        for held_out in (3, 2, 1):
+    all_variants = {"hardware floors": opt_13b_a100_floors(), "no floors": {}}
+    for variant, floors in ((v, all_variants[v]) for v in variants):
+        for held_out in held_out_rates:
             fitted_on = tuple(r for r in rates if r != held_out)
             started = time.perf_counter()
             options = shipped.model_copy(
@@ -172,10 +181,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/gpu"))
     parser.add_argument("--evaluations", type=int, default=150, help="simulations per replay fit")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="default: all"
+    )
+    parser.add_argument(
+        "--held-out",
+        nargs="+",
+        type=int,
+        choices=(1, 2, 3),
+        default=[3, 2, 1],
+        help="DistServe: the rates to leave out in turn (each a separate fit)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="DistServe: fit with the A100's hardware floors, without, or both",
+    )
     args = parser.parse_args()
-    splitwise_to_argonne(args.data)
-    distserve(args.data, args.evaluations)
-    llmservingsim(args.data, args.evaluations)
+    if "splitwise" in args.parts:
+        splitwise_to_argonne(args.data)
+    if "distserve" in args.parts:
+        distserve(args.data, args.evaluations, tuple(args.held_out), tuple(args.variants))
+    if "llmservingsim" in args.parts:
+        llmservingsim(args.data, args.evaluations)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from calibration.fit_latency import fit_api, fit_network
 from calibration.fit_replay import (
     EXPONENT,
+    EXPONENT_CANDIDATES,
     REPLAY_PARAMS,
     Progress,
     Target,
@@ -48,6 +49,9 @@ class CalibrationOptions(BaseModel):
     engine: str | None = None
     engine_version: str | None = None
     scheduler: Literal["mixed", "prefill_first"] | None = None
+    prompt_padding: int | None = Field(
+        None, ge=0, description="VllmProfile.prompt_padding (default: what the sources say)"
+    )
     block_size: int | None = Field(None, ge=1)
     kv_capacity_tokens: int | None = Field(None, ge=1)
     engine_limits: EngineSettings = Field(default_factory=EngineSettings)
@@ -58,6 +62,11 @@ class CalibrationOptions(BaseModel):
         "token's FLOPs at the chip's peak), for what the data cannot identify",
     )
     initial: VllmProfile | None = Field(None, description="start (and fixed values) of the fit")
+    exponents: tuple[float, ...] = Field(
+        EXPONENT_CANDIDATES,
+        min_length=2,
+        description="the batch exponents a replay fit tries (each with a full search)",
+    )
     max_evaluations: int = Field(150, ge=5, description="simulations a replay fit may run")
     chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
     operator_tables: bool = Field(
@@ -80,6 +89,13 @@ class CalibrationOptions(BaseModel):
                 f"(known: {', '.join(REPLAY_PARAMS)})"
             )
         return params
+
+    @field_validator("exponents")
+    @classmethod
+    def _exponents_in_range(cls, exponents: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0 < e <= 1 for e in exponents) or len(set(exponents)) < len(exponents):
+            raise ValueError("batch exponents must be distinct numbers in (0, 1]")
+        return exponents
 
     @field_validator("floors")
     @classmethod
@@ -133,6 +149,7 @@ def calibrate(
             options.max_evaluations,
             progress,
             options.floors,
+            options.exponents,
         )
         profile = replayed.profile.model_copy(update={"step_rel_sd": replayed.uncertainty.rel_sd})
         fit.update(
@@ -279,9 +296,22 @@ def start_profile(tables: list[TraceTable], options: CalibrationOptions) -> Vllm
         or (base.kv_capacity_tokens if base else 1_000_000),
         chars_per_token=options.chars_per_token or (base.chars_per_token if base else 4.0),
         scheduler=scheduler,
+        prompt_padding=_prompt_padding(options, settings, scheduler),
         step=step,
         request_overhead_s=base.request_overhead_s if base else 0.0,
     )
+
+
+def _prompt_padding(
+    options: CalibrationOptions, settings: dict[str, Any], scheduler: str
+) -> int | None:
+    """The option, else the start profile's, else the sources' — for the scheduler that pads."""
+    if options.prompt_padding is not None:
+        return options.prompt_padding
+    if options.initial is not None and options.initial.prompt_padding is not None:
+        return options.initial.prompt_padding
+    padding = settings.get("prompt_padding")
+    return int(padding) if padding is not None and scheduler == "prefill_first" else None
 
 
 def _scalar(value: Any) -> bool:

@@ -17,6 +17,7 @@ model leaves; a coefficient the quantiles do not pin down is flagged.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,10 +85,11 @@ def fit_by_replay(
     max_evaluations: int = 150,
     progress: Progress | None = None,
     floors: dict[str, float] | None = None,
+    exponents: tuple[float, ...] = EXPONENT_CANDIDATES,
 ) -> ReplayFit:
     """Fit ``params`` (none below its floor); the exponent, if among them, by trying each of
-    EXPONENT_CANDIDATES with a full search of the others (so a fit with it costs that many
-    times the budget)."""
+    ``exponents`` with a full search of the others (so a fit with it costs that many times
+    the budget)."""
     plans = [plan(t, "vllm", engine) for t in tables]
     targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
     names = [p for p in params if p != EXPONENT and getattr(start.step, p) > 0]
@@ -99,7 +101,7 @@ def fit_by_replay(
     starts = [start]
     if EXPONENT in params and start.step.decode_seq_s > 0:
         load = float(np.nanmedian(np.concatenate([_decode_load(p.rows) for p in plans])))
-        starts = [_with_exponent(start, exponent, load) for exponent in EXPONENT_CANDIDATES]
+        starts = [_with_exponent(start, exponent, load) for exponent in exponents]
     total = max_evaluations * len(starts)
     best: _Search | None = None
     searches: list[_Search] = []
@@ -119,7 +121,7 @@ def fit_by_replay(
             best.profile.step.decode_seq_exponent,
             {s.profile.step.decode_seq_exponent: s.cost for s in searches},
             sum(len(t.observed) for t in targets),
-            abs(EXPONENT_CANDIDATES[0] - EXPONENT_CANDIDATES[1]),
+            min(abs(a - b) for a, b in itertools.pairwise(sorted(exponents))),
         )
         uncertainty = merged(uncertainty, exponent)
     return ReplayFit(

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from sim.distributions import LatencyDist
 from sim.errors import DISTRIBUTION_TAGS, ConfigError, one_line
@@ -169,6 +176,14 @@ class VllmProfile(ProfileBase):
     # the token budget. "prefill_first": vLLM <= 0.4 — a prefill-only step whenever waiting
     # prompts fit, decode-only steps otherwise.
     scheduler: Literal["mixed", "prefill_first"] = "mixed"
+    prompt_padding: int | None = Field(
+        None,
+        ge=0,
+        description="vLLM 0.2-0.3 (prefill_first): a prompt batch runs padded to its longest "
+        "prompt — its compute and the max_num_batched_tokens check count the padded tokens — and "
+        "takes in no prompt that would pad it by more than this (vLLM's --max-paddings, 256 by "
+        "default). None: prompts are packed unpadded (vLLM >= 0.4)",
+    )
     step: StepCost
     step_rel_sd: dict[str, float] = Field(
         default_factory=dict,
@@ -181,6 +196,14 @@ class VllmProfile(ProfileBase):
     )
     _folder: Path = PrivateAttr(default_factory=Path)  # where a relative sidecar path starts
     _tables: MeasuredTables | None = PrivateAttr(None)  # loaded (or made) operator tables
+
+    @model_validator(mode="after")
+    def _padding_needs_prefill_first(self) -> VllmProfile:
+        if self.prompt_padding is not None and self.scheduler != "prefill_first":
+            raise ValueError(
+                "prompt_padding is vLLM 0.2's prompt batching: it needs scheduler prefill_first"
+            )
+        return self
 
     def located(self, folder: Path) -> VllmProfile:
         """This profile, its sidecar found relative to ``folder``."""

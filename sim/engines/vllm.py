@@ -87,6 +87,7 @@ class VllmEngine:
         self.max_seqs = server.max_num_seqs
         self.budget = server.max_num_batched_tokens
         self.policy = profile.scheduler
+        self.padding = profile.prompt_padding
         self.by_priority = server.scheduling_policy == "priority"
         self.overhead_s = profile.request_overhead_s
         self.waiting: deque[_Seq] = deque()
@@ -260,7 +261,7 @@ class VllmEngine:
             seq = self.waiting[0]
             hashes, hits = self._hits(seq)
             chunk = seq.context - hits * self.block
-            if whole_prompts and chunk > budget and admitted:
+            if whole_prompts and admitted and not self._joins_prompt_batch(admitted, chunk):
                 break  # prefill-first engines do not split prompts: wait for the next step
             if not self._admit(seq, hashes, hits):
                 break
@@ -270,6 +271,26 @@ class VllmEngine:
             admitted.append((seq, chunk))
             budget -= chunk
         return admitted
+
+    def _joins_prompt_batch(self, admitted: list[tuple[_Seq, int]], chunk: int) -> bool:
+        """Whether a whole prompt of ``chunk`` tokens fits the prompt batch so far: its tokens
+        within the budget, counted padded to the longest prompt (and the padding within its
+        limit) when the engine pads prompt batches."""
+        chunks = [c for _, c in admitted] + [chunk]
+        if self.padding is None:
+            return sum(chunks) <= self.budget
+        padded = len(chunks) * max(chunks)
+        return padded <= self.budget and padded - sum(chunks) <= self.padding
+
+    def _prefill_work(self, prefill: list[tuple[_Seq, int]]) -> tuple[int, float]:
+        """The prompt tokens a step computes and its attention work Σ chunk·(context + chunk):
+        as scheduled, or every chunk padded to the longest when the engine pads prompts."""
+        chunks = prefill
+        if self.padding is not None:
+            longest = max(chunk for _, chunk in prefill)
+            chunks = [(seq, longest) for seq, _ in prefill]
+        tokens = sum(chunk for _, chunk in chunks)
+        return tokens, float(sum(chunk * (seq.computed + chunk) for seq, chunk in chunks))
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -299,8 +320,7 @@ class VllmEngine:
     def _one_step(
         self, decode: list[_Seq], prefill: list[tuple[_Seq, int]]
     ) -> Generator[simpy.Event, Any, None]:
-        prefill_tokens = sum(chunk for _, chunk in prefill)
-        attention = float(sum(chunk * (seq.computed + chunk) for seq, chunk in prefill))
+        prefill_tokens, attention = self._prefill_work(prefill)
         before = sum(seq.computed for seq, _ in prefill)
         contexts = [s.context for s in decode]
         duration = self.cost.seconds(

@@ -119,6 +119,13 @@ def calibrate(
     scheduler: Annotated[
         str | None, typer.Option(help="mixed (vLLM V1) or prefill_first (vLLM <= 0.4).")
     ] = None,
+    prompt_padding: Annotated[
+        int | None,
+        typer.Option(
+            help="prefill_first only: pad prompt batches to their longest prompt, at most this "
+            "many padding tokens (vLLM 0.2's --max-paddings, 256; default: what the source says)."
+        ),
+    ] = None,
     kv_capacity: Annotated[int | None, typer.Option(help="KV-cache capacity in tokens.")] = None,
     block_size: Annotated[int | None, typer.Option(help="KV block size in tokens.")] = None,
     max_num_seqs: MaxSeqs = None,
@@ -202,6 +209,7 @@ def calibrate(
             hardware=hardware,
             engine_version=engine_version,
             scheduler=scheduler,
+            prompt_padding=prompt_padding,
             kv_capacity_tokens=kv_capacity,
             block_size=block_size,
             engine_limits={

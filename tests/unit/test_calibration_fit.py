@@ -181,6 +181,57 @@ def test_replay_fit_finds_a_batch_cost_that_grows_slower_than_the_batch(tmp_path
         assert abs(errors["tpot_p50"]) < 5, errors
 
 
+def test_replay_fit_recovers_the_step_cost_of_an_engine_that_pads_prompt_batches(tmp_path):
+    # vLLM 0.2: prompts that arrive together are prefilled as one batch padded to the longest
+    truth_path = known_profile(
+        tmp_path, kv_capacity_tokens=200_000, scheduler="prefill_first", prompt_padding=256
+    )
+    trace = one_agent_trace(
+        tmp_path, truth_path, poisson(60, 2.0, prompts=(50, 1000), outputs=(8, 64)), tokens=64
+    )
+    (table,) = read_tables([trace])
+    generic = replace(table, scenario=None, format="test")
+    truth = load_profile(truth_path)
+    assert isinstance(truth, VllmProfile)
+    free = ("base_s", "prefill_token_s")
+    wrong = TRUTH.model_copy(update={"base_s": 0.032, "prefill_token_s": 1.2e-4})
+    fit = fit_by_replay(
+        [generic],
+        truth.model_copy(update={"step": wrong}),
+        EngineSettings(),
+        params=free,
+        max_evaluations=120,
+    )
+    for name in free:
+        assert getattr(fit.profile.step, name) == pytest.approx(getattr(TRUTH, name), rel=0.1), name
+
+
+def test_replay_fit_tries_the_batch_exponents_it_is_given(tmp_path):
+    concave = TRUTH.model_copy(update={"decode_seq_s": 8e-3, "decode_seq_exponent": 0.3})
+    truth_path = known_profile(tmp_path, kv_capacity_tokens=200_000, step=concave.model_dump())
+    tables = []
+    for rate in (1.0, 8.0):
+        trace = one_agent_trace(
+            tmp_path, truth_path, poisson(60, rate, prompts=(50, 500), outputs=(16, 64)), tokens=64
+        )
+        (table,) = read_tables([trace])
+        tables.append(replace(table, scenario=None, format="test"))
+    truth = load_profile(truth_path)
+    assert isinstance(truth, VllmProfile)
+    linear = truth.step.model_copy(update={"decode_seq_s": 2e-3, "decode_seq_exponent": 1.0})
+    free = ("decode_seq_s", "decode_seq_exponent")
+    fit = fit_by_replay(
+        tables,
+        truth.model_copy(update={"step": linear}),
+        EngineSettings(),
+        params=free,
+        max_evaluations=40,
+        exponents=(1.0, 0.6, 0.3),
+    )
+    assert fit.profile.step.decode_seq_exponent == 0.3
+    assert fit.profile.step.decode_seq_s == pytest.approx(8e-3, rel=0.15)
+
+
 def test_the_kv_occupancy_a_trace_shows_reaches_the_capacity_only_when_it_binds(tmp_path):
     capacity = 8_000
     peaks = {}

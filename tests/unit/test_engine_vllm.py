@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim import Simulator, scenario_from_dict
-from sim.profile import StepCost
+from sim.errors import ConfigError
+from sim.profile import StepCost, parse_profile
 from sim.texts import estimate_tokens
+from sim.workload import RequestSpec
 from tests.helpers import vllm_profile, write_profile
 
 COST = StepCost(**vllm_profile()["step"])
@@ -157,6 +159,54 @@ def test_prefill_first_scheduling_stalls_running_decodes(tmp_path):
     prefill_first = longest_gap_of_first_request("prefill_first")
     assert mixed >= prefill * 0.95  # the arriving prompt shares (and slows) the decode step
     assert prefill_first > mixed  # an extra prefill-only step before decoding resumes
+
+
+def prompt_batch_first_tokens(
+    tmp_path: Path, prompts: tuple[int, int], padding: int | None
+) -> tuple[list[float], list[int]]:
+    """Two prompts sent together to a prefill-first engine: when each got its first token, and
+    the prompt sizes the engine saw (the query plus the chat framing)."""
+    profile = vllm_profile()
+    profile["scheduler"] = "prefill_first"
+    if padding is not None:
+        profile["prompt_padding"] = padding
+    scenario = scenario_from_dict(
+        {
+            "servers": {"gpu": {"kind": "vllm", "profile": write_profile(tmp_path, profile)}},
+            "topology": {"kind": "graph", "unit": {"tokens": 2}, "agents": {"solo": {}}},
+            "workload": {"requests": 2},
+        }
+    )
+    specs = [RequestSpec(i, n, {"solo": 2}, 0.0) for i, n in enumerate(prompts)]
+    result = Simulator(scenario, requests=specs).run()
+    first = {r["req"]: r["t"][0] for r in result.records if r["type"] == "deltas"}
+    sizes = {r["req"]: r["prompt_tokens"] for r in call_ends(result)}
+    return [first[0], first[1]], [sizes[0], sizes[1]]
+
+
+def test_vllm_0_2_pads_a_prompt_batch_to_its_longest_prompt(tmp_path):
+    (together, _), (long, short) = prompt_batch_first_tokens(tmp_path, (1000, 700), None)
+    assert together == pytest.approx(COST.seconds(long + short, long**2 + short**2, 0, 0))
+    padded, _ = prompt_batch_first_tokens(tmp_path, (1000, 700), padding=long - short)
+    assert padded == pytest.approx([COST.seconds(2 * long, 2 * long**2, 0, 0)] * 2)
+
+
+def test_vllm_0_2_runs_apart_prompts_that_would_pad_too_much_or_overflow_the_budget(tmp_path):
+    (first, second), (long, short) = prompt_batch_first_tokens(tmp_path, (1000, 700), 256)
+    alone = COST.seconds(long, long**2, 0, 0)
+    assert (first, second) == pytest.approx((alone, alone + COST.seconds(short, short**2, 0, 0)))
+    # two prompts of ~1,000 tokens fit the 2,048-token budget, padded to the longer they do not
+    (first, second), (short, long) = prompt_batch_first_tokens(tmp_path, (970, 1020), 1000)
+    assert short + long <= 2048 < 2 * long
+    assert first == pytest.approx(COST.seconds(short, short**2, 0, 0))
+    assert second == pytest.approx(first + COST.seconds(long, long**2, 0, 0))
+
+
+def test_prompt_padding_is_refused_for_an_engine_that_does_not_pad(tmp_path):
+    profile = vllm_profile()
+    profile["prompt_padding"] = 256
+    with pytest.raises(ConfigError, match="prompt_padding"):
+        parse_profile(profile, "test")
 
 
 def test_a_profile_says_how_many_characters_its_tokenizer_packs_in_a_token(tmp_path):
