@@ -149,18 +149,17 @@ class RoundOptions(Strict):
     template: Template = "standard"
     multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
 
-    def _options_fit(self, mode: str, rounds: bool) -> None:
-        """``rounds``: whether ``mode`` answers in rounds of units (staircase, stream)."""
+    def _options_fit(self, mode: str) -> None:
+        """A multi-stream sequence makes no calls and has one start rule: refuse the options
+        that would not apply. (Modes without rounds keep them: a planner or ``--set`` may
+        switch a scenario to standard; its one round is a first round.)"""
         _multistream_settings_fit(mode, self.multistream)
-        if self.proposer_calls == "per_chunk" and not rounds:
-            raise ValueError(
-                f"proposer_calls: per_chunk cuts calls at unit boundaries; mode {mode} has no "
-                f"rounds of units"
-            )
-        if self.redundancy_scope == "all" and not rounds:
-            raise ValueError(
-                f"redundancy_scope: all applies to rounds of units; mode {mode} has no rounds"
-            )
+        if mode != "multistream":
+            return
+        if self.proposer_calls == "per_chunk":
+            raise ValueError("proposer_calls: per_chunk makes calls; mode multistream makes none")
+        if self.redundancy_scope == "all":
+            raise ValueError("redundancy_scope: all; mode multistream has one start rule (first)")
 
 
 class MoaLayer(Strict):
@@ -197,7 +196,7 @@ class MoaTopology(RoundOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> MoaTopology:
-        self._options_fit(self.mode, rounds=self.mode == "staircase")
+        self._options_fit(self.mode)
         if isinstance(self.proposer, list) and len(self.proposer) != self.proposers:
             raise ValueError(
                 f"proposer lists {len(self.proposer)} agents but proposers is {self.proposers}"
@@ -270,7 +269,7 @@ class DebateTopology(RoundOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> DebateTopology:
-        self._options_fit(self.mode, rounds=self.mode == "staircase")
+        self._options_fit(self.mode)
         if self.redundancy >= self.agents:
             raise ValueError(
                 f"redundancy ({self.redundancy}) must be less than agents ({self.agents})"
@@ -340,7 +339,7 @@ class GraphTopology(RoundOptions):
 
     @model_validator(mode="after")
     def _is_a_dag(self) -> GraphTopology:
-        self._options_fit(self.mode, rounds=self.mode == "stream")
+        self._options_fit(self.mode)
         for name, spec in self.agents.items():
             for nxt in spec.next:
                 if nxt not in self.agents:

@@ -46,12 +46,12 @@ def test_overrides_set_nested_fields_lists_and_typed_values():
         ({"topology": {"kind": "moa", "redundancy_scope": "last"}}, "redundancy_scope"),
         ({"topology": {"kind": "moa", "proposer_calls": "batch"}}, "proposer_calls"),
         (
-            {"topology": {"kind": "moa", "mode": "standard", "proposer_calls": "per_chunk"}},
-            "per_chunk cuts calls at unit boundaries; mode standard",
+            {"topology": {"kind": "moa", "mode": "multistream", "proposer_calls": "per_chunk"}},
+            "per_chunk makes calls; mode multistream",
         ),
         (
             {"topology": {"kind": "debate", "mode": "multistream", "redundancy_scope": "all"}},
-            "redundancy_scope: all applies to rounds",
+            "redundancy_scope: all; mode multistream",
         ),
         (
             {"topology": {"kind": "moa", "redundancy": 1, "layers": [{}, {"proposers": 1}]}},
