@@ -6,7 +6,7 @@ simulator and the live runner only ever see DAGs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Literal
 
@@ -15,18 +15,20 @@ from sim.scenario import (
     DebateTopology,
     GraphTopology,
     MoaTopology,
+    RoundOptions,
     Scenario,
 )
 from sim.texts import DEFAULT_SYSTEM_PROMPT
 
 WaitMode = Literal["stream", "all"]
 Template = Literal["standard", "prefix_cache"]
+CallMode = Literal["stream", "per_chunk"]
 
 
 @dataclass(frozen=True)
 class AgentNode:
     name: str
-    role: str  # proposer | aggregator | debater | agent: a label for tables and plots
+    role: str  # proposer | aggregator | debater | judge | agent: a label for tables and plots
     server: str
     max_tokens: int
     system_prompt: str
@@ -37,15 +39,24 @@ class AgentNode:
     # multistream stream starts once `need` inputs released unit 1, then reads on);
     # "all": one call once `need` inputs finished. Irrelevant for agents without inputs.
     wait: WaitMode
-    need: int
+    need: int  # inputs the first round waits for
+    need_later: int  # inputs every later round waits for (all of them unless scope "all")
     chunks: tuple[int, ...]  # output unit sizes; the last one repeats
     template: Template
+    # "stream": one call for as many units as there is nothing new to read between;
+    # "per_chunk": one call per unit, each continuing the agent's text so far
+    calls: CallMode = "stream"
 
 
 @dataclass(frozen=True)
 class Dag:
     agents: tuple[AgentNode, ...]  # in topological order
-    output: str  # the agent whose answer the user sees
+    outputs: tuple[str, ...]  # the agents whose answers the user sees
+
+    @property
+    def output(self) -> str:
+        """The first user-facing agent: its server counts the user's prompt tokens."""
+        return self.outputs[0]
 
     def agent(self, name: str) -> AgentNode:
         return self._by_name[name]
@@ -74,10 +85,12 @@ def build_dag(scenario: Scenario) -> Dag:
     topology = scenario.topology
     default_server = next(iter(scenario.servers))
     if isinstance(topology, MoaTopology):
-        return _moa(topology, default_server)
-    if isinstance(topology, DebateTopology):
-        return _debate(topology, default_server)
-    return _graph(topology, default_server)
+        dag = _moa(topology, default_server)
+    elif isinstance(topology, DebateTopology):
+        dag = _debate(topology, default_server)
+    else:
+        dag = _graph(topology, default_server)
+    return _with_call_modes(dag, topology.proposer_calls)
 
 
 def _settings(default_server: str, *layers: AgentSettings) -> dict[str, object]:
@@ -89,7 +102,7 @@ def _settings(default_server: str, *layers: AgentSettings) -> dict[str, object]:
         "priority": 0,
     }
     for layer in layers:
-        merged.update(layer.model_dump(exclude_none=True))
+        merged.update(layer.model_dump(exclude_none=True, exclude={"chunks"}))
     return merged
 
 
@@ -99,10 +112,10 @@ def _node(
     settings: dict[str, object],
     inputs: tuple[str, ...],
     wait: WaitMode,
-    redundancy: int,
+    options: RoundOptions,
     chunks: list[int],
-    template: Template,
 ) -> AgentNode:
+    need = max(1, len(inputs) - options.redundancy) if inputs else 0
     return AgentNode(
         name=name,
         role=role,
@@ -113,57 +126,65 @@ def _node(
         priority=int(settings["priority"]),  # type: ignore[call-overload]
         inputs=inputs,
         wait=wait,
-        need=max(1, len(inputs) - redundancy) if inputs else 0,
+        need=need,
+        need_later=need if options.redundancy_scope == "all" else len(inputs),
         chunks=tuple(chunks),
-        template=template,
+        template=options.template,
     )
+
+
+def _with_call_modes(dag: Dag, proposer_calls: CallMode) -> Dag:
+    """``proposer_calls`` applies to every agent whose answer the user does not read; the
+    user's answer always streams."""
+    if proposer_calls == "stream":
+        return dag
+    agents = tuple(
+        a if a.name in dag.outputs else replace(a, calls=proposer_calls) for a in dag.agents
+    )
+    return Dag(agents, dag.outputs)
 
 
 def _moa(t: MoaTopology, default_server: str) -> Dag:
     wait: WaitMode = "all" if t.mode == "standard" else "stream"
-    proposer_settings = t.proposer if isinstance(t.proposer, list) else [t.proposer] * t.proposers
+    layers = t.layer_proposers()
     agents: list[AgentNode] = []
     previous: tuple[str, ...] = ()
-    for layer in range(1, t.layers + 1):
-        names = tuple(
-            f"p{i}" if t.layers == 1 else f"l{layer}.p{i}" for i in range(1, t.proposers + 1)
-        )
-        for name, own in zip(names, proposer_settings, strict=True):
+    for layer, ((_, proposers), schedule) in enumerate(
+        zip(layers, t.layer_schedules(), strict=True), 1
+    ):
+        names = [
+            f"p{i}" if len(layers) == 1 else f"l{layer}.p{i}" for i in range(1, len(proposers) + 1)
+        ]
+        for name, own in zip(names, proposers, strict=True):
             settings = _settings(default_server, t.agent, own)
-            chunks = t.chunks.proposer if not previous else t.chunks.aggregator
-            agents.append(
-                _node(name, "proposer", settings, previous, wait, t.redundancy, chunks, t.template)
-            )
-        previous = names
+            chunks = own.chunks or schedule
+            agents.append(_node(name, "proposer", settings, previous, wait, t, chunks))
+        previous = tuple(names)
     settings = _settings(default_server, t.agent, t.aggregator)
     agents.append(
-        _node(
-            "aggregator",
-            "aggregator",
-            settings,
-            previous,
-            wait,
-            t.redundancy,
-            t.chunks.aggregator,
-            t.template,
-        )
+        _node("aggregator", "aggregator", settings, previous, wait, t, t.chunks.aggregator)
     )
-    return Dag(tuple(agents), "aggregator")
+    return Dag(tuple(agents), ("aggregator",))
 
 
 def _debate(t: DebateTopology, default_server: str) -> Dag:
     wait: WaitMode = "all" if t.mode == "standard" else "stream"
-    settings = _settings(default_server, t.agent)
+    debaters = t.debaters()
     agents: list[AgentNode] = []
     previous: tuple[str, ...] = ()
     for r in range(1, t.rounds + 1):
         names = tuple(f"r{r}.a{i}" for i in range(1, t.agents + 1))
-        agents += [
-            _node(n, "debater", settings, previous, wait, t.redundancy, t.chunks, t.template)
-            for n in names
-        ]
+        for name, own in zip(names, debaters, strict=True):
+            settings = _settings(default_server, t.agent, own)
+            agents.append(
+                _node(name, "debater", settings, previous, wait, t, own.chunks or t.chunks)
+            )
         previous = names
-    return Dag(tuple(agents), f"r{t.rounds}.a1")
+    if t.judge is None:
+        return Dag(tuple(agents), (f"r{t.rounds}.a1",))
+    settings = _settings(default_server, t.agent, t.judge)
+    agents.append(_node("judge", "judge", settings, previous, wait, t, t.judge.chunks or t.chunks))
+    return Dag(tuple(agents), ("judge",))
 
 
 def _graph(t: GraphTopology, default_server: str) -> Dag:
@@ -186,20 +207,9 @@ def _graph(t: GraphTopology, default_server: str) -> Dag:
             server=spec.server,
             system_prompt=spec.system_prompt,
             temperature=spec.temperature,
-            max_tokens=spec.steps * t.unit.tokens,
+            max_tokens=spec.answer_tokens(t.unit.tokens),
         )
         settings = _settings(default_server, t.agent, own)
-        agents.append(
-            _node(
-                name,
-                "agent",
-                settings,
-                tuple(inputs[name]),
-                wait,
-                t.redundancy,
-                [t.unit.tokens],
-                t.template,
-            )
-        )
-    sinks = [n for n, spec in t.agents.items() if not spec.next]
-    return Dag(tuple(agents), t.output or sinks[0])
+        chunks = spec.schedule(t.unit.tokens)
+        agents.append(_node(name, "agent", settings, tuple(inputs[name]), wait, t, chunks))
+    return Dag(tuple(agents), tuple(t.outputs()))

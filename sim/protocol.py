@@ -148,7 +148,7 @@ class RequestProtocol:
         del self._calls[call_id]
         if agent.generated >= agent.total:
             agent.done = True
-            if agent.node.name == self.dag.output:
+            if all(self.agents[name].done for name in self.dag.outputs):
                 return actions + self._finish(FinishRequest(ok=True))
             actions += self._after_done(agent)
         else:
@@ -163,7 +163,7 @@ class RequestProtocol:
         del self._calls[call_id]
         agent.call = None
         agent.done = agent.dropped = True
-        if agent.node.name == self.dag.output:
+        if agent.node.name in self.dag.outputs:
             return self._finish(FinishRequest(ok=False, reason=f"{agent.node.name}: {reason}"))
         return self._after_done(agent) + self._cancel_unneeded()
 
@@ -212,10 +212,11 @@ class RequestProtocol:
                 ready = sum(i.done for i in inputs)
             else:
                 ready = sum(i.done or i.units >= next_round for i in inputs)
-            if ready < agent.node.need:
+            if ready < (agent.node.need if next_round == 1 else agent.node.need_later):
                 return []
         start = agent.generated
-        if not inputs or agent.node.wait == "all" or all(i.done for i in inputs):
+        nothing_new = not inputs or agent.node.wait == "all" or all(i.done for i in inputs)
+        if nothing_new and agent.node.calls == "stream":
             end = agent.total  # nothing more will arrive: answer the rest in one call
         else:
             end = next(b for b in agent.boundaries if b > start)
@@ -235,7 +236,7 @@ class RequestProtocol:
                 tokens=end - start,
                 out_start=start,
                 watch=watch,
-                final=agent.node.name == self.dag.output,
+                final=agent.node.name in self.dag.outputs,
             )
         ]
 
@@ -299,8 +300,8 @@ class RequestProtocol:
         while changed:
             changed = False
             for agent in self.agents.values():
-                if agent.done or not agent.consumers:
-                    continue
+                if agent.done or not agent.consumers or agent.node.name in self.dag.outputs:
+                    continue  # the user reads every output to its end
                 readers = [self.agents[c] for c in agent.consumers]
                 if all(r.done or r.started_last_call for r in readers):
                     agent.done = agent.dropped = True

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from sim.distributions import FixedLatency, FixedTokens, LatencyDist, TokenDist
 from sim.errors import DISTRIBUTION_TAGS, ConfigError, validated
@@ -100,6 +100,12 @@ class AgentSettings(Strict):
 Schedule = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
 
 
+class ScheduledAgentSettings(AgentSettings):
+    """An agent's settings plus its own output chunk schedule (default: the topology's)."""
+
+    chunks: Schedule | None = Field(None, description="this agent's unit sizes; last repeats")
+
+
 class MoaChunks(Strict):
     proposer: Schedule = Field(default_factory=lambda: [8, 128, 256])
     aggregator: Schedule = Field(default_factory=lambda: [8, 128, 128])
@@ -107,6 +113,8 @@ class MoaChunks(Strict):
 
 Mode = Literal["staircase", "standard", "multistream"]
 Template = Literal["standard", "prefix_cache"]
+RedundancyScope = Literal["first", "all"]
+ProposerCalls = Literal["stream", "per_chunk"]
 
 
 class MultistreamSettings(Strict):
@@ -124,39 +132,125 @@ class MultistreamSettings(Strict):
     )
 
 
-class MoaTopology(Strict):
-    """N proposers (``layers`` layers of them) feeding one aggregator."""
+class RoundOptions(Strict):
+    """How streaming agents of any topology wait, call and re-prompt (staircase / stream)."""
+
+    redundancy: int = Field(0, ge=0, description="inputs a round may start without")
+    redundancy_scope: RedundancyScope = Field(
+        "first",
+        description="first: only the first round starts without the slowest `redundancy` "
+        "inputs (the staircase paper's rule); all: every round does",
+    )
+    proposer_calls: ProposerCalls = Field(
+        "stream",
+        description="how agents the user does not read generate: stream one call cut at unit "
+        "boundaries, or per_chunk one call per unit (each continuing the text so far)",
+    )
+    template: Template = "standard"
+    multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
+
+    def _options_fit(self, mode: str) -> None:
+        """A multi-stream sequence makes no calls and has one start rule: refuse the options
+        that would not apply. (Modes without rounds keep them: a planner or ``--set`` may
+        switch a scenario to standard; its one round is a first round.)"""
+        _multistream_settings_fit(mode, self.multistream)
+        if mode != "multistream":
+            return
+        if self.proposer_calls == "per_chunk":
+            raise ValueError("proposer_calls: per_chunk makes calls; mode multistream makes none")
+        if self.redundancy_scope == "all":
+            raise ValueError("redundancy_scope: all; mode multistream has one start rule (first)")
+
+
+class MoaLayer(Strict):
+    """One layer of proposers; what it leaves out it takes from the topology."""
+
+    proposers: int | None = Field(None, ge=1, description="default: topology.proposers")
+    proposer: ScheduledAgentSettings | list[ScheduledAgentSettings] | None = Field(
+        None, description="one setting for the layer, or one per proposer"
+    )
+    chunks: Schedule | None = Field(None, description="default: topology.chunks.proposer")
+
+
+class MoaTopology(RoundOptions):
+    """N proposers (in ``layers`` layers) feeding one aggregator."""
 
     kind: Literal["moa"]
     mode: Mode = "staircase"
     proposers: int = Field(3, ge=1)
-    layers: int = Field(1, ge=1)
+    layers: Annotated[
+        Annotated[Annotated[int, Field(ge=1)], Tag("layer-count")]
+        | Annotated[Annotated[list[MoaLayer], Field(min_length=1)], Tag("layer-list")],
+        Discriminator(lambda v: "layer-list" if isinstance(v, list) else "layer-count"),
+    ] = Field(
+        1,
+        description="a count (every layer alike; upper layers take the aggregator's schedule) "
+        "or one entry per layer",
+    )
     agent: AgentSettings = Field(default_factory=AgentSettings)
-    proposer: AgentSettings | list[AgentSettings] = Field(default_factory=AgentSettings)
+    proposer: ScheduledAgentSettings | list[ScheduledAgentSettings] = Field(
+        default_factory=ScheduledAgentSettings
+    )
     aggregator: AgentSettings = Field(default_factory=AgentSettings)
     chunks: MoaChunks = Field(default_factory=MoaChunks)
-    redundancy: int = Field(0, ge=0)
-    template: Template = "standard"
-    multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
 
     @model_validator(mode="after")
     def _consistent(self) -> MoaTopology:
-        _multistream_settings_fit(self.mode, self.multistream)
-        if self.redundancy >= self.proposers:
-            raise ValueError(
-                f"redundancy ({self.redundancy}) must be less than proposers ({self.proposers})"
-            )
+        self._options_fit(self.mode)
         if isinstance(self.proposer, list) and len(self.proposer) != self.proposers:
             raise ValueError(
                 f"proposer lists {len(self.proposer)} agents but proposers is {self.proposers}"
             )
+        for where, proposers in self.layer_proposers():
+            if self.redundancy >= len(proposers):
+                raise ValueError(
+                    f"redundancy ({self.redundancy}) must be less than {where}proposers "
+                    f"({len(proposers)})"
+                )
         return self
 
+    def layer_proposers(self) -> list[tuple[str, list[ScheduledAgentSettings]]]:
+        """Each layer's proposers' own settings, with where they come from (for messages)."""
+        if isinstance(self.layers, int):
+            return [("", self._own_list(self.proposer, self.proposers))] * self.layers
+        layers = []
+        for index, layer in enumerate(self.layers):
+            where = f"layers[{index}]."
+            if isinstance(layer.proposer, list):
+                if layer.proposers is not None and layer.proposers != len(layer.proposer):
+                    raise ValueError(
+                        f"{where}proposer lists {len(layer.proposer)} agents but "
+                        f"{where}proposers is {layer.proposers}"
+                    )
+                layers.append((where, list(layer.proposer)))
+                continue
+            count = layer.proposers or self.proposers
+            own = layer.proposer or self.proposer
+            if isinstance(own, list) and len(own) != count:
+                raise ValueError(
+                    f"{where}proposers is {count} but topology.proposer lists {len(own)}: give "
+                    f"the layer its own proposer list"
+                )
+            layers.append((where, self._own_list(own, count)))
+        return layers
 
-class DebateTopology(Strict):
+    def layer_schedules(self) -> list[list[int]]:
+        """Each layer's default unit schedule (a proposer's own ``chunks`` still wins)."""
+        if isinstance(self.layers, int):
+            return [self.chunks.proposer] + [self.chunks.aggregator] * (self.layers - 1)
+        return [layer.chunks or self.chunks.proposer for layer in self.layers]
+
+    @staticmethod
+    def _own_list(
+        own: ScheduledAgentSettings | list[ScheduledAgentSettings], count: int
+    ) -> list[ScheduledAgentSettings]:
+        return list(own) if isinstance(own, list) else [own] * count
+
+
+class DebateTopology(RoundOptions):
     """N agents x R rounds; each round's agents read every answer of the round before.
 
-    The user sees agent 1's answer in the last round.
+    The user sees the judge's answer, or without a judge agent 1's in the last round.
     """
 
     kind: Literal["debate"]
@@ -164,19 +258,33 @@ class DebateTopology(Strict):
     agents: int = Field(3, ge=1)
     rounds: int = Field(2, ge=1)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    debater: ScheduledAgentSettings | list[ScheduledAgentSettings] = Field(
+        default_factory=ScheduledAgentSettings,
+        description="one setting for every debater, or one per debater (the same in each round)",
+    )
+    judge: ScheduledAgentSettings | None = Field(
+        None, description="an agent reading the last round's answers and answering the user"
+    )
     chunks: Schedule = Field(default_factory=lambda: [8, 128, 256])
-    redundancy: int = Field(0, ge=0)
-    template: Template = "standard"
-    multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
 
     @model_validator(mode="after")
     def _consistent(self) -> DebateTopology:
-        _multistream_settings_fit(self.mode, self.multistream)
+        self._options_fit(self.mode)
         if self.redundancy >= self.agents:
             raise ValueError(
                 f"redundancy ({self.redundancy}) must be less than agents ({self.agents})"
             )
+        if isinstance(self.debater, list) and len(self.debater) != self.agents:
+            raise ValueError(
+                f"debater lists {len(self.debater)} agents but agents is {self.agents}"
+            )
         return self
+
+    def debaters(self) -> list[ScheduledAgentSettings]:
+        """Debater i's own settings (every round)."""
+        if isinstance(self.debater, list):
+            return list(self.debater)
+        return [self.debater] * self.agents
 
 
 class StepUnit(Strict):
@@ -187,17 +295,37 @@ class StepUnit(Strict):
 
 
 class GraphAgent(Strict):
-    """One node of a graph; it answers in ``steps`` steps of ``unit.tokens`` tokens."""
+    """One node of a graph; it answers in ``steps`` steps of ``unit.tokens`` tokens, unless it
+    sets its own step size, answer length or chunk schedule."""
 
     next: list[str] = Field(default_factory=list)
     steps: int = Field(8, ge=1)
+    step_tokens: int | None = Field(None, ge=1, description="this agent's step size")
+    max_tokens: int | None = Field(None, ge=1, description="instead of steps x step size")
+    chunks: Schedule | None = Field(
+        None, description="units of growing size (a staircase) instead of equal steps"
+    )
     server: str | None = None
     system_prompt: str | None = None
     temperature: float | None = Field(None, ge=0)
 
+    @model_validator(mode="after")
+    def _one_length(self) -> GraphAgent:
+        if self.max_tokens is not None and "steps" in self.model_fields_set:
+            raise ValueError("give steps or max_tokens, not both")
+        if self.chunks is not None and self.step_tokens is not None:
+            raise ValueError("give step_tokens or chunks, not both")
+        return self
 
-class GraphTopology(Strict):
-    """Any DAG of agents; ``stream`` forwards each finished step, ``serial`` whole answers,
+    def answer_tokens(self, unit_tokens: int) -> int:
+        return self.max_tokens or self.steps * (self.step_tokens or unit_tokens)
+
+    def schedule(self, unit_tokens: int) -> list[int]:
+        return self.chunks or [self.step_tokens or unit_tokens]
+
+
+class GraphTopology(RoundOptions):
+    """Any DAG of agents; ``stream`` forwards each finished unit, ``serial`` whole answers,
     ``multistream`` decodes every agent as a stream of one sequence."""
 
     kind: Literal["graph"]
@@ -205,14 +333,13 @@ class GraphTopology(Strict):
     unit: StepUnit = Field(default_factory=StepUnit)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     agents: dict[str, GraphAgent] = Field(min_length=1)
-    output: str | None = Field(None, description="the agent whose answer the user sees")
-    redundancy: int = Field(0, ge=0)
-    template: Template = "standard"
-    multistream: MultistreamSettings | None = Field(None, description="mode: multistream only")
+    output: str | list[str] | None = Field(
+        None, description="the agent(s) whose answer the user sees (default: the one sink)"
+    )
 
     @model_validator(mode="after")
     def _is_a_dag(self) -> GraphTopology:
-        _multistream_settings_fit(self.mode, self.multistream)
+        self._options_fit(self.mode)
         for name, spec in self.agents.items():
             for nxt in spec.next:
                 if nxt not in self.agents:
@@ -222,10 +349,22 @@ class GraphTopology(Strict):
             raise ValueError(f"agents form a cycle: {' -> '.join(cycle)}")
         sinks = [n for n, a in self.agents.items() if not a.next]
         if self.output is None and len(sinks) != 1:
-            raise ValueError(f"graph has sinks {sinks}; name the user-facing one in output")
-        if self.output is not None and self.output not in self.agents:
-            raise ValueError(f"output names unknown agent {self.output!r}")
+            raise ValueError(f"graph has sinks {sinks}; name the user-facing one(s) in output")
+        outputs = self.outputs()
+        for name in outputs:
+            if name not in self.agents:
+                raise ValueError(f"output names unknown agent {name!r}")
+        if len(set(outputs)) != len(outputs):
+            raise ValueError(f"output names an agent twice: {outputs}")
+        if self.mode == "multistream" and len(outputs) > 1:
+            raise ValueError("mode: multistream decodes one answer; name one output")
         return self
+
+    def outputs(self) -> list[str]:
+        """The user-facing agents, in the order given."""
+        if self.output is None:
+            return [n for n, a in self.agents.items() if not a.next][:1]
+        return [self.output] if isinstance(self.output, str) else list(self.output)
 
 
 def _multistream_settings_fit(mode: str, settings: MultistreamSettings | None) -> None:
@@ -398,30 +537,41 @@ def _default_server(topology: Any) -> str | None:
     return server
 
 
-def _agent_priorities(topology: Any) -> list[tuple[str, int | None, str | None]]:
-    """(where, priority, server) of every agent setting that states a priority."""
-    settings = [("topology.agent", topology.agent)]
+def _agent_settings(topology: Any) -> list[tuple[str, AgentSettings]]:
+    """(where, settings) of every per-agent setting of the topology, ``topology.agent`` first."""
+    found: list[tuple[str, AgentSettings]] = [("topology.agent", topology.agent)]
     if isinstance(topology, MoaTopology):
         proposers = (
             topology.proposer if isinstance(topology.proposer, list) else [topology.proposer]
         )
-        settings += [(f"topology.proposer[{i}]", p) for i, p in enumerate(proposers)]
-        settings.append(("topology.aggregator", topology.aggregator))
+        found += [(f"topology.proposer[{i}]", p) for i, p in enumerate(proposers)]
+        if isinstance(topology.layers, list):
+            for index, layer in enumerate(topology.layers):
+                own = layer.proposer
+                listed = own if isinstance(own, list) else [own] if own is not None else []
+                found += [
+                    (f"topology.layers[{index}].proposer[{i}]", p) for i, p in enumerate(listed)
+                ]
+        found.append(("topology.aggregator", topology.aggregator))
+    if isinstance(topology, DebateTopology):
+        debaters = topology.debater if isinstance(topology.debater, list) else [topology.debater]
+        found += [(f"topology.debater[{i}]", d) for i, d in enumerate(debaters)]
+        if topology.judge is not None:
+            found.append(("topology.judge", topology.judge))
+    return found
+
+
+def _agent_priorities(topology: Any) -> list[tuple[str, int | None, str | None]]:
+    """(where, priority, server) of every agent setting that states a priority."""
     agent_priority = topology.agent.priority
     return [
         (where, s.priority if s.priority is not None else agent_priority, s.server)
-        for where, s in settings
+        for where, s in _agent_settings(topology)
     ]
 
 
 def _agent_servers(topology: Any) -> list[tuple[str, str | None]]:
-    found = [("topology.agent", topology.agent.server)]
-    if isinstance(topology, MoaTopology):
-        proposers = (
-            topology.proposer if isinstance(topology.proposer, list) else [topology.proposer]
-        )
-        found += [(f"topology.proposer[{i}]", p.server) for i, p in enumerate(proposers)]
-        found.append(("topology.aggregator", topology.aggregator.server))
+    found = [(where, s.server) for where, s in _agent_settings(topology)]
     if isinstance(topology, GraphTopology):
         found += [(f"topology.agents.{n}", a.server) for n, a in topology.agents.items()]
     return found
@@ -482,6 +632,7 @@ def _first_line(exc: Exception) -> str:
 
 SCENARIO_TAGS = DISTRIBUTION_TAGS | {
     "moa", "debate", "graph", "vllm", "api", "poisson", "closed", "constant",
+    "layer-count", "layer-list", "str", "ScheduledAgentSettings",
 }  # fmt: skip
 
 

@@ -164,6 +164,9 @@ def staircase_moa(tmp_path: Path):
                 "agent": {"server": "agg", "max_tokens": 256},
                 "proposer": [{"server": name} for name in PROPOSER_ITL],
                 "template": "prefix_cache",
+                # redundancy in every round: under the paper's first-chunk scope the slowest
+                # proposer paces every later round, and no schedule meets a 0.3 s stall
+                "redundancy_scope": "all",
             },
             "workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.2}},
         }

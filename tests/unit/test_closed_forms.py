@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,71 @@ def test_a_scenario_may_mix_api_proposers_and_a_vllm_aggregator(tmp_path):
     served_by = {r["agent"]: r["server"] for r in records if r["type"] == "call"}
     assert served_by == {"p1": "hosted", "p2": "hosted", "aggregator": "gpu"}
     assert sum(r["ok"] for r in records if r["type"] == "request_end") == 3
+
+
+def call_starts(records):
+    return {r["call"]: r["t"] for r in records if r["type"] == "call"}
+
+
+@pytest.mark.parametrize("scope", ["first", "all"])
+def test_redundancy_scope_decides_which_proposer_the_second_round_waits_for(tmp_path, scope):
+    """Redundancy 1: round 1 waits for the 2nd-fastest first chunk either way; round 2 waits
+    for the slowest proposer's unit 2 with scope ``first`` (the paper's), for the 2nd-fastest's
+    with ``all``. Each proposer's token t arrives at TTFT + (t − 1)·ITL."""
+    records, _ = heterogeneous_moa(
+        tmp_path,
+        mode="staircase",
+        redundancy=1,
+        redundancy_scope=scope,
+        chunks={"proposer": [8, 128], "aggregator": [8, 128]},
+    )
+    unit_ends = {
+        s: [PROPOSER_TTFT + (t - 1) * itl for t in (8, 136)] for s, itl in PROPOSER_ITL.items()
+    }
+    starts = call_starts(records)
+    assert starts["aggregator#1"] == pytest.approx(unit_ends["mid"][0], rel=1e-9)
+    waited_for = "slow" if scope == "first" else "mid"
+    assert starts["aggregator#2"] == pytest.approx(unit_ends[waited_for][1], rel=1e-9)
+
+
+def test_per_chunk_calls_pay_a_first_token_latency_per_unit(tmp_path):
+    """One call per unit: unit k ends after k calls, each costing TTFT(its prompt) + (size −
+    1)·ITL, and each prompt is the previous one plus the unit before it (continued text)."""
+    ttft, per_token, itl = 0.1, 0.001, 0.02
+    profile = write_profile(tmp_path, api_profile(ttft, per_token, itl, name="hosted"))
+    server = {"kind": "api", "profile": profile, "prefix_caching": False}
+    scenario = moa(
+        {"hosted": server},
+        proposers=1,
+        mode="staircase",
+        proposer_calls="per_chunk",
+        agent={"max_tokens": 64},
+        aggregator={"max_tokens": 8},  # a round per proposer unit: every unit is read
+        chunks={"proposer": [8, 16], "aggregator": [1]},
+    )
+    records = Simulator(scenario).run().records
+    ends = [r for r in records if r["type"] == "call_end" and r["call"].startswith("p1#")]
+    sizes = [8, 16, 16, 16, 8]
+    assert [r["completion_tokens"] for r in ends] == sizes
+    prompts = [r["prompt_tokens"] for r in ends]
+    assert [b - a for a, b in itertools.pairwise(prompts)] == sizes[:-1]
+    units = [r["t"] for r in records if r["type"] == "unit" and r["agent"] == "p1"]
+    expected = list(
+        itertools.accumulate(
+            ttft + per_token * p + (n - 1) * itl for p, n in zip(prompts, sizes, strict=True)
+        )
+    )
+    assert units == pytest.approx(expected, rel=1e-9)
+    streamed = moa(
+        {"hosted": server},
+        proposers=1,
+        mode="staircase",
+        agent={"max_tokens": 64},
+        aggregator={"max_tokens": 8},  # a round per proposer unit: every unit is read
+        chunks={"proposer": [8, 16], "aggregator": [1]},
+    )
+    records = Simulator(streamed).run().records
+    units = [r["t"] for r in records if r["type"] == "unit" and r["agent"] == "p1"]
+    assert units == pytest.approx(
+        [ttft + per_token * prompts[0] + (t - 1) * itl for t in (8, 24, 40, 56, 64)], rel=1e-9
+    )

@@ -125,3 +125,86 @@ def test_api_profile_helper_is_valid():
     from sim.profile import parse_profile
 
     assert parse_profile(api_profile(), "test").kind == "api"
+
+
+def outputs_in(call):
+    """Each agent's output tokens the call's prompt carries (its own included)."""
+    return {p.stream[1]: p.end for m in call.messages for p in m.parts if p.stream[0] == "output"}
+
+
+def upstream_of(call):
+    return {agent: n for agent, n in outputs_in(call).items() if agent != call.agent}
+
+
+def test_first_scope_skips_the_slowest_proposer_for_the_first_round_only():
+    dag = dag_for(mode="staircase", proposers=3, redundancy=1)  # redundancy_scope: first
+    proto = RequestProtocol(dag, {})
+    proto.start()
+    proto.tokens("p1#1", 8)
+    (round1,) = starts(proto.tokens("p2#1", 8))
+    assert upstream_of(round1) == {"p1": 8, "p2": 8}
+    proto.finished("aggregator#1")
+    assert not starts(proto.tokens("p1#1", 136) + proto.tokens("p2#1", 136))
+    assert not starts(proto.tokens("p3#1", 8))  # the late first chunk alone starts nothing
+    (round2,) = starts(proto.tokens("p3#1", 136))  # round 2 waits for every proposer
+    assert upstream_of(round2) == {"p1": 136, "p2": 136, "p3": 136}
+
+
+def test_all_scope_skips_the_slowest_proposers_in_every_round():
+    dag = dag_for(mode="staircase", proposers=3, redundancy=1, redundancy_scope="all")
+    proto = RequestProtocol(dag, {})
+    proto.start()
+    proto.tokens("p1#1", 8)
+    proto.tokens("p2#1", 8)
+    proto.finished("aggregator#1")
+    proto.tokens("p1#1", 136)
+    (round2,) = starts(proto.tokens("p2#1", 136))
+    assert upstream_of(round2) == {"p1": 136, "p2": 136}
+
+
+def test_per_chunk_proposers_make_one_call_per_unit_continuing_their_text():
+    dag = dag_for(mode="staircase", proposers=1, proposer_calls="per_chunk")
+    assert dag.agent("p1").calls == "per_chunk" and dag.agent("aggregator").calls == "stream"
+    proto = RequestProtocol(dag, {})
+    (first,) = starts(proto.start())
+    assert (first.tokens, first.watch, first.continue_final) == (8, (), False)
+    actions = proto.finished("p1#1")
+    second = next(c for c in starts(actions) if c.agent == "p1")
+    assert (second.call_id, second.tokens, second.out_start) == ("p1#2", 128, 8)
+    assert second.continue_final and outputs_in(second) == {"p1": 8}
+    round1 = next(c for c in starts(actions) if c.agent == "aggregator")
+    assert upstream_of(round1) == {"p1": 8}
+    proto.finished("aggregator#1")
+    actions = proto.finished("p1#2")
+    (third,) = [c for c in starts(actions) if c.agent == "p1"]
+    assert (third.tokens, third.out_start) == (120, 136)
+
+
+def test_several_outputs_all_stream_to_the_user_and_end_the_request_together():
+    from sim.scenario import scenario_from_dict
+
+    dag = build_dag(
+        scenario_from_dict(
+            {
+                "servers": SERVERS,
+                "topology": {
+                    "kind": "graph",
+                    "unit": {"tokens": 4},
+                    "output": ["left", "right"],
+                    "agents": {
+                        "root": {"next": ["left", "right"], "steps": 1},
+                        "left": {"steps": 1},
+                        "right": {"steps": 2},
+                    },
+                },
+            }
+        )
+    )
+    proto = RequestProtocol(dag, {})
+    proto.start()
+    actions = proto.finished("root#1")
+    assert {(c.agent, c.final) for c in starts(actions)} == {("left", True), ("right", True)}
+    assert not any(isinstance(a, FinishRequest) for a in proto.finished("left#1"))
+    (rest,) = starts(proto.finished("right#1"))  # its input done: the rest in one call
+    assert (rest.call_id, rest.tokens, rest.final) == ("right#2", 4, True)
+    assert proto.finished("right#2")[-1] == FinishRequest(ok=True)
