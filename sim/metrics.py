@@ -268,10 +268,10 @@ def costs(records: list[Record], duration_s: float, prices: dict[str, Any]) -> d
     used: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # prompt, cached, generated
     for end in records:
         if end["type"] == "call_end":
-            tokens = used[server_of.get((end["req"], end["call"]), "")]
-            tokens[0] += end["prompt_tokens"] or 0
-            tokens[1] += end["cached_tokens"] or 0
-            tokens[2] += end["completion_tokens"] or 0
+            counts = used[server_of.get((end["req"], end["call"]), "")]
+            counts[0] += end["prompt_tokens"] or 0
+            counts[1] += end["cached_tokens"] or 0
+            counts[2] += end["completion_tokens"] or 0
     per_server: dict[str, dict[str, float]] = {}
     for name in {*servers, *used}:
         server = servers.get(name, {})
@@ -281,7 +281,7 @@ def costs(records: list[Record], duration_s: float, prices: dict[str, Any]) -> d
         if hourly is not None:
             gpu_hours = (own.get("gpus") or 1) * server.get("replicas", 1) * duration_s / 3600
         per_server[name] = {
-            "tokens": _token_cost(*used.get(name, [0, 0, 0]), own or prices),
+            "tokens": _token_cost(used.get(name, [0, 0, 0]), own or prices),
             "gpu": (hourly or 0.0) * gpu_hours,
             "gpu_hours": gpu_hours,
         }
@@ -291,7 +291,9 @@ def costs(records: list[Record], duration_s: float, prices: dict[str, Any]) -> d
     return {"total": tokens + gpu, "tokens": tokens, "gpu": gpu, "servers": named}
 
 
-def _token_cost(prompt: int, cached: int, generated: int, prices: dict[str, Any]) -> float:
+def _token_cost(counts: list[int], prices: dict[str, Any]) -> float:
+    """$ for (prompt, cached, generated) tokens at per-million prices."""
+    prompt, cached, generated = counts
     input_price = prices.get("input_per_mtok") or 0.0
     cached_price = prices.get("cached_input_per_mtok")
     cached_price = input_price if cached_price is None else cached_price

@@ -24,8 +24,15 @@ EXAMPLE = Path("examples/hosted-moa.yaml")
 def test_the_hosted_moa_example_runs_on_the_local_server_as_a_strict_endpoint(
     vllm_url: str, tmp_path: Path
 ) -> None:
-    scenario = load_scenario(
-        EXAMPLE, ["workload.requests=2", "workload.arrival={kind: closed, concurrency: 2}"]
+    scenario = load_scenario(  # short answers: the shared CPU engine is slow
+        EXAMPLE,
+        [
+            "workload.requests=2",
+            "workload.arrival={kind: closed, concurrency: 2}",
+            "topology.agent.max_tokens=24",
+            "topology.aggregator.max_tokens=16",
+            "topology.chunks={proposer: [8, 16], aggregator: [8, 8]}",
+        ],
     )
     servers = {
         name: server.model_copy(update={"endpoint": vllm_url, "model": local_server.MODEL_NAME})
@@ -63,6 +70,9 @@ def test_prompts_sized_by_characters_per_token_come_out_near_their_length(
         [
             "topology.proposers=1",
             "topology.aggregator.server=hosted",
+            "topology.agent.max_tokens=8",
+            "topology.aggregator.max_tokens=4",
+            "topology.chunks={proposer: [4], aggregator: [4]}",
             "workload.requests=2",
             "workload.prompt_tokens={dist: fixed, value: 400}",
         ],
