@@ -123,3 +123,15 @@ def test_bad_limits_are_one_line_naming_the_field(server: dict[str, Any], needle
         scenario_from_dict(data, "file.yaml")
     message = str(excinfo.value)
     assert needle in message and message.startswith("file.yaml: ") and "\n" not in message
+
+
+def test_idle_replicas_take_turns_so_each_endpoints_budget_is_used(tmp_path) -> None:
+    """One request at a time on two endpoints allowing one request a minute each: the second
+    request goes to the other, idle replica and starts at once (on the first it would wait
+    60 s for the refill); the third waits for the first replica's refill, 60 s after its
+    first call (0.2 s of service each: at 0.4 s it waits 59.6 s)."""
+    data = lone_agent(tmp_path, rpm=1)
+    data["servers"]["hosted"]["replicas"] = 2
+    data["workload"]["arrival"] = {"kind": "closed", "concurrency": 1}
+    _, ends = simulated(data)
+    assert [e["queued_s"] for e in ends] == pytest.approx([0.0, 0.0, 59.6])
