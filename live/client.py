@@ -1,7 +1,13 @@
 """Streaming one generation from an OpenAI-compatible server, with timeouts and retries.
 
-Token counts come from the server's usage (``continuous_usage_stats`` puts a running count on
-every chunk), not from chunks: a chunk may carry several tokens.
+Two dialects. A ``vllm`` server gets vLLM's extras: exact lengths (``min_tokens``,
+``ignore_eos``), a continued final message, a request priority, and a running token count on
+every chunk (``continuous_usage_stats``), since a chunk may carry several tokens. An ``api``
+server (a hosted endpoint) gets strict OpenAI-compatible requests only: the length as
+``max_tokens`` (the model may stop earlier), usage in the last chunk, each chunk with text
+counted as a token until then; its limits (``rpm``, ``tpm``, ``max_concurrency``) hold calls
+back by the rule the simulator applies (``sim/ratelimit.py``), and a 429 is retried after the
+server's ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import openai
 
 from sim.driver import CallUsage
 from sim.errors import ConfigError
-from sim.scenario import LiveSettings, ServerBase, VllmServer
+from sim.ratelimit import CallTooLarge, RateLimiter
+from sim.scenario import ApiServer, LiveSettings, ServerBase, VllmServer
 
 Clock = Callable[[], float]
 
@@ -48,8 +55,70 @@ def api_key(server: ServerBase) -> str:
     return key
 
 
+class LimitGate:
+    """An endpoint's limits (``sim/ratelimit.py``) on the event loop's clock: a call waits in
+    :meth:`enter` until the rule lets it start, and :meth:`leave` frees its place."""
+
+    def __init__(self, server: ServerBase) -> None:
+        limits = (
+            (server.rpm, server.tpm, server.max_concurrency)
+            if isinstance(server, ApiServer)
+            else (None, None, None)
+        )
+        self._limits = limits
+        self._limiter: RateLimiter | None = None  # made on the loop's clock at the first call
+        self._waiters: dict[object, asyncio.Future[None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def limited(self) -> bool:
+        return any(limit is not None for limit in self._limits)
+
+    async def enter(self, key: object, tokens: int) -> float:
+        """Wait until the call may start; the seconds it waited. ``tokens``: its prompt plus
+        ``max_tokens``. Raises :class:`CallTooLarge` for a call no wait admits."""
+        if not self.limited:
+            return 0.0
+        loop = asyncio.get_running_loop()
+        if self._limiter is None:
+            self._limiter = RateLimiter(*self._limits, now=loop.time())
+        self._limiter.add(key, tokens)
+        admitted = self._waiters[key] = loop.create_future()
+        arrived = loop.time()
+        self._admit()
+        try:
+            await admitted
+        except asyncio.CancelledError:
+            self.leave(key)
+            raise
+        return loop.time() - arrived
+
+    def leave(self, key: object) -> None:
+        """The call ended, failed or was cancelled (queued or running)."""
+        if self._limiter is None:
+            return
+        self._limiter.release(key)
+        self._waiters.pop(key, None)
+        self._admit()
+
+    def _admit(self) -> None:
+        assert self._limiter is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for key in self._limiter.admit(now):
+            admitted = self._waiters.pop(key, None)
+            if admitted is not None and not admitted.done():
+                admitted.set_result(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        wake = self._limiter.next_time(now)
+        if wake is not None:
+            self._timer = loop.call_at(wake, self._admit)
+
+
 class Endpoint:
-    """One replica of a server: its base URL and an OpenAI client for it."""
+    """One replica of a server: its base URL, an OpenAI client for it, and its limits."""
 
     def __init__(
         self, name: str, server: ServerBase, url: str, settings: LiveSettings, clock: Clock
@@ -60,6 +129,8 @@ class Endpoint:
         self.clock = clock
         self.base_url = url.rstrip("/")
         self.model = server.model or "default"
+        self.strict = isinstance(server, ApiServer)  # strict OpenAI-compatible requests only
+        self.gate = LimitGate(server)
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=api_key(server),
@@ -97,18 +168,27 @@ class Endpoint:
         on_piece: Callable[[Piece], None],
         tag: str = "",
         priority: int = 0,
+        prompt_tokens: int = 0,
     ) -> None:
-        """Generate exactly ``tokens`` tokens, calling ``on_piece`` for each streamed piece.
+        """Generate ``tokens`` tokens (exactly, on vLLM), calling ``on_piece`` for each
+        streamed piece.
 
         ``usage`` is kept current as the call goes, so a cancelled or failed call still
         reports what it received. ``tag`` names the call in a ``X-Stairwise-Call`` header
         (servers ignore it; a proxy or a test server can tell the calls apart by it).
         ``priority`` is sent to vLLM servers that schedule by priority only (others refuse or
-        ignore the field).
+        ignore the field). ``prompt_tokens`` (an estimate) plus ``tokens`` is what the call
+        takes against a ``tpm`` limit. Each attempt waits for the endpoint's limits; a 429
+        is retried (within ``retries``) after the server's ``Retry-After``.
         """
         for attempt in range(self.settings.retries + 1):
             usage.attempts = attempt + 1
+            pause = self.settings.backoff_s * 2**attempt
+            key = object()
             try:
+                waited = await self.gate.enter(key, prompt_tokens + tokens)
+                if self.gate.limited:
+                    usage.queued_s = (usage.queued_s or 0.0) + waited
                 pieces = self._pieces(messages, tokens, continue_final, temperature, tag, priority)
                 async for piece, latest in pieces:
                     usage.prompt_tokens = latest.prompt_tokens
@@ -117,12 +197,20 @@ class Endpoint:
                     if piece is not None:
                         on_piece(piece)
                 return
+            except CallTooLarge as refused:
+                raise CallFailed(str(refused)) from None
+            except openai.RateLimitError as exc:
+                if usage.completion_tokens > 0 or attempt == self.settings.retries:
+                    raise CallFailed(_reason(exc)) from None
+                pause = _retry_after(exc, pause)
             except RETRYABLE as exc:
                 if usage.completion_tokens > 0 or attempt == self.settings.retries:
                     raise CallFailed(_reason(exc)) from None
             except openai.APIError as exc:
                 raise CallFailed(_reason(exc)) from None
-            await asyncio.sleep(self.settings.backoff_s * 2**attempt)
+            finally:
+                self.gate.leave(key)
+            await asyncio.sleep(pause)
 
     async def _pieces(
         self,
@@ -134,29 +222,33 @@ class Endpoint:
         priority: int,
     ) -> AsyncIterator[tuple[Piece | None, CallUsage]]:
         """Streamed pieces with the usage so far; finally (None, the call's usage)."""
-        extra: dict[str, Any] = {"ignore_eos": True, "min_tokens": tokens}
+        extra: dict[str, Any] = {} if self.strict else {"ignore_eos": True, "min_tokens": tokens}
         if isinstance(self.server, VllmServer) and self.server.scheduling_policy == "priority":
             extra["priority"] = priority
+        stream_options = {"include_usage": True}
+        if not self.strict:
+            stream_options["continuous_usage_stats"] = True
         common: dict[str, Any] = {
             "model": self.model,
             "max_tokens": tokens,
             "temperature": temperature,
             "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+            "stream_options": stream_options,
             "extra_headers": {"X-Stairwise-Call": tag} if tag else None,
         }
         if isinstance(messages, str):
             stream: Any = await self.client.completions.create(
-                prompt=messages, extra_body=extra, **common
+                prompt=messages, extra_body=extra or None, **common
             )
         else:
-            extra |= {
-                "continue_final_message": continue_final,
-                "add_generation_prompt": not continue_final,
-            }
+            if not self.strict:
+                extra |= {
+                    "continue_final_message": continue_final,
+                    "add_generation_prompt": not continue_final,
+                }
             stream = await self.client.chat.completions.create(
                 messages=messages,  # type: ignore[arg-type]
-                extra_body=extra,
+                extra_body=extra or None,
                 **common,
             )
         usage = CallUsage()
@@ -186,7 +278,7 @@ class Endpoint:
             await stream.close()
         if usage.completion_tokens == 0:
             usage.completion_tokens = chunks_with_text
-        if usage.completion_tokens < tokens:
+        if usage.completion_tokens < tokens and not self.strict:  # a hosted model may stop
             raise CallFailed(f"stream ended after {usage.completion_tokens} of {tokens} tokens")
         yield None, usage
 
@@ -209,6 +301,18 @@ def _usage(raw: Any, previous: CallUsage) -> CallUsage:
         cached_tokens=cached if cached is not None else previous.cached_tokens,
         completion_tokens=raw.completion_tokens or 0,
     )
+
+
+def _retry_after(exc: openai.APIStatusError, otherwise: float) -> float:
+    """Seconds the server asks a client to wait (``Retry-After-Ms``, ``Retry-After`` in
+    seconds); ``otherwise`` when it names none (or an HTTP date)."""
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers[name]) * scale)
+        except (KeyError, ValueError):
+            continue
+    return otherwise
 
 
 def _reason(exc: BaseException) -> str:

@@ -27,8 +27,10 @@ from sim.dag import Dag, build_dag
 from sim.driver import Call, Driver, ProgressCallback, plan_requests, random_streams
 from sim.errors import ConfigError
 from sim.metrics import summarize
-from sim.protocol import Span
+from sim.profile import load_profile
+from sim.protocol import Span, StartCall
 from sim.scenario import Scenario, ServerBase
+from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS, estimate_tokens
 from sim.trace import Record, ServerMetricsRecord, TraceWriter, make_header
 from sim.workload import RequestSpec
 
@@ -72,8 +74,12 @@ class LiveRunner:
         trace_path: str | Path | None = None,
         requests: list[RequestSpec] | None = None,
         header_extra: dict[str, Any] | None = None,
+        profile_dir: Path | None = None,
     ) -> None:
+        """``profile_dir``: where relative profile paths start (the scenario file's folder);
+        an ``api`` server's profile gives the characters per token its texts are sized by."""
         self.scenario = scenario
+        self.profile_dir = profile_dir
         self.header_extra = header_extra or {}
         self.dag: Dag = build_dag(scenario)
         self.requests = requests or plan_requests(scenario, self.dag, random_streams(scenario.seed))
@@ -87,6 +93,8 @@ class LiveRunner:
             for name, server in scenario.servers.items()
         }
         self._prompts: dict[int, str] = {}
+        self._query_tokens: dict[int, int] = {}
+        self._chars_per_token: dict[str, float] = {}
         self._answers: dict[tuple[int, str], AnswerText] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._crash: BaseException | None = None
@@ -151,8 +159,11 @@ class LiveRunner:
         server_name = self.dag.agent(self.dag.output).server
         server = self.scenario.servers[server_name]
         endpoint = self.endpoints[server_name][0]
-        tokenizing = endpoint.base_url if server.kind == "vllm" else None
-        maker = PromptMaker(tokenizing, endpoint.model, self.scenario.seed)
+        if server.kind == "vllm":
+            maker = PromptMaker(endpoint.base_url, endpoint.model, self.scenario.seed)
+        else:  # a hosted endpoint has no tokenizer route: its profile's characters per token
+            chars = self.chars_per_token(server_name)
+            maker = PromptMaker(None, endpoint.model, self.scenario.seed, chars)
         requests = []
         for spec in self.requests:
             if spec.prompt is not None:
@@ -160,8 +171,34 @@ class LiveRunner:
             else:
                 prompt, tokens = await maker.make(http, spec.index, spec.prompt_tokens)
             self._prompts[spec.index] = prompt
+            self._query_tokens[spec.index] = tokens
             requests.append(replace(spec, prompt_tokens=tokens))
         return requests
+
+    def chars_per_token(self, server: str) -> float:
+        """How the server's model counts characters, from its profile (as the simulator)."""
+        if server not in self._chars_per_token:
+            profile = load_profile(self.scenario.servers[server].profile, self.profile_dir)
+            self._chars_per_token[server] = profile.chars_per_token
+        return self._chars_per_token[server]
+
+    def _prompt_estimate(self, req: int, action: StartCall, text_of: Callable[[Span], str]) -> int:
+        """A strict endpoint's prompt tokens as the simulator counts them (its ``tpm`` charge):
+        upstream answers by their token counts, other texts by characters per token, every
+        message in its template, then the answer's opening."""
+        chars = self.chars_per_token(self.dag.agent(action.agent).server)
+        total = MESSAGE_OPEN_TOKENS
+        for message in action.messages:
+            total += MESSAGE_OPEN_TOKENS + MESSAGE_CLOSE_TOKENS
+            for span in message.parts:
+                kind = span.stream[0]  # type: ignore[index]
+                if kind == "output":
+                    total += span.end - span.start
+                elif kind == "query":
+                    total += self._query_tokens[req]
+                else:
+                    total += estimate_tokens(text_of(span), chars)
+        return total
 
     async def _reset_prefix_caches(self, http: httpx.AsyncClient) -> None:
         for endpoint in self._all_endpoints():
@@ -178,6 +215,8 @@ class LiveRunner:
 
     async def _scrape(self, http: httpx.AsyncClient, when: str) -> None:
         for name, replicas in self.endpoints.items():
+            if self.scenario.servers[name].kind != "vllm":
+                continue  # a hosted endpoint is asked nothing beyond the OpenAI API
             for index, endpoint in enumerate(replicas):
                 values = await scrape(http, endpoint.base_url)
                 if values is None:
@@ -264,6 +303,8 @@ class LiveRunner:
                 messages = render_messages(action.messages, text_of)
             else:
                 messages = render_completion_prompt(action.messages, text_of, action.continue_final)
+            limited = endpoint.gate.limited
+            estimate = self._prompt_estimate(req, action, text_of) if limited else 0
             await endpoint.stream(
                 messages,
                 action.tokens,
@@ -273,6 +314,7 @@ class LiveRunner:
                 on_piece,
                 tag=f"{req} {action.call_id}",
                 priority=agent.priority,
+                prompt_tokens=estimate,
             )
         except asyncio.CancelledError:
             return  # the driver cancelled it and has recorded why

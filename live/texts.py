@@ -65,12 +65,21 @@ class PromptMaker:
     """User prompts of an exact token length, made with the server's own tokenizer.
 
     Each request's prompt starts differently, so requests share no prefix by accident (the
-    simulator assumes the same). Servers without /tokenize get a characters-per-token guess.
+    simulator assumes the same). Without a tokenizer route (``base_url`` None: a hosted
+    endpoint) texts are sized by ``chars_per_token``, the model's profile's, as the simulator
+    sizes them.
     """
 
-    def __init__(self, base_url: str | None, model: str | None, seed: int) -> None:
+    def __init__(
+        self,
+        base_url: str | None,
+        model: str | None,
+        seed: int,
+        chars_per_token: float = CHARS_PER_TOKEN_GUESS,
+    ) -> None:
         self.base_url = base_url.removesuffix("/").removesuffix("/v1") if base_url else None
         self.model = model
+        self.chars_per_token = chars_per_token
         self.rng = random.Random(seed)
         self._tokens: list[int] | None = None
         self._source = self._long_text()
@@ -88,7 +97,7 @@ class PromptMaker:
         start = self.rng.randrange(0, len(self._source) // 2)
         text = f"[{index}] " + self._source[start:]
         if self.base_url is None:
-            characters = round(tokens * CHARS_PER_TOKEN_GUESS) - len(QUESTION)
+            characters = round(tokens * self.chars_per_token) - len(QUESTION)
             return text[: max(1, characters)] + QUESTION, tokens
         ids = await self._tokenize(client, text)
         question = await self._tokenize(client, QUESTION)
@@ -106,7 +115,7 @@ class PromptMaker:
     async def count(self, client: httpx.AsyncClient, text: str) -> int:
         """Tokens in a given prompt (a characters-per-token guess without /tokenize)."""
         if self.base_url is None:
-            return estimate_tokens(text)
+            return estimate_tokens(text, self.chars_per_token)
         return len(await self._tokenize(client, text))
 
     async def _tokenize(self, client: httpx.AsyncClient, text: str) -> list[int]:

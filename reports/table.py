@@ -83,6 +83,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     totals.add_row(
         "cost (total / per request)", f"${cost['total']:.4f} / ${cost['per_request']:.6f}"
     )
+    if cost.get("gpu"):  # servers priced per GPU-hour: show the two parts
+        totals.add_row("  per token / per GPU-hour", f"${cost['tokens']:.4f} / ${cost['gpu']:.4f}")
     console.print(totals)
 
     agents = Table(title="per agent (means)", title_justify="left")

@@ -3,8 +3,10 @@
 Answers a planner's questions about one scenario under latency SLOs:
 
 * the maximum sustainable request rate (a search over the arrival rate);
-* how many replicas of the servers a target rate needs;
-* the cost per request at those loads;
+* how many replicas of each server a target rate needs (the bottleneck is scaled: the
+  server whose doubling brings the load closest to sustainable, until it is, then each
+  count is cut back to the fewest that still sustain it);
+* the cost per request at those loads, per token and per GPU-hour;
 * the levers that best meet the SLOs — a search over geometric chunk schedules (first chunk
   f, growth g: f, f·g, f·g², …) and fixed lists for the proposers, the aggregator's schedule
   (the proposers' shifted by an offset, or any of the family), redundancy, the aggregator's
@@ -216,12 +218,15 @@ class Assessment:
     """One load level, simulated: the SLO metrics and whether it is sustainable."""
 
     rate: float | None  # None: the scenario's own arrivals
-    replicas: int  # every server's replicas multiplied by this
+    replicas: dict[str, int]  # server -> its replicas at this level
     values: dict[str, float | None]  # SLO name -> value (mean over replications)
     ratios: tuple[float, ...]  # value / bound per SLO, worst first; inf for a missing value
     keeps_up: bool
     failed_requests: int
-    cost_per_request: float
+    cost_per_request: float  # $: tokens + GPU-hours over the run, per request sent
+    cost_tokens_per_request: float = 0.0  # the part priced per token
+    cost_gpu_per_request: float = 0.0  # the part priced per GPU-hour (replicas × duration)
+    behind: float = 0.0  # makespan / what keeping up allows, worst replication (> 1: behind)
     # SLO name -> prediction interval of one run's value (at the answers of a rate search)
     intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     answer_tps: float | None = None  # p50, mean over replications
@@ -248,9 +253,11 @@ class RateSearch:
 @dataclass(frozen=True)
 class ReplicaSearch:
     target_rate: float
-    replicas: int | None  # the multiplier; None: more than max_replicas
-    servers: dict[str, int]  # server -> replicas needed
-    at_target: Assessment | None
+    servers: dict[str, int] | None  # server -> replicas needed; None: none found
+    at_target: Assessment | None  # there (or the last level tried, when none was found)
+    scaled: list[str] = field(default_factory=list)  # the bottlenecks, in the order scaled
+    # why none was found: "unsustainable" (no rate at all) or "max_replicas"
+    missing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +344,8 @@ class LoadMeasure:
     makespan_s: float  # first arrival -> last finish
     first_e2e_s: float | None  # the first request's E2E: it arrives at an empty system
     cost_per_request: float
+    cost_tokens_per_request: float = 0.0
+    cost_gpu_per_request: float = 0.0
 
 
 MeasureLoad = Callable[[LoadTask], LoadMeasure]
@@ -359,21 +368,30 @@ def load_measure(
     sent = [m.sent for m in per_request]
     finished = [m.sent + m.e2e for m in per_request if m.ok and m.e2e is not None]
     first = min(per_request, key=lambda m: m.sent)
+    cost = summary["cost_usd"]
     return LoadMeasure(
         values={path: metric_value(summary, path) for path in slo_paths},
         failed_requests=summary["failed_requests"],
         arrival_span_s=max(sent) - min(sent),
         makespan_s=(max(finished) - min(sent)) if finished else math.inf,
         first_e2e_s=first.e2e if first.ok else None,
-        cost_per_request=summary["cost_usd"]["per_request"],
+        cost_per_request=cost["per_request"],
+        cost_tokens_per_request=cost["tokens"] / len(per_request),
+        cost_gpu_per_request=cost["gpu"] / len(per_request),
     )
 
 
 def keeps_up(measure: LoadMeasure, slack: float) -> bool:
+    return behind(measure, slack) <= 1 + 1e-9  # float rounding is not falling behind
+
+
+def behind(measure: LoadMeasure, slack: float) -> float:
+    """The makespan over what keeping up allows: ≤ 1 keeps up; how far above 1 says how far
+    an overloaded system falls behind (so two overloaded levels can be told apart)."""
     if measure.first_e2e_s is None:
-        return False
+        return math.inf
     allowed = (1 + slack) * measure.arrival_span_s + measure.first_e2e_s
-    return measure.makespan_s <= allowed * (1 + 1e-9)  # float rounding is not falling behind
+    return measure.makespan_s / allowed if allowed > 0 else math.inf
 
 
 # --- the planner ----------------------------------------------------------------------------------
@@ -381,10 +399,10 @@ def keeps_up(measure: LoadMeasure, slack: float) -> bool:
 
 @dataclass(frozen=True)
 class Variant:
-    """A change of the base scenario: arrival rate, replica multiplier, other fields."""
+    """A change of the base scenario: arrival rate, servers' replicas, other fields."""
 
     rate: float | None = None
-    replicas: int = 1
+    replicas: tuple[tuple[str, int], ...] = ()  # (server, replicas) instead of the scenario's
     values: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -438,9 +456,8 @@ class Planner:
         values = dict(variant.values)
         if variant.rate is not None:
             values["workload.arrival"] = self._arrival(variant.rate)
-        if variant.replicas != 1:
-            for name, server in self.scenario.servers.items():
-                values[f"servers.{name}.replicas"] = server.replicas * variant.replicas
+        for name, count in variant.replicas:
+            values[f"servers.{name}.replicas"] = count
         scenario = scenario_at(self.base, values, "plan") if values else copy.deepcopy(self.base)
         scenario["seed"] = replication_seed(self.scenario.seed, replication)
         paths = (*(s.summary_path for s in self.slos), ANSWER_TPS_PATH)
@@ -460,14 +477,22 @@ class Planner:
         ]
         return Assessment(
             rate=variant.rate,
-            replicas=variant.replicas,
+            replicas=self.replica_counts(variant),
             values=values,
             ratios=tuple(sorted(ratios, reverse=True)),
             keeps_up=all(keeps_up(run, self.settings.keep_up_slack) for run in runs),
             failed_requests=sum(run.failed_requests for run in runs),
             cost_per_request=float(np.mean([run.cost_per_request for run in runs])),
+            cost_tokens_per_request=float(np.mean([r.cost_tokens_per_request for r in runs])),
+            cost_gpu_per_request=float(np.mean([r.cost_gpu_per_request for r in runs])),
+            behind=max(behind(run, self.settings.keep_up_slack) for run in runs),
             answer_tps=_mean_of_all(runs, ANSWER_TPS_PATH),
         )
+
+    def replica_counts(self, variant: Variant) -> dict[str, int]:
+        """Every server's replicas at a variant."""
+        given = dict(variant.replicas)
+        return {name: given.get(name, s.replicas) for name, s in self.scenario.servers.items()}
 
     # --- the maximum sustainable rate --------------------------------------------------------
 
@@ -488,7 +513,7 @@ class Planner:
         stopped = stop or (lambda: False)
         passing: float | None = None
         failing: float | None = None
-        if self._passes(Variant(start, 1, values)):
+        if self._passes(Variant(start, (), values)):
             passing = start
         else:
             failing = start
@@ -513,7 +538,7 @@ class Planner:
         count = self.settings.interval_replications
         if search.max_rate is None or search.at_max is None or count < 2:
             return search
-        variant = Variant(search.max_rate, 1, values)
+        variant = Variant(search.max_rate, (), values)
         tasks = [self._task(variant, r) for r in range(count)]
         runs = [measure for _, measure in sorted(self.backend.imap_unordered(self.measure, tasks))]
         intervals = {
@@ -528,7 +553,7 @@ class Planner:
         return replace(search, at_max=replace(search.at_max, intervals=intervals), held_share=held)
 
     def _at(self, rate: float | None, values: tuple[tuple[str, Any], ...]) -> Assessment | None:
-        return self.assess([Variant(rate, 1, values)])[0] if rate is not None else None
+        return self.assess([Variant(rate, (), values)])[0] if rate is not None else None
 
     def _start_rate(self) -> float:
         rate = getattr(self.scenario.workload.arrival, "rate_per_s", None)
@@ -549,7 +574,7 @@ class Planner:
         failing: float | None,
         values: tuple[tuple[str, Any], ...],
     ) -> tuple[float | None, float | None]:
-        results = self.assess([Variant(rate, 1, values) for rate in probes])
+        results = self.assess([Variant(rate, (), values) for rate in probes])
         for rate, result in sorted(zip(probes, results, strict=True)):
             if not result.sustainable and (failing is None or rate < failing):
                 failing = rate
@@ -567,34 +592,80 @@ class Planner:
     def replicas_for(
         self, target: float, capacity: RateSearch, values: tuple[tuple[str, Any], ...] = ()
     ) -> ReplicaSearch:
-        """The smallest replica multiplier that sustains ``target``.
+        """The fewest replicas of each server that sustain ``target``: scale the bottleneck.
 
-        Least-loaded routing makes capacity nearly linear in replicas, so the search starts
-        at target / one copy's capacity and bisects from there. If no rate at all is
-        sustainable, the SLOs fail for a lone request and no replica count helps.
+        While the target fails, each server's replicas are doubled in turn (simulated in
+        parallel) and the doubling that brings the load closest to sustainable is kept —
+        the bottleneck, whether it is an engine's batch, an endpoint's rate limit or its
+        concurrency; if no single server's doubling helps, all double together. Once the
+        target holds, each server that grew is cut back (bisection, the others fixed) to
+        the fewest replicas that still hold it. So a server that keeps up is never paid for
+        twice. If no rate at all is sustainable, the SLOs fail for a lone request and no
+        replica count helps.
         """
         if capacity.max_rate is None:
-            return ReplicaSearch(target, None, {}, None)
-        guess = min(max(1, math.ceil(target / capacity.max_rate)), self.settings.max_replicas)
-        failing, passing = 0, None
-        while passing is None:
-            if self._passes(Variant(target, guess, values)):
-                passing = guess
-            elif guess >= self.settings.max_replicas:
-                return ReplicaSearch(target, None, {}, None)
-            else:
-                failing, guess = guess, min(2 * guess, self.settings.max_replicas)
+            return ReplicaSearch(target, None, None, missing="unsustainable")
+        counts = {name: s.replicas for name, s in self.scenario.servers.items()}
+        scaled: list[str] = []
+        current = self._at_counts(target, counts, values)
+        while not current.sustainable:
+            growable = [n for n, k in counts.items() if k < self.settings.max_replicas]
+            if not growable:
+                return ReplicaSearch(target, None, current, scaled, "max_replicas")
+            options = [
+                {**counts, name: min(2 * counts[name], self.settings.max_replicas)}
+                for name in growable
+            ]
+            results = self.assess([self._variant(target, o, values) for o in options])
+            best = min(range(len(options)), key=lambda i: _shortfall(results[i]))
+            if _shortfall(results[best]) < _shortfall(current):
+                counts, current = options[best], results[best]
+                scaled.append(growable[best])
+            else:  # a joint bottleneck: no server alone helps
+                counts = {
+                    n: min(2 * k, self.settings.max_replicas) if n in growable else k
+                    for n, k in counts.items()
+                }
+                current = self._at_counts(target, counts, values)
+                scaled += growable
+        for name in dict.fromkeys(scaled):
+            counts[name] = self._fewest(target, counts, name, values)
+        return ReplicaSearch(target, counts, self._at_counts(target, counts, values), scaled)
+
+    def _fewest(
+        self,
+        target: float,
+        counts: dict[str, int],
+        name: str,
+        values: tuple[tuple[str, Any], ...],
+    ) -> int:
+        """The fewest replicas of ``name`` that sustain ``target``, the others as in ``counts``
+        (which sustain it)."""
+        failing, passing = 0, counts[name]
         while passing - failing > 1:
-            candidates = _integers_between(failing, passing, self.backend.workers)
-            results = self.assess([Variant(target, k, values) for k in candidates])
-            for k, result in zip(candidates, results, strict=True):
+            tries = _integers_between(failing, passing, self.backend.workers)
+            results = self.assess(
+                [self._variant(target, {**counts, name: k}, values) for k in tries]
+            )
+            for k, result in zip(tries, results, strict=True):
                 if result.sustainable:
                     passing = min(passing, k)
                 else:
                     failing = max(failing, k)
-        servers = {name: s.replicas * passing for name, s in self.scenario.servers.items()}
-        at_target = self.assess([Variant(target, passing, values)])[0]
-        return ReplicaSearch(target, passing, servers, at_target)
+        return passing
+
+    def _variant(
+        self, rate: float, counts: dict[str, int], values: tuple[tuple[str, Any], ...]
+    ) -> Variant:
+        changed = tuple(
+            (name, k) for name, k in counts.items() if k != self.scenario.servers[name].replicas
+        )
+        return Variant(rate, changed, values)
+
+    def _at_counts(
+        self, rate: float, counts: dict[str, int], values: tuple[tuple[str, Any], ...]
+    ) -> Assessment:
+        return self.assess([self._variant(rate, counts, values)])[0]
 
     # --- the best levers -----------------------------------------------------------------
 
@@ -605,9 +676,10 @@ class Planner:
         every aggregator schedule of the family under the best proposer schedule; redundancy
         and aggregator priority on the best few; a display pace on the best few after that.
         """
-        rate, replicas = None, 1
-        if target is not None and target.replicas is not None:
-            rate, replicas = target.target_rate, target.replicas
+        rate: float | None = None
+        replicas: tuple[tuple[str, int], ...] = ()
+        if target is not None and target.servers is not None:
+            rate, replicas = target.target_rate, tuple(sorted(target.servers.items()))
         ranked = self._ranked(schedule_candidates(self.scenario, self.settings), rate, replicas)
         if ranked and "aggregator" in self.settings.levers:
             shapes = aggregator_candidates(self.scenario, self.settings, ranked[0].values)
@@ -627,7 +699,7 @@ class Planner:
         self,
         shapes: list[tuple[str, dict[str, Any]]],
         rate: float | None,
-        replicas: int,
+        replicas: tuple[tuple[str, int], ...],
         known: list[Candidate] | None = None,
     ) -> list[Candidate]:
         """The shapes not assessed yet, assessed, ranked together with ``known``."""
@@ -679,6 +751,12 @@ def _mean_of_all(runs: list[LoadMeasure], path: str) -> float | None:
     observed = [run.values[path] for run in runs]
     present = [v for v in observed if v is not None]
     return float(np.mean(present)) if present and len(present) == len(observed) else None
+
+
+def _shortfall(assessment: Assessment) -> tuple[int, float]:
+    """How far a load is from sustainable (smaller is closer): failed requests first, then
+    the worse of its worst SLO ratio and how far it falls behind."""
+    return assessment.failed_requests, max(assessment.score, assessment.behind)
 
 
 def _integers_between(low: int, high: int, count: int) -> list[int]:

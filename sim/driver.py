@@ -147,6 +147,7 @@ class Driver:
         self._users = getattr(arrival, "concurrency", 1)
         self._think_s = getattr(arrival, "think_time_s", 0.0)
         self._active = {name: [0] * s.replicas for name, s in scenario.servers.items()}
+        self._assigned = {name: [0] * s.replicas for name, s in scenario.servers.items()}
         self._running: dict[int, _Request] = {}
         self._user_queues: dict[int, deque[RequestSpec]] = {}  # request -> its user's next ones
         self._finished = 0
@@ -284,8 +285,7 @@ class Driver:
     def _start(self, state: _Request, action: StartCall) -> None:
         server = self.dag.agent(action.agent).server
         if server not in state.replicas:  # a request stays on one replica: its cache is there
-            active = self._active[server]
-            state.replicas[server] = active.index(min(active))
+            state.replicas[server] = self._least_loaded(server)
         replica = state.replicas[server]
         self._active[server][replica] += 1
         call = Call(state.spec, action, server, replica)
@@ -305,6 +305,15 @@ class Driver:
             )
         )
         self.adapter.start_call(call)
+
+    def _least_loaded(self, server: str) -> int:
+        """The replica with the fewest calls running; among those, the one given the fewest
+        requests so far — idle replicas take turns, so a hosted endpoint's per-minute budget
+        is spent evenly across its replicas, not all on the first idle one."""
+        active, assigned = self._active[server], self._assigned[server]
+        replica = min(range(len(active)), key=lambda r: (active[r], assigned[r]))
+        assigned[replica] += 1
+        return replica
 
     def _cancel(self, state: _Request, call_id: str, reason: str) -> None:
         call = state.calls.get(call_id)

@@ -187,7 +187,7 @@ def summarize(
     starts = [m.sent for m in per_request]
     finish = [r["t"] for r in records if r["type"] == "request_end"]
     duration = (max(finish) - min(starts)) if finish and starts else 0.0
-    cost = _cost(prompt, cached, generated, prices)
+    cost = costs(records, duration, prices)
     return {
         "scenario": header.get("name", ""),
         "source": header.get("source", ""),
@@ -211,8 +211,8 @@ def summarize(
         "generated_tokens": generated,
         "prefix_cache_hit_ratio": cached / prompt if prompt else 0.0,
         "cost_usd": {
-            "total": cost,
-            "per_request": cost / len(per_request) if per_request else 0.0,
+            **cost,
+            "per_request": cost["total"] / len(per_request) if per_request else 0.0,
         },
         "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
         **_client_overhead(records),
@@ -264,7 +264,43 @@ def _client_overhead(records: list[Record]) -> dict[str, Any]:
     return {"client": end["client"]} if "client" in end else {}
 
 
-def _cost(prompt: int, cached: int, generated: int, prices: dict[str, Any]) -> float:
+def costs(records: list[Record], duration_s: float, prices: dict[str, Any]) -> dict[str, Any]:
+    """What a run cost in $, per server and in all: ``tokens`` (each server's tokens at its
+    own prices, or at ``prices``, the scenario's, if it states none) and ``gpu`` (a server
+    priced per GPU-hour: per_gpu_hour × gpus × replicas × the run's duration — paid whether
+    busy or not, so more replicas cost more)."""
+    header = records[0] if records and records[0]["type"] == "header" else {}
+    servers = header.get("scenario", {}).get("servers", {})
+    server_of = {(r["req"], r["call"]): r["server"] for r in records if r["type"] == "call"}
+    used: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # prompt, cached, generated
+    for end in records:
+        if end["type"] == "call_end":
+            counts = used[server_of.get((end["req"], end["call"]), "")]
+            counts[0] += end["prompt_tokens"] or 0
+            counts[1] += end["cached_tokens"] or 0
+            counts[2] += end["completion_tokens"] or 0
+    per_server: dict[str, dict[str, float]] = {}
+    for name in {*servers, *used}:
+        server = servers.get(name, {})
+        own = server.get("prices") or {}
+        hourly = own.get("per_gpu_hour")
+        gpu_hours = 0.0
+        if hourly is not None:
+            gpu_hours = (own.get("gpus") or 1) * server.get("replicas", 1) * duration_s / 3600
+        per_server[name] = {
+            "tokens": _token_cost(used.get(name, [0, 0, 0]), own or prices),
+            "gpu": (hourly or 0.0) * gpu_hours,
+            "gpu_hours": gpu_hours,
+        }
+    tokens = sum(c["tokens"] for c in per_server.values())
+    gpu = sum(c["gpu"] for c in per_server.values())
+    named = {name: cost for name, cost in sorted(per_server.items()) if name}
+    return {"total": tokens + gpu, "tokens": tokens, "gpu": gpu, "servers": named}
+
+
+def _token_cost(counts: list[int], prices: dict[str, Any]) -> float:
+    """$ for (prompt, cached, generated) tokens at per-million prices."""
+    prompt, cached, generated = counts
     input_price = prices.get("input_per_mtok") or 0.0
     cached_price = prices.get("cached_input_per_mtok")
     cached_price = input_price if cached_price is None else cached_price

@@ -25,6 +25,40 @@ class Strict(BaseModel):
 # --- servers ------------------------------------------------------------------------------
 
 
+class Prices(Strict):
+    """Token prices in $ per million tokens: the scenario's ``prices`` price every server that
+    states none of its own."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0, description="default: input price")
+
+
+class ServerPrices(Prices):
+    """A server's own prices, instead of the scenario's: per token (a hosted API) or per
+    GPU-hour (a server one runs: paid for every replica over the whole run, busy or not)."""
+
+    per_gpu_hour: float | None = Field(None, ge=0, description="$ per GPU-hour")
+    gpus: int | None = Field(None, ge=1, description="GPUs per replica (default 1)")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ServerPrices:
+        if self.gpus is not None and self.per_gpu_hour is None:
+            raise ValueError("gpus prices GPU-hours: give per_gpu_hour too")
+        prices = {
+            "input_per_mtok": self.input_per_mtok,
+            "output_per_mtok": self.output_per_mtok,
+            "cached_input_per_mtok": self.cached_input_per_mtok,
+        }
+        per_token = [name for name, price in prices.items() if price]
+        if self.per_gpu_hour is not None and per_token:
+            raise ValueError(
+                f"price a server per token or per GPU-hour, not both ({', '.join(per_token)} with "
+                "per_gpu_hour)"
+            )
+        return self
+
+
 class ServerBase(Strict):
     profile: str = Field(description="a shipped profile's name or a path to a profile JSON")
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL for live runs")
@@ -37,6 +71,7 @@ class ServerBase(Strict):
     )
     prefix_caching: bool = True
     network: LatencyDist | None = Field(None, description="overrides network.latency")
+    prices: ServerPrices | None = Field(None, description="this server's; default: the scenario's")
 
     @model_validator(mode="after")
     def _one_url_per_replica(self) -> ServerBase:
@@ -69,8 +104,15 @@ class VllmServer(ServerBase):
 
 
 class ApiServer(ServerBase):
+    """A hosted endpoint: a black box the client talks to in strict OpenAI-compatible form,
+    within its limits (per replica: each replica is an endpoint of its own, e.g. another key)."""
+
     kind: Literal["api"]
     max_concurrency: int | None = Field(None, ge=1, description="requests served at once")
+    rpm: int | None = Field(None, ge=1, description="requests per minute the endpoint allows")
+    tpm: int | None = Field(
+        None, ge=1, description="tokens per minute (prompt + max_tokens per call) it allows"
+    )
 
 
 Server = Annotated[VllmServer | ApiServer, Field(discriminator="kind")]
@@ -431,12 +473,6 @@ class Workload(Strict):
         description="JSONL of requests (prompt_tokens, optional prompt, output_tokens, "
         "arrival_s); overrides the distributions and, where given, the arrival times",
     )
-
-
-class Prices(Strict):
-    input_per_mtok: float = Field(0.0, ge=0)
-    output_per_mtok: float = Field(0.0, ge=0)
-    cached_input_per_mtok: float | None = Field(None, ge=0, description="default: input price")
 
 
 class LiveSettings(Strict):

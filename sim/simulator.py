@@ -221,7 +221,10 @@ class Simulator:
     # --- prompts as token runs ---------------------------------------------------------------
 
     def _token_runs(self, spec: RequestSpec, action: StartCall) -> list[TokenRun]:
-        messages, continue_final = action.messages, action.continue_final
+        messages = action.messages
+        # only vLLM continues a final message; a strict endpoint answers after it
+        server = self.scenario.servers[self.dag.agent(action.agent).server]
+        continue_final = action.continue_final and isinstance(server, VllmServer)
         chars_per_token = self._chars_per_token[action.agent]
         runs: list[TokenRun] = []
         for index, message in enumerate(messages):

@@ -18,7 +18,8 @@ CHARS_PER_TOKEN_GUESS = 4.0  # English BPE, when neither a profile nor a tokeniz
 
 def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN_GUESS) -> int:
     """Token count of English text (a profile says how many characters its tokenizer puts
-    in a token). Only the simulator uses this, for fixed texts; live runs count real tokens."""
+    in a token). The simulator sizes fixed texts with it; live runs count real tokens, except on
+    a hosted endpoint without a tokenizer route, where they size texts the same way."""
     return max(1, round(len(text) / chars_per_token)) if text else 0
 
 

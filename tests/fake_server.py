@@ -7,7 +7,9 @@ is counted by splitting on whitespace, and a call of agent ``a`` streams the wor
 numbered on from the agent's own words already in its prompt, so a test can read back which
 tokens of which agent every prompt carried. Timing is set per agent (time to the first
 token, then a fixed gap), and faults the real server cannot produce on demand (a failing
-status, a dropped or stalled stream, a malformed chunk, an early stop) are injected per agent.
+status, a rate limit's 429 with ``Retry-After``, a dropped or stalled stream, a malformed
+chunk, an early stop) are injected per agent. Each request's JSON body is kept, so a test
+can check which fields a client sent.
 
 It lives under ``tests/`` because it imitates vLLM only as far as the runner relies on it.
 """
@@ -43,11 +45,12 @@ class Timing:
 class Fault:
     """Injected into calls of ``agent`` (every agent if None), the first ``times`` of them."""
 
-    kind: Literal["status", "drop", "stall", "malformed", "short"]
+    kind: Literal["status", "rate_limited", "drop", "stall", "malformed", "short"]
     agent: str | None = None
     after_tokens: int = 0  # drop/stall/malformed/short: after streaming this many tokens
     status: int = 500
     times: int | None = None
+    retry_after_s: float | None = None  # rate_limited: the Retry-After header (None: none)
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Received:
     agent: str
     prompt: str
     max_tokens: int
+    body: dict[str, Any]
+    at: float  # when it arrived (time.perf_counter)
+    ended: float | None = None  # when the server stopped serving it
     outcome: str = "running"  # finished | disconnected | failed
 
 
@@ -135,12 +141,18 @@ class FakeServer:
         started = time.perf_counter()
         req, _, call_id = request.headers.get(CALL_HEADER, "0 ?#1").partition(" ")
         agent = call_id.split("#")[0]
-        call = Received(int(req), call_id, agent, prompt, int(body["max_tokens"]))
+        call = Received(int(req), call_id, agent, prompt, int(body["max_tokens"]), body, started)
         self.received.append(call)
         fault = self._fault_for(agent)
-        if fault is not None and fault.kind == "status":
-            call.outcome = "failed"
-            return web.json_response({"error": {"message": "injected"}}, status=fault.status)
+        if fault is not None and fault.kind in ("status", "rate_limited"):
+            call.outcome, call.ended = "failed", time.perf_counter()
+            status, headers = fault.status, {}
+            if fault.kind == "rate_limited":
+                status = 429
+                if fault.retry_after_s is not None:
+                    headers["Retry-After"] = f"{fault.retry_after_s:g}"
+            error = {"error": {"message": "injected"}}
+            return web.json_response(error, status=status, headers=headers)
         timing = self.timings.get(agent, Timing())
         prompt_tokens = len(prompt.split())
         self._prompted += prompt_tokens
@@ -150,7 +162,7 @@ class FakeServer:
         await response.prepare(request)
         try:
             for k in range(call.max_tokens):
-                if fault is not None and k == fault.after_tokens and fault.kind != "status":
+                if fault is not None and k == fault.after_tokens:
                     await self._misbehave(request, response, fault, call)
                     return response
                 delay = started + timing.ttft_s + k * timing.itl_s - time.perf_counter()
@@ -172,6 +184,8 @@ class FakeServer:
         except (ConnectionResetError, asyncio.CancelledError):
             call.outcome = "disconnected"
             raise
+        finally:
+            call.ended = time.perf_counter()
         return response
 
     async def _misbehave(

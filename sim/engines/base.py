@@ -20,7 +20,7 @@ class CallResult:
     cached_tokens: int
     tokens: int  # generated
     queued_s: float  # arrival at the engine -> first scheduled
-    status: str = "ok"  # ok | cancelled
+    status: str = "ok"  # ok | cancelled | why the call failed
 
 
 @dataclass(eq=False)

@@ -312,11 +312,12 @@ def _replicas_line(
 ) -> str:
     if capacity.max_rate is None:
         needed = "no number of replicas helps (the SLOs fail even at the lowest rate)"
-    elif replicas.replicas is None:
-        needed = f"more than {result.settings.max_replicas}× the servers"
+    elif replicas.servers is None:
+        needed = f"more than {result.settings.max_replicas} replicas of a server"
     else:
         servers = ", ".join(f"{n}: {k}" for n, k in replicas.servers.items())
-        needed = f"{replicas.replicas}× the servers ({servers}){_cost(replicas.at_target)}"
+        grown = ", ".join(dict.fromkeys(replicas.scaled)) or "none"
+        needed = f"replicas {servers} (scaled: {grown}){_cost(replicas.at_target)}"
     return f"{what}, for {replicas.target_rate:g} requests/s: {needed}"
 
 
@@ -365,9 +366,16 @@ def _why(assessment: Assessment) -> str:
 
 
 def _cost(assessment: Assessment | None) -> str:
+    """$/request, and when GPU-hours are priced, its per-token and per-GPU-hour parts."""
     if assessment is None:
         return ""
-    return f", ${assessment.cost_per_request:.6f}/request"
+    cost = f", ${assessment.cost_per_request:.6f}/request"
+    if assessment.cost_gpu_per_request:
+        cost += (
+            f" (tokens ${assessment.cost_tokens_per_request:.6f} + GPU-hours "
+            f"${assessment.cost_gpu_per_request:.6f})"
+        )
+    return cost
 
 
 def _print_candidates(console: Console, result: CapacityPlan) -> None:

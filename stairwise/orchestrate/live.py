@@ -57,7 +57,7 @@ def run_live(
     with contextlib.ExitStack() as proxies:
         if inject_network:
             scenario = through_latency_proxies(scenario, proxies)
-        runner = LiveRunner(scenario, trace_path=trace, header_extra=extra)
+        runner = LiveRunner(scenario, trace_path=trace, header_extra=extra, profile_dir=profile_dir)
         result = asyncio.run(runner.run(progress=progress))
     if before and not result.interrupted:
         try:

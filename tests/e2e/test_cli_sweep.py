@@ -144,7 +144,7 @@ def test_plan_finds_the_hand_computed_rate_and_replicas(tmp_path):
     result = json.loads(out.stdout)
     capacity = result["capacity"]
     assert capacity["max_rate"] <= 1.0 < capacity["first_failing"] <= 1.0101
-    assert result["replicas"]["replicas"] == 3 and result["replicas"]["servers"] == {"api": 3}
+    assert result["replicas"]["servers"] == {"api": 3} and result["replicas"]["scaled"][0] == "api"
     assert result["slos"] == {"e2e_p99": 1000.0} and result["schedules"] == []
     # nothing in this system is random: every interval run agrees with the prediction
     value = capacity["at_max"]["values"]["e2e_p99"]

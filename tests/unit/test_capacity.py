@@ -78,9 +78,41 @@ def test_replicas_for_a_target_rate(tmp_path):
         settings(keep_up_slack=0, target_rate=2.5),
         workers=1,
     )
-    assert result.replicas.replicas == math.ceil(2.5 * SERVICE_S) == 3
-    assert result.replicas.servers == {"api": 3}
+    assert result.replicas.servers == {"api": math.ceil(2.5 * SERVICE_S)} == {"api": 3}
     assert result.replicas.at_target.sustainable
+    assert result.replicas.at_target.replicas == {"api": 3}
+
+
+def test_only_the_bottleneck_server_is_scaled_for_a_target_rate(tmp_path):
+    """A chain: a quick agent on an endpoint without limits, then the one-at-a-time server's
+    agent (1.0 s a call). At λ = 2.5/s the slow server needs ⌈2.5 × 1.0⌉ = 3 replicas (as
+    above) and the quick one none more; a GPU-hour price makes the difference visible."""
+    slow = one_at_a_time(tmp_path, {"kind": "constant", "rate_per_s": 0.3}).model_dump()
+    quick = write_profile(tmp_path, api_profile(ttft_s=0.01, itl_s=0.001, name="quick"))
+    slow["servers"]["quick"] = {
+        "kind": "api",
+        "profile": quick,
+        "prefix_caching": False,
+        "prices": {"per_gpu_hour": 3.6},
+    }
+    slow["topology"]["agents"] = {
+        "first": {"steps": 1, "next": ["solo"], "server": "quick"},
+        "solo": {"steps": 1, "server": "api"},
+    }
+    slow["topology"]["unit"] = {"tokens": 101}
+    slow["topology"]["agent"] = {"server": "api"}
+    result = plan(
+        scenario_from_dict(slow),
+        ["e2e_p99=1000s"],
+        settings(keep_up_slack=0, target_rate=2.5),
+        workers=2,
+    )
+    assert result.replicas.servers == {"api": 3, "quick": 1}
+    assert set(result.replicas.scaled) == {"api"}
+    at = result.replicas.at_target
+    # one quick replica rented for the run: 3.6 $/h × its duration, spread over the requests
+    assert at.cost_gpu_per_request > 0 and at.cost_tokens_per_request == 0
+    assert at.cost_per_request == pytest.approx(at.cost_gpu_per_request)
 
 
 def test_poisson_arrivals_sustain_less_than_the_service_rate(tmp_path):

@@ -20,7 +20,7 @@ def body_sent(server: Any, priority: int) -> dict[str, Any]:
     captured: dict[str, Any] = {}
 
     async def create(**kwargs: Any) -> Any:
-        captured.update(kwargs["extra_body"])
+        captured.update(kwargs["extra_body"] or {})  # a strict endpoint gets none
         raise Sent
 
     endpoint.client.chat.completions.create = create  # type: ignore[method-assign]
