@@ -97,8 +97,10 @@ class Endpoint:
         on_piece: Callable[[Piece], None],
         tag: str = "",
         priority: int = 0,
+        exact: bool = True,
     ) -> None:
-        """Generate exactly ``tokens`` tokens, calling ``on_piece`` for each streamed piece.
+        """Generate exactly ``tokens`` tokens (``exact=False``: at most, the model stopping
+        when it wants), calling ``on_piece`` for each streamed piece.
 
         ``usage`` is kept current as the call goes, so a cancelled or failed call still
         reports what it received. ``tag`` names the call in a ``X-Stairwise-Call`` header
@@ -109,7 +111,9 @@ class Endpoint:
         for attempt in range(self.settings.retries + 1):
             usage.attempts = attempt + 1
             try:
-                pieces = self._pieces(messages, tokens, continue_final, temperature, tag, priority)
+                pieces = self._pieces(
+                    messages, tokens, continue_final, temperature, tag, priority, exact
+                )
                 async for piece, latest in pieces:
                     usage.prompt_tokens = latest.prompt_tokens
                     usage.cached_tokens = latest.cached_tokens
@@ -132,9 +136,10 @@ class Endpoint:
         temperature: float,
         tag: str,
         priority: int,
+        exact: bool,
     ) -> AsyncIterator[tuple[Piece | None, CallUsage]]:
         """Streamed pieces with the usage so far; finally (None, the call's usage)."""
-        extra: dict[str, Any] = {"ignore_eos": True, "min_tokens": tokens}
+        extra: dict[str, Any] = {"ignore_eos": True, "min_tokens": tokens} if exact else {}
         if isinstance(self.server, VllmServer) and self.server.scheduling_policy == "priority":
             extra["priority"] = priority
         common: dict[str, Any] = {
@@ -186,7 +191,7 @@ class Endpoint:
             await stream.close()
         if usage.completion_tokens == 0:
             usage.completion_tokens = chunks_with_text
-        if usage.completion_tokens < tokens:
+        if exact and usage.completion_tokens < tokens:
             raise CallFailed(f"stream ended after {usage.completion_tokens} of {tokens} tokens")
         yield None, usage
 

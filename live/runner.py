@@ -72,8 +72,14 @@ class LiveRunner:
         trace_path: str | Path | None = None,
         requests: list[RequestSpec] | None = None,
         header_extra: dict[str, Any] | None = None,
+        keep_text: bool = False,
     ) -> None:
+        """``keep_text``: record the user prompts and every call's prompt and output text in
+        the trace (never a key or a header)."""
         self.scenario = scenario
+        self.keep_text = keep_text
+        # a workload of natural answers lets the model stop when it wants (max_tokens caps it)
+        self.exact_lengths = scenario.workload.output_tokens != "natural"
         self.header_extra = header_extra or {}
         self.dag: Dag = build_dag(scenario)
         self.requests = requests or plan_requests(scenario, self.dag, random_streams(scenario.seed))
@@ -114,7 +120,9 @@ class LiveRunner:
             requests = await self._prompts_of(http)
             header = make_header("live", self.scenario.model_dump(mode="json"), **self.header_extra)
             self.trace = TraceWriter(header, self.trace_path, flush=True)
-            self.driver = Driver(self.scenario, self.dag, requests, self.trace, self)
+            self.driver = Driver(
+                self.scenario, self.dag, requests, self.trace, self, keep_text=self.keep_text
+            )
             if self.scenario.live.cold_cache:
                 await self._reset_prefix_caches(http)
             self._t0 = time.perf_counter()
@@ -160,7 +168,7 @@ class LiveRunner:
             else:
                 prompt, tokens = await maker.make(http, spec.index, spec.prompt_tokens)
             self._prompts[spec.index] = prompt
-            requests.append(replace(spec, prompt_tokens=tokens))
+            requests.append(replace(spec, prompt_tokens=tokens, prompt=prompt))
         return requests
 
     async def _reset_prefix_caches(self, http: httpx.AsyncClient) -> None:
@@ -250,8 +258,11 @@ class LiveRunner:
         answer = self._answers.setdefault((req, action.agent), AnswerText())
         received = 0
 
+        call.output_text = ""
+
         def on_piece(piece: Piece) -> None:
             nonlocal received
+            call.output_text = (call.output_text or "") + piece.text
             answer.extend(piece.text, action.out_start + piece.tokens)
             self.driver.deltas(call, [piece.t], [piece.tokens - received])
             received = piece.tokens
@@ -264,6 +275,7 @@ class LiveRunner:
                 messages = render_messages(action.messages, text_of)
             else:
                 messages = render_completion_prompt(action.messages, text_of, action.continue_final)
+            call.prompt_text = messages
             await endpoint.stream(
                 messages,
                 action.tokens,
@@ -273,6 +285,7 @@ class LiveRunner:
                 on_piece,
                 tag=f"{req} {action.call_id}",
                 priority=agent.priority,
+                exact=self.exact_lengths,
             )
         except asyncio.CancelledError:
             return  # the driver cancelled it and has recorded why
