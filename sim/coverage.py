@@ -24,9 +24,9 @@ def tokens_read(messages: Iterable[Message], inputs: Iterable[str]) -> dict[str,
     read = dict.fromkeys(inputs, 0)
     for message in messages:
         for span in message.parts:
-            kind, *rest = span.stream  # type: ignore[misc]
-            if kind == "output" and rest[0] in read:
-                read[rest[0]] = max(read[rest[0]], span.end)
+            stream: tuple[str, ...] = span.stream  # type: ignore[assignment]
+            if stream[0] == "output" and stream[1] in read:
+                read[stream[1]] = max(read[stream[1]], span.end)
     return read
 
 

@@ -46,11 +46,12 @@ def build_requests(
     n = len(rows) if rows is not None else workload.requests
     arrivals = _arrivals(workload, n, arrivals_rng)
     prompt_lengths = workload.prompt_tokens.sample(lengths_rng, n)
+    lengths = workload.output_tokens
     outputs = {
         agent.name: (
-            np.full(n, agent.max_tokens)
-            if workload.output_tokens in ("max", "natural")
-            else np.minimum(workload.output_tokens.sample(lengths_rng, n), agent.max_tokens)
+            np.full(n, agent.max_tokens)  # natural answers: at most this, all the sim can know
+            if isinstance(lengths, str)
+            else np.minimum(lengths.sample(lengths_rng, n), agent.max_tokens)
         )
         for agent in dag.agents
     }
