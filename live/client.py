@@ -136,7 +136,7 @@ class Endpoint:
         temperature: float,
         tag: str,
         priority: int,
-        exact: bool,
+        exact: bool = True,
     ) -> AsyncIterator[tuple[Piece | None, CallUsage]]:
         """Streamed pieces with the usage so far; finally (None, the call's usage)."""
         extra: dict[str, Any] = {"ignore_eos": True, "min_tokens": tokens} if exact else {}
