@@ -169,8 +169,10 @@ class Endpoint:
         tag: str = "",
         priority: int = 0,
         prompt_tokens: int = 0,
+        exact: bool = True,
     ) -> None:
-        """Generate ``tokens`` tokens (exactly, on vLLM), calling ``on_piece`` for each
+        """Generate ``tokens`` tokens (exactly on vLLM; ``exact=False`` or a strict ``api``
+        endpoint: at most, the model stopping when it wants), calling ``on_piece`` for each
         streamed piece.
 
         ``usage`` is kept current as the call goes, so a cancelled or failed call still
@@ -189,7 +191,9 @@ class Endpoint:
                 waited = await self.gate.enter(key, prompt_tokens + tokens)
                 if self.gate.limited:
                     usage.queued_s = (usage.queued_s or 0.0) + waited
-                pieces = self._pieces(messages, tokens, continue_final, temperature, tag, priority)
+                pieces = self._pieces(
+                    messages, tokens, continue_final, temperature, tag, priority, exact
+                )
                 async for piece, latest in pieces:
                     usage.prompt_tokens = latest.prompt_tokens
                     usage.cached_tokens = latest.cached_tokens
@@ -220,9 +224,12 @@ class Endpoint:
         temperature: float,
         tag: str,
         priority: int,
+        exact: bool = True,
     ) -> AsyncIterator[tuple[Piece | None, CallUsage]]:
         """Streamed pieces with the usage so far; finally (None, the call's usage)."""
-        extra: dict[str, Any] = {} if self.strict else {"ignore_eos": True, "min_tokens": tokens}
+        extra: dict[str, Any] = (
+            {"ignore_eos": True, "min_tokens": tokens} if exact and not self.strict else {}
+        )
         if isinstance(self.server, VllmServer) and self.server.scheduling_policy == "priority":
             extra["priority"] = priority
         stream_options = {"include_usage": True}
@@ -278,7 +285,7 @@ class Endpoint:
             await stream.close()
         if usage.completion_tokens == 0:
             usage.completion_tokens = chunks_with_text
-        if usage.completion_tokens < tokens and not self.strict:  # a hosted model may stop
+        if exact and not self.strict and usage.completion_tokens < tokens:  # hosted: may stop
             raise CallFailed(f"stream ended after {usage.completion_tokens} of {tokens} tokens")
         yield None, usage
 

@@ -75,11 +75,17 @@ class LiveRunner:
         requests: list[RequestSpec] | None = None,
         header_extra: dict[str, Any] | None = None,
         profile_dir: Path | None = None,
+        keep_text: bool = False,
     ) -> None:
         """``profile_dir``: where relative profile paths start (the scenario file's folder);
-        an ``api`` server's profile gives the characters per token its texts are sized by."""
+        an ``api`` server's profile gives the characters per token its texts are sized by.
+        ``keep_text``: record the user prompts and every call's prompt and output text in
+        the trace (never a key or a header)."""
         self.scenario = scenario
         self.profile_dir = profile_dir
+        self.keep_text = keep_text
+        # a workload of natural answers lets the model stop when it wants (max_tokens caps it)
+        self.exact_lengths = scenario.workload.output_tokens != "natural"
         self.header_extra = header_extra or {}
         self.dag: Dag = build_dag(scenario)
         self.requests = requests or plan_requests(scenario, self.dag, random_streams(scenario.seed))
@@ -122,7 +128,9 @@ class LiveRunner:
             requests = await self._prompts_of(http)
             header = make_header("live", self.scenario.model_dump(mode="json"), **self.header_extra)
             self.trace = TraceWriter(header, self.trace_path, flush=True)
-            self.driver = Driver(self.scenario, self.dag, requests, self.trace, self)
+            self.driver = Driver(
+                self.scenario, self.dag, requests, self.trace, self, keep_text=self.keep_text
+            )
             if self.scenario.live.cold_cache:
                 await self._reset_prefix_caches(http)
             self._t0 = time.perf_counter()
@@ -172,7 +180,7 @@ class LiveRunner:
                 prompt, tokens = await maker.make(http, spec.index, spec.prompt_tokens)
             self._prompts[spec.index] = prompt
             self._query_tokens[spec.index] = tokens
-            requests.append(replace(spec, prompt_tokens=tokens))
+            requests.append(replace(spec, prompt_tokens=tokens, prompt=prompt))
         return requests
 
     def chars_per_token(self, server: str) -> float:
@@ -289,8 +297,11 @@ class LiveRunner:
         answer = self._answers.setdefault((req, action.agent), AnswerText())
         received = 0
 
+        call.output_text = ""
+
         def on_piece(piece: Piece) -> None:
             nonlocal received
+            call.output_text = (call.output_text or "") + piece.text
             answer.extend(piece.text, action.out_start + piece.tokens)
             self.driver.deltas(call, [piece.t], [piece.tokens - received])
             received = piece.tokens
@@ -305,6 +316,7 @@ class LiveRunner:
                 messages = render_completion_prompt(action.messages, text_of, action.continue_final)
             limited = endpoint.gate.limited
             estimate = self._prompt_estimate(req, action, text_of) if limited else 0
+            call.prompt_text = messages
             await endpoint.stream(
                 messages,
                 action.tokens,
@@ -315,6 +327,7 @@ class LiveRunner:
                 tag=f"{req} {action.call_id}",
                 priority=agent.priority,
                 prompt_tokens=estimate,
+                exact=self.exact_lengths,
             )
         except asyncio.CancelledError:
             return  # the driver cancelled it and has recorded why

@@ -85,6 +85,17 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     )
     if cost.get("gpu"):  # servers priced per GPU-hour: show the two parts
         totals.add_row("  per token / per GPU-hour", f"${cost['tokens']:.4f} / ${cost['gpu']:.4f}")
+    coverage = summary.get("coverage")
+    if coverage is not None:
+        shares = " / ".join(
+            f"{coverage[key]['p50']:.0%}" for key in ("first_token", "k_token", "last_token")
+        )
+        totals.add_row(f"inputs read behind tokens 1 / {coverage['k']} / last (p50)", shares)
+        least = coverage["first_token_min_input_tokens"]
+        totals.add_row(
+            "fewest tokens of one input behind token 1 (p50 / min)",
+            f"{least['p50']:.0f} / {least['min']:.0f}",
+        )
     console.print(totals)
 
     agents = Table(title="per agent (means)", title_justify="left")

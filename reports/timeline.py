@@ -6,7 +6,9 @@ reads left to right. Each run gets its own panel, one above the other, on a shar
 live and simulated runs of the same scenario compare at a glance.
 
 Per run the figure has one bar trace per agent, one marker trace for unit releases and one
-for the user's first answer token (the browser test counts on that).
+for the user's first answer token (the browser test counts on that). A call of an agent that
+reads others is labelled with its coverage — the share of its inputs' whole answers its
+prompt held (``sim/coverage.py``) — so how much each round knew sits beside when it ran.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class _Bars:
     durations: list[float] = field(default_factory=list)
     hover: list[str] = field(default_factory=list)
     opacity: list[float] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)  # the coverage of a call that reads inputs
 
 
 @dataclass
@@ -124,6 +127,10 @@ def _run_traces(
             name=plot_text(agent),
             legendgroup=f"agent:{plot_text(agent)}",
             marker={"color": colors[agent], "opacity": b.opacity},
+            text=b.text,
+            textposition="inside",
+            insidetextanchor="start",
+            textfont={"size": 9},
             hovertext=b.hover,
             hoverinfo="text",
         )
@@ -161,6 +168,9 @@ def _marker_trace(markers: _Markers, name: str, marker: dict[str, Any]) -> go.Sc
 
 def _call_bars(records: list[Record], sent: dict[int, float]) -> dict[str, _Bars]:
     ends = {(r["req"], r["call"]): r for r in records if r["type"] == "call_end"}
+    lengths = {
+        r["req"]: r.get("answer_tokens") or {} for r in records if r["type"] == "request_end"
+    }
     last_t = max((_time_of(r) for r in records if "t" in r), default=0.0)
     bars: dict[str, _Bars] = defaultdict(_Bars)
     for call in records:
@@ -175,8 +185,24 @@ def _call_bars(records: list[Record], sent: dict[int, float]) -> dict[str, _Bars
         b.starts.append(start)
         b.durations.append(max(stop - start, 0.0))
         b.opacity.append(STATUS_OPACITY.get(status, OTHER_STATUS_OPACITY))
-        b.hover.append(_call_hover(call, end, start, stop, status))
+        read, share = _coverage(call, lengths.get(call["req"], {}))
+        b.text.append("" if share is None else f"{share:.0%}")
+        b.hover.append(_call_hover(call, end, start, stop, status) + read)
     return bars
+
+
+def _coverage(call: Record, lengths: dict[str, int]) -> tuple[str, float | None]:
+    """A hover line with the tokens of each input the call's prompt held, and their share of
+    the inputs' whole answers (None: the call reads no input, or the lengths are unknown)."""
+    read = call.get("read")
+    if not read:
+        return "", None
+    each = ", ".join(f"{plot_text(name)} {tokens}" for name, tokens in read.items())
+    whole = sum(lengths.get(name, 0) for name in read)
+    if not whole or any(name not in lengths for name in read):
+        return f"<br>read (tokens): {each}", None
+    share = sum(read.values()) / whole
+    return f"<br>read (tokens): {each}; {share:.0%} of their {whole} tokens", share
 
 
 def _time_of(record: Record) -> float:

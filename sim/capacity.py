@@ -74,6 +74,8 @@ SLO_PATTERN = re.compile(
 )
 RELATIVE_METRICS = ("stall", "itl")  # bounds that may be multiples of the standard mode's ITL
 ANSWER_TPS_PATH = "tps.p50"  # what the ranking compares with the standard mode's
+# what --min-coverage bounds: the share of the inputs' answers read behind the first token
+COVERAGE_PATH = "coverage.first_token.p50"
 LEVERS = ("schedule", "offset", "aggregator", "redundancy", "priority", "pace")
 AGGREGATOR_OFFSETS = (1,)  # aggregator chunk j = proposer chunk j + offset (0: the same)
 # an aggregator writing its whole answer in one round from the proposers' first chunk is a
@@ -182,6 +184,12 @@ class PlanSettings:
     # the intervals of the SLO metrics at the maximum rate (sim/intervals.py)
     interval_replications: int = DEFAULT_REPLICATIONS
     level: float = DEFAULT_LEVEL
+    # quality floors the schedule search keeps (the simulator cannot score answers; these
+    # bound what staircase streaming is known to risk): the proposers' first chunk, the
+    # inputs a round may skip, and the share of the inputs' answers read behind token 1
+    min_first_chunk: int | None = None
+    max_redundancy: int | None = None
+    min_coverage: float | None = None
 
     def check(self) -> None:
         IntervalSettings(self.interval_replications, self.level).check("--interval-replications")
@@ -199,6 +207,12 @@ class PlanSettings:
             raise ConfigError("first chunks must be >= 1 token and growths >= 1")
         if any(not s or min(s) < 1 for s in self.schedules):
             raise ConfigError("a --schedule must list chunk sizes >= 1, e.g. 8,128,256")
+        if self.min_first_chunk is not None and self.min_first_chunk < 1:
+            raise ConfigError("--min-first-chunk must be at least 1 token")
+        if self.max_redundancy is not None and self.max_redundancy < 0:
+            raise ConfigError("--max-redundancy must be >= 0")
+        if self.min_coverage is not None and not 0 <= self.min_coverage <= 1:
+            raise ConfigError("--min-coverage is a share of the inputs' answers, 0 to 1")
         unknown = [lever for lever in self.levers if lever not in LEVERS]
         if unknown:
             raise ConfigError(f"--lever {unknown[0]!r}: unknown lever (known: {', '.join(LEVERS)})")
@@ -230,6 +244,7 @@ class Assessment:
     # SLO name -> prediction interval of one run's value (at the answers of a rate search)
     intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     answer_tps: float | None = None  # p50, mean over replications
+    coverage: float | None = None  # inputs' answers read behind the first token, p50 (mean)
     score: float = field(init=False)  # the worst ratio: <= 1 when every SLO holds
     sustainable: bool = field(init=False)
 
@@ -460,7 +475,7 @@ class Planner:
             values[f"servers.{name}.replicas"] = count
         scenario = scenario_at(self.base, values, "plan") if values else copy.deepcopy(self.base)
         scenario["seed"] = replication_seed(self.scenario.seed, replication)
-        paths = (*(s.summary_path for s in self.slos), ANSWER_TPS_PATH)
+        paths = (*(s.summary_path for s in self.slos), ANSWER_TPS_PATH, COVERAGE_PATH)
         return LoadTask(scenario, self.profile_dir, paths, replication)
 
     def _arrival(self, rate: float) -> dict[str, Any]:
@@ -487,6 +502,7 @@ class Planner:
             cost_gpu_per_request=float(np.mean([r.cost_gpu_per_request for r in runs])),
             behind=max(behind(run, self.settings.keep_up_slack) for run in runs),
             answer_tps=_mean_of_all(runs, ANSWER_TPS_PATH),
+            coverage=_mean_of_all(runs, COVERAGE_PATH),
         )
 
     def replica_counts(self, variant: Variant) -> dict[str, int]:
@@ -705,7 +721,11 @@ class Planner:
         """The shapes not assessed yet, assessed, ranked together with ``known``."""
         known = known or []
         seen = {_ident(c.values) for c in known}
-        shapes = [(label, values) for label, values in shapes if _ident(values) not in seen]
+        shapes = [
+            (label, values)
+            for label, values in shapes
+            if _ident(values) not in seen and self._allowed(values)
+        ]
         unique = list({_ident(values): (label, values) for label, values in shapes}.values())
         variants = [Variant(rate, replicas, _key(values)) for _, values in unique]
         results = self.assess(variants)
@@ -713,8 +733,25 @@ class Planner:
         fresh = [
             Candidate(label, values, result, _tps_ratio(reference_tps, result.answer_tps))
             for (label, values), result in zip(unique, results, strict=True)
+            if self._covered(result)
         ]
         return sorted([*known, *fresh], key=_rank)
+
+    def _allowed(self, values: dict[str, Any]) -> bool:
+        """Within the quality floors a candidate's fields show: the proposers' first chunk
+        and the redundancy (the standard mode reads whole answers: any first chunk)."""
+        settings = self.settings
+        redundancy = values.get("topology.redundancy", self.scenario.topology.redundancy)
+        if settings.max_redundancy is not None and redundancy > settings.max_redundancy:
+            return False
+        if settings.min_first_chunk is None or values.get("topology.mode") == "standard":
+            return True
+        return first_chunk(self.scenario, values) >= settings.min_first_chunk
+
+    def _covered(self, assessment: Assessment) -> bool:
+        """Meets ``min_coverage`` (an answer that reads no other agent has nothing to miss)."""
+        floor = self.settings.min_coverage
+        return floor is None or assessment.coverage is None or assessment.coverage >= floor
 
 
 def _key(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -800,6 +837,17 @@ def schedule_family(scenario: Scenario, settings: PlanSettings) -> dict[tuple[in
     for sizes in settings.schedules:
         family.setdefault(tuple(sizes), "fixed")
     return family
+
+
+def first_chunk(scenario: Scenario, values: dict[str, Any]) -> int:
+    """The first chunk of the upstream agents' schedule with ``values`` applied: what an
+    aggregating agent's first round reads of each input (graphs: the step size)."""
+    topology = scenario.topology
+    if isinstance(topology, MoaTopology):
+        return int(values.get("topology.chunks.proposer", topology.chunks.proposer)[0])
+    if isinstance(topology, DebateTopology):
+        return int(values.get("topology.chunks", topology.chunks)[0])
+    return topology.unit.tokens
 
 
 def _schedule_fields(scenario: Scenario) -> tuple[list[str], int] | None:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from sim.coverage import tokens_read
 from sim.dag import Dag
 from sim.protocol import (
     Action,
@@ -94,6 +95,9 @@ class Call:
     usage: CallUsage = field(default_factory=CallUsage)
     handle: Any = None  # the adapter's own state of this call
     ended: bool = False
+    # live: the prompt as sent and the text produced, recorded with ``keep_text`` only
+    prompt_text: list[dict[str, str]] | str | None = None
+    output_text: str | None = None
 
 
 class Adapter(Protocol):
@@ -134,11 +138,14 @@ class Driver:
         trace: TraceWriter,
         adapter: Adapter,
         serve_whole: Callable[[RequestSpec, Callable[[], None]], None] | None = None,
+        keep_text: bool = False,
     ) -> None:
         """``serve_whole``: requests served outside the protocol (the simulator's multistream
         what-if), called with a request and the callback for its end; the driver still
-        dispatches and counts them."""
+        dispatches and counts them. ``keep_text``: record the user prompts and every call's
+        prompt and output text the adapter gives (live ``run --keep-text``)."""
         self.dag = dag
+        self.keep_text = keep_text
         self.requests = requests
         self.trace = trace
         self.adapter = adapter
@@ -192,14 +199,12 @@ class Driver:
             return
         state = _Request(spec, RequestProtocol(self.dag, spec.output_tokens))
         self._running[spec.index] = state
-        self.trace.write(
-            RequestRecord(
-                type="request",
-                req=spec.index,
-                t=self.adapter.now(),
-                prompt_tokens=spec.prompt_tokens,
-            )
+        record = RequestRecord(
+            type="request", req=spec.index, t=self.adapter.now(), prompt_tokens=spec.prompt_tokens
         )
+        if self.keep_text and spec.prompt is not None:
+            record["prompt"] = spec.prompt
+        self.trace.write(record)
         self._apply(state, state.protocol.start())
 
     # --- what the adapters report ----------------------------------------------------------
@@ -277,6 +282,9 @@ class Driver:
                         t=self.adapter.now(),
                         ok=action.ok,
                         reason=action.reason,
+                        answer_tokens={
+                            name: agent.total for name, agent in state.protocol.agents.items()
+                        },
                     )
                 )
                 del self._running[state.spec.index]
@@ -290,20 +298,22 @@ class Driver:
         self._active[server][replica] += 1
         call = Call(state.spec, action, server, replica)
         state.calls[action.call_id] = call
-        self.trace.write(
-            CallRecord(
-                type="call",
-                req=state.spec.index,
-                call=action.call_id,
-                agent=action.agent,
-                round=action.round,
-                server=server,
-                replica=replica,
-                t=self.adapter.now(),
-                tokens=action.tokens,
-                final=action.final,
-            )
+        record = CallRecord(
+            type="call",
+            req=state.spec.index,
+            call=action.call_id,
+            agent=action.agent,
+            round=action.round,
+            server=server,
+            replica=replica,
+            t=self.adapter.now(),
+            tokens=action.tokens,
+            final=action.final,
         )
+        inputs = self.dag.agent(action.agent).inputs
+        if inputs:
+            record["read"] = tokens_read(action.messages, inputs)
+        self.trace.write(record)
         self.adapter.start_call(call)
 
     def _least_loaded(self, server: str) -> int:
@@ -327,21 +337,23 @@ class Driver:
         self._active[call.server][call.replica] -= 1
         del self._running[call.request.index].calls[call.action.call_id]
         usage = call.usage
-        self.trace.write(
-            CallEndRecord(
-                type="call_end",
-                req=call.request.index,
-                call=call.action.call_id,
-                t=self.adapter.now(),
-                status=status,
-                prompt_tokens=usage.prompt_tokens,
-                cached_tokens=usage.cached_tokens,
-                completion_tokens=usage.completion_tokens,
-                queued_s=usage.queued_s,
-                reason=reason,
-                attempts=usage.attempts,
-            )
+        record = CallEndRecord(
+            type="call_end",
+            req=call.request.index,
+            call=call.action.call_id,
+            t=self.adapter.now(),
+            status=status,
+            prompt_tokens=usage.prompt_tokens,
+            cached_tokens=usage.cached_tokens,
+            completion_tokens=usage.completion_tokens,
+            queued_s=usage.queued_s,
+            reason=reason,
+            attempts=usage.attempts,
         )
+        if self.keep_text and call.prompt_text is not None:
+            record["prompt_text"] = call.prompt_text
+            record["text"] = call.output_text or ""
+        self.trace.write(record)
 
     def _request_ended(self, index: int) -> None:
         self._finished += 1

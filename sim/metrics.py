@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.coverage import request_coverage
 from sim.trace import Record
 
 DEFAULT_K = 32
@@ -203,6 +204,7 @@ def summarize(
         "stall_s": stats([m.stall for m in done if m.stall is not None]),
         "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
         "kv_peak_tokens": stats([peak for req, peak in kv_peaks(records).items() if req in ok]),
+        "coverage": coverage(records, ok, k),
         "throughput_tok_s": generated / duration if duration > 0 else None,
         "output_throughput_tok_s": sum(m.tokens for m in done) / duration if duration else None,
         "request_throughput_per_s": len(done) / duration if duration > 0 else None,
@@ -217,6 +219,24 @@ def summarize(
         "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
         **_client_overhead(records),
     }
+
+
+COVERAGE_VALUES = ("first_token", "k_token", "last_token", "first_token_min_input_tokens")
+
+
+def coverage(records: list[Record], ok: set[int], k: int) -> dict[str, Any] | None:
+    """How much of its inputs' answers the user-facing agent had read behind the answer's
+    first, k-th and last tokens (shares, 0–1), and the fewest tokens of one input behind the
+    first (``sim/coverage.py``); each over the finished requests, with its minimum. None when
+    the answer reads no other agent (one agent; the multistream what-if)."""
+    per_request = [v for req, v in request_coverage(records, k).items() if req in ok]
+    if not per_request:
+        return None
+    result: dict[str, Any] = {"k": k}
+    for name in COVERAGE_VALUES:
+        values = [v[name] for v in per_request]
+        result[name] = {**stats(values), "min": min(values)}
+    return result
 
 
 def kv_peaks(records: list[Record]) -> dict[int, float]:

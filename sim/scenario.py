@@ -463,16 +463,35 @@ class FixedRateArrival(Strict):
 Arrival = Annotated[PoissonArrival | ClosedArrival | FixedRateArrival, Field(discriminator="kind")]
 
 
+BUILTIN_PROMPTS = "builtin"  # workload.prompts: the prompt set shipped in sim/prompts/
+
+
 class Workload(Strict):
     requests: int = Field(20, ge=1)
     arrival: Arrival = Field(default_factory=lambda: ClosedArrival(kind="closed"))
     prompt_tokens: TokenDist = Field(default_factory=lambda: FixedTokens(value=64))
-    output_tokens: Literal["max"] | TokenDist = "max"
+    output_tokens: Literal["max", "natural"] | TokenDist = Field(
+        "max",
+        description="max: exactly each agent's max_tokens; a distribution: exactly a drawn "
+        "length; natural: the model stops when it wants, at most max_tokens (the simulator "
+        "assumes max_tokens)",
+    )
+    prompts: str | None = Field(
+        None,
+        description="real prompts instead of synthetic ones: builtin (the shipped set) or a "
+        "JSONL file of {prompt}; request i asks prompt i, cycling",
+    )
     file: str | None = Field(
         None,
         description="JSONL of requests (prompt_tokens, optional prompt, output_tokens, "
         "arrival_s); overrides the distributions and, where given, the arrival times",
     )
+
+    @model_validator(mode="after")
+    def _one_source_of_prompts(self) -> Workload:
+        if self.prompts is not None and self.file is not None:
+            raise ValueError("give prompts or file, not both (a file's rows carry prompts)")
+        return self
 
 
 class LiveSettings(Strict):
@@ -696,7 +715,9 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides)
     scenario = scenario_from_dict(data, str(path))
-    if scenario.workload.file and not Path(scenario.workload.file).is_absolute():
-        resolved = (Path(path).parent / scenario.workload.file).resolve()
-        scenario.workload.file = str(resolved)
+    workload = scenario.workload
+    if workload.file and not Path(workload.file).is_absolute():
+        workload.file = str((Path(path).parent / workload.file).resolve())
+    if workload.prompts not in (None, BUILTIN_PROMPTS) and not Path(workload.prompts).is_absolute():
+        workload.prompts = str((Path(path).parent / workload.prompts).resolve())
     return scenario

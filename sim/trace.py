@@ -35,6 +35,7 @@ class RequestRecord(TypedDict):
     req: int
     t: float
     prompt_tokens: int
+    prompt: NotRequired[str]  # live ``--keep-text``: the user prompt's text
 
 
 class CallRecord(TypedDict):
@@ -50,6 +51,8 @@ class CallRecord(TypedDict):
     tokens: int
     final: bool  # part of the answer the user sees
     replica: NotRequired[int]  # which copy of the server (0-based)
+    # an agent with inputs: tokens of each input's answer its prompt holds (sim/coverage.py)
+    read: NotRequired[dict[str, int]]
 
 
 class UnitRecord(TypedDict):
@@ -88,6 +91,10 @@ class CallEndRecord(TypedDict):
     queued_s: float | None  # simulated only: time waiting for a batch slot
     reason: str  # why it failed or was cancelled
     attempts: NotRequired[int]  # live: 1 + retries before the first token
+    # live ``--keep-text``: the prompt as sent (chat messages, or a completion prompt) and
+    # the text the call produced
+    prompt_text: NotRequired[list[dict[str, str]] | str]
+    text: NotRequired[str]
 
 
 class RequestEndRecord(TypedDict):
@@ -96,6 +103,9 @@ class RequestEndRecord(TypedDict):
     t: float
     ok: bool
     reason: str
+    # every agent's answer length as the request ended (what it produced; cut short by a
+    # cancel: the length it was to have): the whole answers coverage is a share of
+    answer_tokens: NotRequired[dict[str, int]]
 
 
 class ServerMetricsRecord(TypedDict):

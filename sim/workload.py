@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ import numpy as np
 from sim.dag import Dag
 from sim.errors import ConfigError
 from sim.jsonl import json_objects
-from sim.scenario import ClosedArrival, FixedRateArrival, PoissonArrival, Workload
+from sim.scenario import (
+    BUILTIN_PROMPTS,
+    ClosedArrival,
+    FixedRateArrival,
+    PoissonArrival,
+    Workload,
+)
 from sim.texts import CHARS_PER_TOKEN_GUESS, estimate_tokens
 
 
@@ -35,14 +42,16 @@ def build_requests(
     """The requests of a run; a workload file's text prompts are counted in tokens with
     ``chars_per_token`` (the simulator passes its profile's; the live runner tokenizes them)."""
     rows = read_workload_file(Path(workload.file)) if workload.file else None
+    texts = read_prompts(workload.prompts) if workload.prompts else None
     n = len(rows) if rows is not None else workload.requests
     arrivals = _arrivals(workload, n, arrivals_rng)
     prompt_lengths = workload.prompt_tokens.sample(lengths_rng, n)
+    lengths = workload.output_tokens
     outputs = {
         agent.name: (
-            np.full(n, agent.max_tokens)
-            if workload.output_tokens == "max"
-            else np.minimum(workload.output_tokens.sample(lengths_rng, n), agent.max_tokens)
+            np.full(n, agent.max_tokens)  # natural answers: at most this, all the sim can know
+            if isinstance(lengths, str)
+            else np.minimum(lengths.sample(lengths_rng, n), agent.max_tokens)
         )
         for agent in dag.agents
     }
@@ -55,7 +64,7 @@ def build_requests(
             per_agent = {a.name: min(given, a.max_tokens) for a in dag.agents}
         elif isinstance(given, dict):
             per_agent.update({k: int(v) for k, v in given.items() if k in per_agent})
-        prompt = row.get("prompt")
+        prompt = row.get("prompt") if texts is None else texts[i % len(texts)]
         prompt_tokens = row.get("prompt_tokens") or (
             estimate_tokens(prompt, chars_per_token) if prompt else int(prompt_lengths[i])
         )
@@ -95,3 +104,27 @@ def read_workload_file(path: Path) -> list[dict[str, Any]]:
     if not rows:
         raise ConfigError(f"{path}: workload file has no requests")
     return rows
+
+
+def read_prompts(source: str) -> list[str]:
+    """The prompts of ``workload.prompts``: the shipped set (``builtin``) or a JSONL file,
+    one ``{"prompt": "..."}`` per line (other fields, such as the shipped set's ``kind``, are
+    kept for the reader)."""
+    if source == BUILTIN_PROMPTS:
+        path = Path(str(resources.files("sim") / "prompts" / "builtin.jsonl"))
+    else:
+        path = Path(source)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a text file"
+        raise ConfigError(f"{path}: cannot read prompt file ({reason})") from None
+    prompts = []
+    for number, row in json_objects(lines, str(path), "prompt"):
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(f"{path}:{number}: needs a non-empty prompt string")
+        prompts.append(prompt)
+    if not prompts:
+        raise ConfigError(f"{path}: prompt file has no prompts")
+    return prompts

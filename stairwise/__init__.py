@@ -14,6 +14,9 @@ The Python API mirrors the CLI::
     capacity.capacity.at_max.intervals, capacity.capacity.held_share
 
     live = stairwise.run("examples/staircase-moa.yaml", local=True)  # the embedded vLLM
+    # answers kept as text, compared with another run's by prompt (ROUGE-L, latency deltas)
+    stairwise.run("examples/answer-quality.yaml", local=True, keep_text=True, trace="a.jsonl")
+    stairwise.compare("standard.jsonl", "a.jsonl")["rouge_l_f1"]["p50"]
     checked = stairwise.validate("examples/staircase-moa.yaml", repeat=3)
     checked.summary["error_pct"]["ttft_p50"]
     suite = stairwise.validate_suite(["a.yaml", "b.yaml"], report="out/suite.html")
@@ -30,7 +33,7 @@ from sim.capacity import CapacityPlan, PlanSettings
 from sim.metrics import summarize
 from sim.sweep import SweepResult, sweep
 from sim.trace import read_trace
-from stairwise.api import calibrate, plan, replay, report, run, validate, validate_suite
+from stairwise.api import calibrate, compare, plan, replay, report, run, validate, validate_suite
 
 __all__ = [
     "CapacityPlan",
@@ -40,6 +43,7 @@ __all__ = [
     "SimResult",
     "SweepResult",
     "calibrate",
+    "compare",
     "load_scenario",
     "plan",
     "read_trace",

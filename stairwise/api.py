@@ -40,12 +40,15 @@ def run(
     progress: Progress | None = None,
     log: Callable[[str], None] = print,
     probe: bool = True,
+    keep_text: bool = False,
 ) -> LiveResult:
     """Execute a scenario for real against its servers (``local``: the embedded vLLM, started
     if needed, with an empty prefix cache); ``inject_network`` routes every server through a
     proxy that adds the scenario's network latency. ``result.interrupted`` says whether Ctrl-C
     ended it early (the summary then covers the requests that completed). ``probe``: measure
-    each vLLM server's speed right before and after, kept in the trace."""
+    each vLLM server's speed right before and after, kept in the trace. ``keep_text``: the
+    trace keeps the user prompts and every call's prompt and text (never keys or headers),
+    which :func:`compare` reads."""
     from stairwise.orchestrate.live import prepared, run_live
 
     if trace is not None:
@@ -53,7 +56,7 @@ def run(
     loaded, profile_dir = resolve_scenario(scenario, overrides)
     loaded = _live_servable(loaded)
     loaded = prepared(loaded, local, threads, cold_cache, log)
-    return run_live(loaded, trace, inject_network, progress, probe, profile_dir, log)
+    return run_live(loaded, trace, inject_network, progress, probe, profile_dir, log, keep_text)
 
 
 def validate(
@@ -314,6 +317,17 @@ def report(
     path = Path(output)
     write_report(path, html_text)
     return WrittenReport(path, path.stat().st_size, len(runs), runs[index].label)
+
+
+def compare(base: str | Path, other: str | Path) -> dict[str, Any]:
+    """How similar ``other``'s answers are to ``base``'s, paired by prompt: ROUGE-L F1 of
+    whole answers and of their first 64 words and the words shared from the start, each with
+    its distribution, and the latency deltas of the same requests (``stairwise compare``).
+    Both traces must keep their text (:func:`run` with ``keep_text``)."""
+    from reports.answers import compare_answers
+    from sim.trace import read_trace
+
+    return compare_answers(read_trace(base), read_trace(other), str(base), str(other))
 
 
 def plan(

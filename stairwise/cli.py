@@ -3,6 +3,7 @@
 from stairwise.app import app
 from stairwise.commands import (  # noqa: F401
     calibrate,
+    compare,
     report,
     run,
     simulate,

@@ -118,6 +118,8 @@ def draw_profile(
 def metric_value(summary: dict[str, Any], metric: str) -> float | None:
     node: Any = summary
     for part in metric.split("."):
+        if node is None:  # a section the run has none of (e.g. coverage of a single agent)
+            return None
         node = node[part]
     return None if node is None else float(node)
 

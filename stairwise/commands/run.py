@@ -55,6 +55,14 @@ def run(
             "latency to each request and streamed chunk.",
         ),
     ] = False,
+    keep_text: Annotated[
+        bool,
+        typer.Option(
+            "--keep-text",
+            help="Keep the user prompts and every call's prompt and text in the trace (for "
+            "`stairwise compare`; never keys or headers).",
+        ),
+    ] = False,
 ) -> None:
     """Execute a scenario for real against its servers and measure it like `simulate` predicts."""
     from stairwise import api
@@ -71,6 +79,7 @@ def run(
             progress=update,
             log=err_console.print,
             probe=probe,
+            keep_text=keep_text,
         )
     emit(result.summary, as_json)
     if result.interrupted:

@@ -185,6 +185,31 @@ def plan(
             f"{', '.join(LEVERS)}.",
         ),
     ] = None,
+    min_first_chunk: Annotated[
+        int | None,
+        typer.Option(
+            "--min-first-chunk",
+            help="Try no proposer schedule whose first chunk is shorter (the aggregator's "
+            "first round reads that much of each proposer; 8 keeps quality in the staircase "
+            "paper, 4 may not).",
+        ),
+    ] = None,
+    max_redundancy: Annotated[
+        int | None,
+        typer.Option(
+            "--max-redundancy",
+            help="Try no redundancy above this (a round skips that many inputs, and what "
+            "only they knew).",
+        ),
+    ] = None,
+    min_coverage: Annotated[
+        float | None,
+        typer.Option(
+            "--min-coverage",
+            help="Keep only candidates whose answer's first token was written with at least "
+            "this share (0-1, p50) of the inputs' whole answers read.",
+        ),
+    ] = None,
     live: Annotated[
         bool,
         typer.Option(
@@ -224,6 +249,9 @@ def plan(
         interval_replications=interval_replications,
         level=level,
         levers=tuple(lever) if lever else LEVERS,
+        min_first_chunk=min_first_chunk,
+        max_redundancy=max_redundancy,
+        min_coverage=min_coverage,
     )
     with _phases(enabled=not as_json) as say:
         result = api.plan(
@@ -393,6 +421,7 @@ def _print_candidates(console: Console, result: CapacityPlan) -> None:
         table.add_column(slo.name, justify="right")
     table.add_column("answer TPS p50", justify="right")
     table.add_column("vs standard", justify="right")
+    table.add_column("read at token 1", justify="right")
     table.add_column("$/request", justify="right")
     for candidate in result.schedules[:SHOWN_CANDIDATES]:
         a = candidate.assessment
@@ -406,6 +435,7 @@ def _print_candidates(console: Console, result: CapacityPlan) -> None:
             *values,
             "-" if a.answer_tps is None else f"{a.answer_tps:.1f}",
             "-" if not ratio or not math.isfinite(ratio) else f"{1 / ratio:.2f}×",
+            "-" if a.coverage is None else f"{a.coverage:.1%}",
             f"{a.cost_per_request:.6f}",
         )
     console.print(table)

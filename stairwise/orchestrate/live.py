@@ -40,6 +40,7 @@ def run_live(
     probe: bool = False,
     profile_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    keep_text: bool = False,
 ) -> LiveResult:
     """Run a prepared scenario live once (``run``, ``validate`` and the profiling grid all
     come here: the place for anything to do before or after every live run).
@@ -47,7 +48,8 @@ def run_live(
     latency. ``probe``: measure each vLLM server's speed right before and right after the run
     (:mod:`stairwise.orchestrate.probe`), kept in the trace's header and a final ``probe`` record.
     Every trace says which profile each server is simulated on and whether it was measured
-    on this machine."""
+    on this machine. ``keep_text``: the trace keeps the user prompts and every call's prompt
+    and text (for ``stairwise compare``)."""
     from stairwise.orchestrate.probe import probe_record, probe_servers, profile_facts
 
     extra: dict[str, Any] = {"profiles": profile_facts(scenario, profile_dir)}
@@ -57,7 +59,13 @@ def run_live(
     with contextlib.ExitStack() as proxies:
         if inject_network:
             scenario = through_latency_proxies(scenario, proxies)
-        runner = LiveRunner(scenario, trace_path=trace, header_extra=extra, profile_dir=profile_dir)
+        runner = LiveRunner(
+            scenario,
+            trace_path=trace,
+            header_extra=extra,
+            profile_dir=profile_dir,
+            keep_text=keep_text,
+        )
         result = asyncio.run(runner.run(progress=progress))
     if before and not result.interrupted:
         try:

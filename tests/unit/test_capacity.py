@@ -326,3 +326,54 @@ def test_a_bound_relative_to_an_answer_without_gaps_is_impossible():
 def test_an_unknown_lever_is_refused():
     with pytest.raises(ConfigError, match="unknown lever"):
         PlanSettings(levers=("schedule", "temperature")).check()
+
+
+# --- quality floors -----------------------------------------------------------------------------
+# In the smooth MoA every proposer answers 64 tokens (192 in all): an aggregator whose first
+# round reads first chunks of 4 from all three has read 12/192 = 1/16 of them behind the
+# answer's first token, of 8: 24/192 = 1/8; the standard mode reads everything.
+
+
+def test_quality_floors_keep_short_first_chunks_and_skipped_inputs_out(tmp_path):
+    settings = PlanSettings(
+        requests=4,
+        first_chunks=(4, 8),
+        growths=(2.0,),
+        rate_tolerance=0.5,
+        min_first_chunk=8,
+        max_redundancy=0,
+    )
+    result = plan(smooth_moa(tmp_path), ["ttft_p90=0.1s", "stall_p90=1.5xitl"], settings)
+    assert result.schedules
+    for candidate in result.schedules:
+        assert candidate.redundancy == 0
+        if candidate.label != "standard mode":
+            assert candidate.values.get("topology.chunks.proposer", [8])[0] >= 8
+    best = result.best
+    assert best.values["topology.chunks.proposer"] == [8, 16, 32, 64]
+    assert best.assessment.coverage == pytest.approx(24 / 192)
+    standard = next(c for c in result.schedules if c.label == "standard mode")
+    assert standard.assessment.coverage == 1.0
+
+
+def test_a_coverage_floor_drops_the_candidates_that_read_too_little(tmp_path):
+    settings = PlanSettings(
+        requests=4, first_chunks=(4, 8), growths=(2.0,), rate_tolerance=0.5, min_coverage=0.1
+    )
+    result = plan(smooth_moa(tmp_path), ["ttft_p90=0.1s", "stall_p90=1.5xitl"], settings)
+    assert all(c.assessment.coverage >= 0.1 for c in result.schedules)
+    firsts = {c.values.get("topology.chunks.proposer", [0])[0] for c in result.schedules}
+    assert 4 not in firsts and 8 in firsts  # 1/16 read behind token 1 is below the floor
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"min_first_chunk": 0}, "--min-first-chunk"),
+        ({"max_redundancy": -1}, "--max-redundancy"),
+        ({"min_coverage": 1.5}, "--min-coverage"),
+    ],
+)
+def test_bad_quality_floors_are_named(changes, needle):
+    with pytest.raises(ConfigError, match=needle):
+        PlanSettings(**changes).check()

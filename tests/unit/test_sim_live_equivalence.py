@@ -226,11 +226,9 @@ class RecordingSimulator(Simulator):
 
 
 def calls(records: list[Record]) -> list[tuple[Any, ...]]:
-    return [
-        (r["req"], r["call"], r["agent"], r["round"], r["server"], r["tokens"], r["final"])
-        for r in records
-        if r["type"] == "call"
-    ]
+    """Each call, with the tokens of each input its prompt held (its coverage)."""
+    fields = ("req", "call", "agent", "round", "server", "tokens", "final")
+    return [(*(r[name] for name in fields), r.get("read")) for r in records if r["type"] == "call"]
 
 
 def endings(records: list[Record]) -> set[tuple[Any, ...]]:
@@ -256,5 +254,9 @@ def test_a_scenario_makes_the_same_calls_simulated_and_live(tmp_path: Path, name
     assert calls(measured) == calls(simulated)
     assert endings(measured) == endings(simulated)
     assert live_included == simulator.included
+    # the trace's coverage is what the server received (the agent's own words aside)
+    for call in (r for r in measured if r["type"] == "call" and "read" in r):
+        received = simulator.included[(call["req"], call["call"])]
+        assert call["read"] == {a: received.get(a, 0) for a in call["read"]}
     assert {r.call for r in server.received} == {c[1] for c in calls(simulated)}
     assert any(status == "ok" for *_, status in endings(simulated))

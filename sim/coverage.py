@@ -1,0 +1,79 @@
+"""Context coverage: how much of its inputs' answers an aggregating agent had read.
+
+Staircase streaming trades quality for latency in one place: an aggregator round starts
+from the head of its inputs' answers (a 4-token first chunk, or none at all of the inputs
+redundancy skips). That is a protocol fact, the same simulated and live: the driver records
+on every ``call`` record which tokens of each input its prompt held (``read``, from
+:func:`tokens_read`) and on ``request_end`` every agent's answer length (``answer_tokens``),
+and :func:`request_coverage` reads them back per request (``sim/metrics.py`` sums them
+up as the summary's ``coverage``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sim.protocol import Message
+from sim.trace import Record
+
+
+def tokens_read(messages: Iterable[Message], inputs: Iterable[str]) -> dict[str, int]:
+    """Per input agent: how many tokens of its answer the prompt holds (its spans start at 0
+    and are contiguous, so the furthest end is the count; 0 for an input not shown yet)."""
+    read = dict.fromkeys(inputs, 0)
+    for message in messages:
+        for span in message.parts:
+            stream: tuple[str, ...] = span.stream  # type: ignore[assignment]
+            if stream[0] == "output" and stream[1] in read:
+                read[stream[1]] = max(read[stream[1]], span.end)
+    return read
+
+
+def request_coverage(records: list[Record], k: int) -> dict[int, dict[str, float]]:
+    """Per finished request whose trace says what its answer's calls read: the share of the
+    inputs' whole answers the user-facing agent had read when it wrote the answer's first
+    token, its ``k``-th token and its last token, and the fewest tokens of any one input
+    behind the first token (0: an input skipped by redundancy or not yet streaming).
+
+    An input's whole answer is its length as the run ended: what it produced, or, cut short
+    by a cancel, the length it was to have (the simulator's drawn length; a live answer left
+    to stop on its own: its ``max_tokens``, an upper bound)."""
+    lengths = {r["req"]: r.get("answer_tokens") for r in records if r["type"] == "request_end"}
+    produced = {
+        (r["req"], r["call"]): r["completion_tokens"] for r in records if r["type"] == "call_end"
+    }
+    answer_calls: dict[int, list[Record]] = defaultdict(list)
+    for r in records:
+        if r["type"] == "call" and r["final"] and "read" in r:
+            answer_calls[r["req"]].append(r)
+    result: dict[int, dict[str, float]] = {}
+    for req, calls in answer_calls.items():
+        whole = lengths.get(req)
+        if not whole:
+            continue
+        calls.sort(key=lambda call: call["round"])
+        total = sum(whole[name] for name in calls[0]["read"])
+        if total <= 0:
+            continue
+        shares, ends, written = [], [], 0
+        for call in calls:
+            written += produced.get((req, call["call"]), 0)
+            ends.append(written)
+            shares.append(sum(call["read"].values()) / total)
+        if written < 1:
+            continue
+        first = _writer_of(ends, 1)
+        result[req] = {
+            "first_token": shares[first],
+            "k_token": shares[_writer_of(ends, k)],
+            "last_token": shares[_writer_of(ends, written)],
+            "first_token_min_input_tokens": float(min(calls[first]["read"].values())),
+        }
+    return result
+
+
+def _writer_of(ends: list[int], token: int) -> int:
+    """Which call wrote the answer's ``token``-th token, given where each call's output ends
+    (the last call if the answer is shorter)."""
+    return next((i for i, end in enumerate(ends) if end >= token), len(ends) - 1)
