@@ -14,12 +14,16 @@ Process pools start workers that import this file, so the work runs under
 from __future__ import annotations
 
 import stairwise
+from sim.profile import SHIPPED_DIR
 
+# by path, the reference machine's profile (2 AVX-512 cores) on every machine; by name,
+# "vllm-cpu-smollm2-135m" is the variant of this machine's processor class
+REFERENCE_CPU = str(SHIPPED_DIR / "vllm-cpu-smollm2-135m.json")
 SCENARIO = stairwise.scenario_from_dict(
     {
         "name": "staircase-moa-planning",
         "seed": 7,
-        "servers": {"local": {"kind": "vllm", "profile": "vllm-cpu-smollm2-135m"}},
+        "servers": {"local": {"kind": "vllm", "profile": REFERENCE_CPU}},
         "topology": {
             "kind": "moa",
             "mode": "staircase",

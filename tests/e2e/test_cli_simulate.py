@@ -33,7 +33,7 @@ def test_json_output_has_the_documented_shape_and_is_deterministic(tmp_path):
     assert summary["intervals"]["level"] == 0.9
     assert summary["source"] == "sim" and summary["scenario"] == "staircase-moa-3x1"
     assert summary["requests"] == 8
-    assert set(summary["cost_usd"]) == {"total", "per_request"}
+    assert set(summary["cost_usd"]) == {"total", "per_request", "tokens", "gpu", "servers"}
     assert 0 <= summary["prefix_cache_hit_ratio"] <= 1 and summary["throughput_tok_s"] > 0
 
     again = stairwise("simulate", EXAMPLE, "--json")
