@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sim import Simulator, scenario_from_dict
+from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS
 from tests.helpers import api_profile, moa, write_profile
 
 
@@ -161,7 +162,10 @@ def test_per_chunk_calls_pay_a_first_token_latency_per_unit(tmp_path):
     sizes = [8, 16, 16, 16, 8]
     assert [r["completion_tokens"] for r in ends] == sizes
     prompts = [r["prompt_tokens"] for r in ends]
-    assert [b - a for a, b in itertools.pairwise(prompts)] == sizes[:-1]
+    # a strict endpoint answers after the agent's text rather than continuing it: the second
+    # call's prompt holds that text as a closed assistant message (its open and close tokens)
+    growth = [b - a for a, b in itertools.pairwise(prompts)]
+    assert growth == [sizes[0] + MESSAGE_OPEN_TOKENS + MESSAGE_CLOSE_TOKENS, *sizes[1:-1]]
     units = [r["t"] for r in records if r["type"] == "unit" and r["agent"] == "p1"]
     expected = list(
         itertools.accumulate(

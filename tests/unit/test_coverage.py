@@ -67,11 +67,12 @@ def test_staircase_rounds_read_each_released_unit(tmp_path: Path) -> None:
 
 
 def test_redundancy_starts_from_the_fast_input_alone(tmp_path: Path) -> None:
-    """Redundancy 1, a fast and a slow proposer. Round 1 starts at 114 ms (fast unit 1); the
+    """Redundancy 1 in every round (``redundancy_scope: all``), a fast and a slow proposer.
+    Round 1 starts at 114 ms (fast unit 1); the
     slow one has no token yet. Round 2 at 258 ms (fast unit 2): the slow one's unit 1 is due at
     352.5 ms, so still nothing. At 330 ms the fast one finishes, round 3 is the last call and
     the slow proposer is cancelled unread: the answer never saw half of its inputs."""
-    records = run(tmp_path, [FAST, SLOW], redundancy=1)
+    records = run(tmp_path, [FAST, SLOW], redundancy=1, redundancy_scope="all")
     assert reads(records) == [
         {"p1": 4, "p2": 0},
         {"p1": 12, "p2": 0},
