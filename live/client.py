@@ -23,7 +23,7 @@ import openai
 from sim.driver import CallUsage
 from sim.errors import ConfigError
 from sim.ratelimit import CallTooLarge, RateLimiter
-from sim.scenario import ApiServer, LiveSettings, ServerBase, VllmServer
+from sim.scenario import ApiServer, LiveSettings, ServerBase, VllmServer, continues_answers
 
 Clock = Callable[[], float]
 
@@ -248,7 +248,7 @@ class Endpoint:
                 prompt=messages, extra_body=extra or None, **common
             )
         else:
-            if not self.strict:
+            if continues_answers(self.server):
                 extra |= {
                     "continue_final_message": continue_final,
                     "add_generation_prompt": not continue_final,

@@ -409,6 +409,14 @@ class GraphTopology(RoundOptions):
         return [self.output] if isinstance(self.output, str) else list(self.output)
 
 
+def continues_answers(server: ServerBase) -> bool:
+    """Whether a prompt ending in the agent's own text is continued (vLLM's
+    ``continue_final_message``) or answered anew after it as a closed message (a strict
+    OpenAI-compatible endpoint). The simulator prices prompts and the live client builds
+    requests by this one rule."""
+    return isinstance(server, VllmServer)
+
+
 def _multistream_settings_fit(mode: str, settings: MultistreamSettings | None) -> None:
     if settings is not None and mode != "multistream":
         raise ValueError(f"multistream settings apply to mode: multistream, not {mode}")

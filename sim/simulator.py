@@ -28,7 +28,7 @@ from sim.multistream import MultistreamRequests
 from sim.network import DeltaStream, Link
 from sim.profile import ApiProfile, VllmProfile, load_profile
 from sim.protocol import Span, StartCall
-from sim.scenario import ApiServer, Scenario, VllmServer
+from sim.scenario import ApiServer, Scenario, VllmServer, continues_answers
 from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS, estimate_tokens
 from sim.trace import Record, TraceWriter, make_header
 from sim.workload import RequestSpec
@@ -224,7 +224,7 @@ class Simulator:
         messages = action.messages
         # only vLLM continues a final message; a strict endpoint answers after it
         server = self.scenario.servers[self.dag.agent(action.agent).server]
-        continue_final = action.continue_final and isinstance(server, VllmServer)
+        continue_final = action.continue_final and continues_answers(server)
         chars_per_token = self._chars_per_token[action.agent]
         runs: list[TokenRun] = []
         for index, message in enumerate(messages):
