@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,10 @@ COLUMNS = (
 def the_pick(scenario: Path, plan_file: Path | None, settings: list[str]) -> dict[str, Any]:
     """``best.values`` of the plan: read from a saved ``plan --json``, or planned here."""
     if plan_file is not None:
-        data = json.loads(plan_file.read_text())
+        try:
+            data = json.loads(plan_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--plan {plan_file}: not a readable plan JSON ({exc})") from None
     else:
         print(f"planning {scenario} under {', '.join(SLOS)} (simulated) ...")
         data = api.plan(scenario, list(SLOS), overrides=settings).to_dict()
@@ -140,4 +144,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as exc:  # bad scenario, override or plan file: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
