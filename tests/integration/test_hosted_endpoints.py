@@ -14,11 +14,21 @@ import pytest
 
 from live import local_server
 from live.runner import LiveRunner
-from sim.scenario import load_scenario
+from sim.scenario import Scenario, load_scenario
 
 pytestmark = pytest.mark.live
 
 EXAMPLE = Path("examples/hosted-moa.yaml")
+
+
+def every_server_at(scenario: Scenario, url: str) -> Scenario:
+    """The example's hosted and vLLM servers both on the local server (the hosted one spoken
+    to as a strict endpoint)."""
+    servers = {
+        name: server.model_copy(update={"endpoint": url, "model": local_server.MODEL_NAME})
+        for name, server in scenario.servers.items()
+    }
+    return scenario.model_copy(update={"servers": servers})
 
 
 def test_the_hosted_moa_example_runs_on_the_local_server_as_a_strict_endpoint(
@@ -34,11 +44,7 @@ def test_the_hosted_moa_example_runs_on_the_local_server_as_a_strict_endpoint(
             "topology.chunks={proposer: [8, 16], aggregator: [8, 8]}",
         ],
     )
-    servers = {
-        name: server.model_copy(update={"endpoint": vllm_url, "model": local_server.MODEL_NAME})
-        for name, server in scenario.servers.items()
-    }
-    scenario = scenario.model_copy(update={"servers": servers})
+    scenario = every_server_at(scenario, vllm_url)
     runner = LiveRunner(scenario, trace_path=tmp_path / "t.jsonl", profile_dir=EXAMPLE.parent)
     result = asyncio.run(runner.run())
 
@@ -77,11 +83,7 @@ def test_prompts_sized_by_characters_per_token_come_out_near_their_length(
             "workload.prompt_tokens={dist: fixed, value: 400}",
         ],
     )
-    servers = {
-        name: server.model_copy(update={"endpoint": vllm_url, "model": local_server.MODEL_NAME})
-        for name, server in scenario.servers.items()
-    }
-    scenario = scenario.model_copy(update={"servers": servers})
+    scenario = every_server_at(scenario, vllm_url)
     runner = LiveRunner(scenario, profile_dir=EXAMPLE.parent)
     result = asyncio.run(runner.run())
     assert result.summary["failed_requests"] == 0
