@@ -286,6 +286,8 @@ def start_profile(tables: list[TraceTable], options: CalibrationOptions) -> Vllm
         or settings.get("max_num_batched_tokens"),
         **{k: v for k, v in settings.items() if _scalar(v) and k not in PROVENANCE_FIELDS},
     }
+    if isinstance(settings.get("local_server"), dict):  # how the embedded server ran
+        recorded["local_server"] = settings["local_server"]
     base = options.initial
     return VllmProfile(
         name=options.name,

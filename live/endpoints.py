@@ -10,7 +10,11 @@ from sim.scenario import Scenario, VllmServer
 
 
 def on_local_server(
-    scenario: Scenario, threads: int = 2, port: int = 8011, log: Callable[[str], None] = print
+    scenario: Scenario,
+    threads: int | None = None,
+    port: int = 8011,
+    log: Callable[[str], None] = print,
+    isolate: bool | None = None,
 ) -> Scenario:
     """Every vLLM server of the scenario pointed at the embedded local server (started if
     needed, scheduling by priority if a server asks; it keeps running for the next run until
@@ -18,8 +22,11 @@ def on_local_server(
     from live import local_server
 
     was_running = local_server.running() is not None
-    settings = local_server.ServerSettings(
-        port=port, threads=threads, scheduling_policy=local_scheduling_policy(scenario)
+    settings = local_server.settings_for(
+        port=port,
+        threads=threads,
+        isolate=isolate,
+        scheduling_policy=local_scheduling_policy(scenario),
     )
     state = local_server.start(settings, log=log)
     if not was_running:

@@ -9,6 +9,7 @@ it by PID and leave nothing behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -17,14 +18,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from sim.errors import ConfigError
-from sim.profile import cpu_class
+from sim.profile import cpu_class, load_profile
 
 MODEL_NAME = "smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -37,17 +39,47 @@ def state_dir() -> Path:
     return Path(os.environ.get("STAIRWISE_HOME", ".stairwise")).resolve()
 
 
+LOCAL_PROFILE = "vllm-cpu-smollm2-135m"  # the shipped profile of the embedded engine
+
+
+@functools.cache
+def measured_layout() -> dict[str, Any]:
+    """How the local server ran when this machine class's shipped profile was measured
+    (``threads``, ``isolate``, ``dtype``): the server starts that way unless told otherwise,
+    so the profile describes the server a prediction is compared with."""
+    try:
+        profile = load_profile(LOCAL_PROFILE)
+    except ConfigError:
+        return {}
+    return dict(profile.provenance.settings.get("local_server", {}))
+
+
 def default_dtype() -> str:
-    """bfloat16 where the CPU computes it natively (AVX-512), float32 elsewhere: without
-    AVX-512, vLLM-CPU emulates bfloat16 products and prefills ~4x slower than in float32
-    (measured on a 2-core AVX2 EPYC, docs/live.md)."""
+    """The measured profile's, else bfloat16 where the CPU computes it natively (AVX-512) and
+    float32 elsewhere: without AVX-512, vLLM-CPU emulates bfloat16 products and prefills ~4x
+    slower than in float32 (measured on a 2-core AVX2 EPYC, docs/live.md)."""
+    measured = measured_layout().get("dtype")
+    if measured is not None:
+        return str(measured)
     return "bfloat16" if cpu_class() == "avx512" else "float32"
+
+
+def default_threads() -> int:
+    return int(measured_layout().get("threads", 2))
+
+
+def default_isolate() -> bool:
+    return bool(measured_layout().get("isolate", False))
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     port: int = DEFAULT_PORT
-    threads: int = 2  # model threads: 2 binds both cores (prefill x2); 1 leaves one for clients
+    # model threads: on 2 cores, 2 binds both (prefill x2), 1 leaves one for the clients
+    threads: int = field(default_factory=default_threads)
+    # the engine's threads alone on the first cores, its API server and the runner on the
+    # last one, so neither takes a core from the other (the quiet testbed, docs/live.md)
+    isolate: bool = field(default_factory=default_isolate)
     max_model_len: int = 2048
     kv_cache_gib: int = 2
     enforce_eager: bool = False
@@ -57,6 +89,11 @@ class ServerSettings:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+
+def settings_for(**given: Any) -> ServerSettings:
+    """Server settings from the options a user gave (None: not given, the default)."""
+    return ServerSettings(**{key: value for key, value in given.items() if value is not None})
 
 
 @dataclass(frozen=True)
@@ -185,8 +222,9 @@ def start(
         "TMPDIR": str(_tmp_dir()),
         "XDG_CACHE_HOME": str(cache),
     }
-    if settings.threads >= 2:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{settings.threads - 1}"
+    engine_cores, client_cores = core_layout(settings, sorted(os.sched_getaffinity(0)))
+    if settings.threads >= 2 or settings.isolate:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in engine_cores)
     args = [
         sys.executable, "-m", "live.vllm_launcher", "serve", str(model),
         "--host", "127.0.0.1", "--port", str(settings.port),
@@ -200,13 +238,49 @@ def start(
         args += ["--scheduling-policy", settings.scheduling_policy]
     log_file = open(_log_file(), "w")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
-        args, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        args,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        # the API server (and the engine's non-model threads) start on the clients' cores;
+        # the model threads bind themselves to theirs
+        preexec_fn=(lambda: os.sched_setaffinity(0, client_cores)) if settings.isolate else None,
     )
     state = ServerState(process.pid, settings, time.time())
     _state_file().write_text(json.dumps({**asdict(state), "settings": asdict(settings)}))
     log(f"starting vLLM (CPU) on {settings.url}, log: {_log_file()}")
     _wait_healthy(state, log)
     return state
+
+
+def core_layout(settings: ServerSettings, cores: list[int]) -> tuple[list[int], set[int]]:
+    """The cores (of ``cores``, this process's) of the engine's model threads and those left
+    to its API server and the runner: with ``isolate``, ``threads`` model threads on the first
+    cores (at most all but one) and every other core for the rest; otherwise the model threads
+    on the first cores and everything may run anywhere."""
+    if not settings.isolate:
+        return cores[: settings.threads], set(cores)
+    if len(cores) < 2:
+        raise ConfigError("--isolate needs at least 2 cores: the engine's and the runner's")
+    engine = cores[: min(settings.threads, len(cores) - 1)]
+    return engine, set(cores) - set(engine)
+
+
+@contextlib.contextmanager
+def on_client_cores() -> Iterator[None]:
+    """Keep this process (the live runner) off an isolated local engine's cores while the
+    block runs: a runner that takes an engine core stalls every model thread."""
+    state = running()
+    if state is None or not state.settings.isolate:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, os.sched_getaffinity(state.pid))  # the server's own cores
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _wait_healthy(state: ServerState, log: Callable[[str], None]) -> None:

@@ -34,7 +34,8 @@ def run(
     overrides: list[str] | None = None,
     trace: str | Path | None = None,
     local: bool = False,
-    threads: int = 2,
+    threads: int | None = None,
+    isolate: bool | None = None,
     cold_cache: bool = False,
     inject_network: bool = False,
     progress: Progress | None = None,
@@ -55,7 +56,7 @@ def run(
         writable_file(trace, "--trace")
     loaded, profile_dir = resolve_scenario(scenario, overrides)
     loaded = _live_servable(loaded)
-    loaded = prepared(loaded, local, threads, cold_cache, log)
+    loaded = prepared(loaded, local, threads, cold_cache, log, isolate)
     return run_live(loaded, trace, inject_network, progress, probe, profile_dir, log, keep_text)
 
 
@@ -65,7 +66,8 @@ def validate(
     out: str | Path = "out/validate",
     profile: str | None = None,
     local: bool = True,
-    threads: int = 2,
+    threads: int | None = None,
+    isolate: bool | None = None,
     repeat: int = 1,
     live_from: Sequence[str | Path] = (),
     report: bool = True,
@@ -79,7 +81,7 @@ def validate(
     from stairwise.orchestrate.validation import validate as validate_scenario
 
     (loaded,) = _validation_scenarios(
-        [scenario], overrides, profile, local, threads, repeat, live_from, out, None, log
+        [scenario], overrides, profile, local, threads, isolate, repeat, live_from, out, None, log
     )
     return validate_scenario(loaded, Path(out), report, log, _folders(live_from), repeat, probe)
 
@@ -90,7 +92,8 @@ def validate_suite(
     out: str | Path = "out/validate",
     profile: str | None = None,
     local: bool = True,
-    threads: int = 2,
+    threads: int | None = None,
+    isolate: bool | None = None,
     repeat: int = 1,
     live_from: Sequence[str | Path] = (),
     report: str | Path | None = None,
@@ -102,7 +105,7 @@ def validate_suite(
     from stairwise.orchestrate.validation import validate_suite as validate_all
 
     loaded = _validation_scenarios(
-        scenarios, overrides, profile, local, threads, repeat, live_from, out, report, log
+        scenarios, overrides, profile, local, threads, isolate, repeat, live_from, out, report, log
     )
     page = None if report is None else Path(report)
     return validate_all(loaded, Path(out), page, log, _folders(live_from), repeat, probe)
@@ -113,7 +116,8 @@ def _validation_scenarios(
     overrides: list[str] | None,
     profile: str | None,
     local: bool,
-    threads: int,
+    threads: int | None,
+    isolate: bool | None,
     repeat: int,
     live_from: Sequence[str | Path],
     out: str | Path,
@@ -135,7 +139,7 @@ def _validation_scenarios(
         resolved = [with_profile(s, profile) for s in resolved]
     if live_from or not local:
         return resolved
-    return [prepared(s, local=True, threads=threads, log=log) for s in resolved]
+    return [prepared(s, local=True, threads=threads, log=log, isolate=isolate) for s in resolved]
 
 
 def _folders(live_from: Sequence[str | Path]) -> list[Path]:
@@ -337,7 +341,8 @@ def plan(
     overrides: list[str] | None = None,
     live: bool = False,
     local: bool = True,
-    threads: int = 2,
+    threads: int | None = None,
+    isolate: bool | None = None,
     live_budget_s: float = 900.0,
     live_out: str | Path = "out/plan-live",
     progress: Callable[[str], None] | None = None,
@@ -363,7 +368,7 @@ def plan(
 
     loaded, profile_dir = resolve_scenario(scenario, overrides)
     if local:
-        loaded = on_local_server(loaded, threads, log=log)
+        loaded = on_local_server(loaded, threads, log=log, isolate=isolate)
     if progress is not None:
         progress("maximum sustainable rate, live")
     start = result.capacity.max_rate or result.capacity.first_failing

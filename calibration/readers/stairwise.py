@@ -46,7 +46,11 @@ def read(path: Path, selection: dict[str, str]) -> TraceTable:
         format="stairwise",
         requests=rows,
         token_times=True,
-        settings={"trace_source": header.get("source", ""), **header.get("versions", {})},
+        settings={
+            "trace_source": header.get("source", ""),
+            **header.get("versions", {}),
+            **({"local_server": header["local_server"]} if "local_server" in header else {}),
+        },
         scenario=scenario if isinstance(scenario, dict) else None,
         profiles=header.get("profiles") or {},
         server_totals=_server_totals(records),

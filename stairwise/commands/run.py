@@ -21,8 +21,24 @@ from stairwise.app import (
 server_app = typer.Typer(help="The embedded local vLLM server (CPU build, SmolLM2-135M).")
 app.add_typer(server_app, name="server")
 
-Threads = Annotated[int, typer.Option(help="Model threads (2 = both cores).", min=1)]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        help="Model threads of the local server (default: as its shipped profile was measured).",
+        min=1,
+    ),
+]
 Port = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
+Isolate = Annotated[
+    bool | None,
+    typer.Option(
+        "--isolate/--share",
+        help="The local engine's model threads alone on the first cores, its API server and "
+        "the runner on the last (the quiet testbed), or sharing every core (default: as its "
+        "shipped profile was measured).",
+        show_default=False,
+    ),
+]
 
 
 @app.command()
@@ -35,7 +51,8 @@ def run(
     local: Annotated[
         bool, typer.Option("--local", help="Run on the embedded local vLLM (started if needed).")
     ] = False,
-    threads: Threads = 2,
+    threads: Threads = None,
+    isolate: Isolate = None,
     cold_cache: Annotated[
         bool, typer.Option("--cold-cache", help="Empty the vLLM prefix caches first.")
     ] = False,
@@ -74,6 +91,7 @@ def run(
             trace,
             local=local,
             threads=threads,
+            isolate=isolate,
             cold_cache=cold_cache,
             inject_network=inject_network,
             progress=update,
@@ -89,11 +107,11 @@ def run(
 
 @server_app.command("start")
 @guarded
-def server_start(threads: Threads = 2, port: Port = 8011) -> None:
+def server_start(threads: Threads = None, port: Port = 8011, isolate: Isolate = None) -> None:
     """Start the local server (converting the packaged model once) and wait until healthy."""
     from live import local_server
 
-    settings = local_server.ServerSettings(port=port, threads=threads)
+    settings = local_server.settings_for(port=port, threads=threads, isolate=isolate)
     state = local_server.start(settings, log=err_console.print)
     typer.echo(f"running: pid {state.pid}, {state.settings.url} (model {local_server.MODEL_NAME})")
 

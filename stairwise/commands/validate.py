@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from stairwise.app import JsonFlag, Overrides, app, err_console, guarded
-from stairwise.commands.run import Threads
+from stairwise.commands.run import Isolate, Threads
 
 
 @app.command()
@@ -35,7 +35,8 @@ def validate(
         bool,
         typer.Option("--local/--no-local", help="Run on the embedded local vLLM (default)."),
     ] = True,
-    threads: Threads = 2,
+    threads: Threads = None,
+    isolate: Isolate = None,
     repeat: Annotated[
         int,
         typer.Option(
@@ -79,6 +80,7 @@ def validate(
         profile,
         local=local,
         threads=threads,
+        isolate=isolate,
         repeat=repeat,
         live_from=live_from or (),
         report=report,
