@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from sim.metrics import summarize
 from sim.profile import load_profile
 from sim.protocol import Span, StartCall
 from sim.scenario import Scenario, ServerBase
-from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS, estimate_tokens
+from sim.texts import estimate_tokens, template_runs
 from sim.trace import Record, ServerMetricsRecord, TraceWriter, make_header
 from sim.workload import RequestSpec
 
@@ -195,18 +195,17 @@ class LiveRunner:
         upstream answers by their token counts, other texts by characters per token, every
         message in its template, then the answer's opening."""
         chars = self.chars_per_token(self.dag.agent(action.agent).server)
-        total = MESSAGE_OPEN_TOKENS
-        for message in action.messages:
-            total += MESSAGE_OPEN_TOKENS + MESSAGE_CLOSE_TOKENS
-            for span in message.parts:
-                kind = span.stream[0]  # type: ignore[index]
-                if kind == "output":
-                    total += span.end - span.start
-                elif kind == "query":
-                    total += self._query_tokens[req]
-                else:
-                    total += estimate_tokens(text_of(span), chars)
-        return total
+
+        def span_run(span: Span) -> tuple[Hashable, int, int]:
+            kind = span.stream[0]  # type: ignore[index]
+            if kind == "output":
+                return span.stream, span.start, span.end
+            if kind == "query":
+                return span.stream, 0, self._query_tokens[req]
+            return span.stream, 0, estimate_tokens(text_of(span), chars)
+
+        runs = template_runs(action.messages, False, span_run)  # strict: every message closed
+        return sum(end - start for _, start, end in runs)
 
     async def _reset_prefix_caches(self, http: httpx.AsyncClient) -> None:
         for endpoint in self._all_endpoints():

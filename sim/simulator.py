@@ -29,7 +29,7 @@ from sim.network import DeltaStream, Link
 from sim.profile import ApiProfile, VllmProfile, load_profile
 from sim.protocol import Span, StartCall
 from sim.scenario import ApiServer, Scenario, VllmServer, continues_answers
-from sim.texts import MESSAGE_CLOSE_TOKENS, MESSAGE_OPEN_TOKENS, estimate_tokens
+from sim.texts import estimate_tokens, template_runs
 from sim.trace import Record, TraceWriter, make_header
 from sim.workload import RequestSpec
 
@@ -226,15 +226,9 @@ class Simulator:
         server = self.scenario.servers[self.dag.agent(action.agent).server]
         continue_final = action.continue_final and continues_answers(server)
         chars_per_token = self._chars_per_token[action.agent]
-        runs: list[TokenRun] = []
-        for index, message in enumerate(messages):
-            runs.append((("open", message.role), 0, MESSAGE_OPEN_TOKENS))
-            runs += [self._run(spec, part, chars_per_token) for part in message.parts]
-            if not (continue_final and index == len(messages) - 1):
-                runs.append((("close",), 0, MESSAGE_CLOSE_TOKENS))
-        if not continue_final:
-            runs.append((("open", "assistant"), 0, MESSAGE_OPEN_TOKENS))
-        return runs
+        return template_runs(
+            messages, continue_final, lambda part: self._run(spec, part, chars_per_token)
+        )
 
     def _run(self, spec: RequestSpec, span: Span, chars_per_token: float) -> TokenRun:
         kind = span.stream[0]  # type: ignore[index]

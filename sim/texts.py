@@ -1,5 +1,13 @@
 """Prompt texts shared by the simulator (which only counts their tokens) and the live runner."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sim.protocol import Message, Span
+
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 AGGREGATE_HEADER = (
@@ -45,3 +53,23 @@ def sample_text(characters: int) -> str:
 # Chat-template framing per message (ChatML: "<|im_start|>role\n" ... "<|im_end|>\n").
 MESSAGE_OPEN_TOKENS = 3
 MESSAGE_CLOSE_TOKENS = 2
+
+
+def template_runs(
+    messages: Sequence[Message],
+    continue_final: bool,
+    span_run: Callable[[Span], tuple[Hashable, int, int]],
+) -> list[tuple[Hashable, int, int]]:
+    """A chat prompt as runs of tokens ``(stream, start, end)``: each message's opening, its
+    parts (``span_run`` sizes each), its closing — except a final message the engine
+    continues — then the answer's opening unless one is continued. The one template
+    accounting: the simulator prices prompts with it, the live client charges rate limits."""
+    runs: list[tuple[Hashable, int, int]] = []
+    for index, message in enumerate(messages):
+        runs.append((("open", message.role), 0, MESSAGE_OPEN_TOKENS))
+        runs += [span_run(part) for part in message.parts]
+        if not (continue_final and index == len(messages) - 1):
+            runs.append((("close",), 0, MESSAGE_CLOSE_TOKENS))
+    if not continue_final:
+        runs.append((("open", "assistant"), 0, MESSAGE_OPEN_TOKENS))
+    return runs
