@@ -188,7 +188,11 @@ RECIPES: dict[str, Recipe] = {
             "AVX-512",
             cpu_variants={"avx2": "vllm-cpu-smollm2-135m-avx2"},
         ),
-        _local_cpu("vllm-cpu-smollm2-135m-avx2", "float32", "AVX2 only"),
+        _local_cpu(
+            "vllm-cpu-smollm2-135m-avx2",
+            "float32",
+            "AVX2 only; the model's thread isolated on one, the API server and runner on the other",
+        ),
     )
 }
 
