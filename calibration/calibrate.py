@@ -69,6 +69,9 @@ class CalibrationOptions(BaseModel):
     )
     max_evaluations: int = Field(150, ge=5, description="simulations a replay fit may run")
     chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
+    request_overhead_serial: bool = Field(
+        False, description="the API server prepares one request at a time (VllmProfile's)"
+    )
     operator_tables: bool = Field(
         False,
         description="price steps with an operator profile's measured tables (kept beside the "
@@ -301,6 +304,8 @@ def start_profile(tables: list[TraceTable], options: CalibrationOptions) -> Vllm
         prompt_padding=_prompt_padding(options, settings, scheduler),
         step=step,
         request_overhead_s=base.request_overhead_s if base else 0.0,
+        request_overhead_serial=options.request_overhead_serial
+        or (base.request_overhead_serial if base else False),
     )
 
 

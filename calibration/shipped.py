@@ -89,6 +89,8 @@ def _local_cpu(
             "kv_capacity_tokens": 93_184,
             "chars_per_token": 4.635,
             "max_evaluations": 200,
+            # vLLM's one API-server process prepares requests one at a time (docs/live.md)
+            "request_overhead_serial": True,
         },
         replay=True,
         cpu_variants=cpu_variants or {},

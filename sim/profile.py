@@ -191,6 +191,12 @@ class VllmProfile(ProfileBase):
         "(from the fit); a missing name means not measured",
     )
     request_overhead_s: float = Field(0.0, ge=0, description="API server time before queueing")
+    request_overhead_serial: bool = Field(
+        False,
+        description="the API server prepares one request at a time (vLLM's one API-server "
+        "process on its own core): requests sent together reach the engine request_overhead_s "
+        "apart, so the first is prefilled alone; false: each is delayed by it independently",
+    )
     operator_tables: OperatorTables | None = Field(
         None, description="measured operator tables; when present they price steps, not `step`"
     )

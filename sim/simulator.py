@@ -87,8 +87,14 @@ class Simulator:
         self._chars_per_token = {
             a.name: self.profiles[a.server].chars_per_token for a in self.dag.agents
         }
-        self._system_tokens = {
-            a.name: estimate_tokens(a.system_prompt, self._chars_per_token[a.name])
+        # keyed by the text, not the agent: agents with the same system prompt share its KV
+        # blocks in a prefix cache, as the real engine's token hashes do
+        self._system_runs: dict[str, TokenRun] = {
+            a.name: (
+                ("text", a.system_prompt),
+                0,
+                estimate_tokens(a.system_prompt, self._chars_per_token[a.name]),
+            )
             for a in self.dag.agents
         }
         self.events = 0
@@ -233,8 +239,7 @@ class Simulator:
     def _run(self, spec: RequestSpec, span: Span, chars_per_token: float) -> TokenRun:
         kind = span.stream[0]  # type: ignore[index]
         if kind == "system":
-            agent = span.stream[1]  # type: ignore[index]
-            return (span.stream, 0, self._system_tokens[agent])
+            return self._system_runs[span.stream[1]]  # type: ignore[index]
         if kind == "query":
             return (("query", spec.index), 0, spec.prompt_tokens)
         if kind == "output":

@@ -90,6 +90,8 @@ class VllmEngine:
         self.padding = profile.prompt_padding
         self.by_priority = server.scheduling_policy == "priority"
         self.overhead_s = profile.request_overhead_s
+        self.serial_api = profile.request_overhead_serial
+        self._api_free_at = 0.0  # serial API server: when it can take the next request
         self.waiting: deque[_Seq] = deque()
         self.running: list[_Seq] = []
         self._seqs: dict[Hashable, _Seq] = {}
@@ -103,10 +105,14 @@ class VllmEngine:
     # --- the Engine interface -------------------------------------------------------------
 
     def submit(self, call: EngineCall) -> None:
-        if self.overhead_s > 0:
-            self.env.process(self._enqueue_later(call))
-        else:
+        if self.overhead_s <= 0:
             self._enqueue(call)
+            return
+        delay_s = self.overhead_s
+        if self.serial_api:  # after the requests the API server is still preparing
+            self._api_free_at = max(self.env.now, self._api_free_at) + self.overhead_s
+            delay_s = self._api_free_at - self.env.now
+        self.env.process(self._enqueue_later(call, delay_s))
 
     def cancel(self, key: Hashable) -> None:
         seq = self._seqs.get(key)
@@ -120,8 +126,8 @@ class VllmEngine:
 
     # --- queueing -------------------------------------------------------------------------------
 
-    def _enqueue_later(self, call: EngineCall) -> Generator[simpy.Event, Any, None]:
-        yield self.env.timeout(self.overhead_s)
+    def _enqueue_later(self, call: EngineCall, delay_s: float) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(delay_s)
         self._enqueue(call)
 
     def _enqueue(self, call: EngineCall) -> None:
@@ -185,10 +191,12 @@ class VllmEngine:
             seq.cached = seq.computed
         return True
 
-    def _publish_prompt(self, seq: _Seq) -> None:
-        """Once a prompt is computed its full blocks can serve other requests' prefixes."""
+    def _publish_prompt(self, seq: _Seq, tokens: int | None = None) -> None:
+        """The prompt's full blocks up to ``tokens`` (default: those computed) serve other
+        requests' prefixes from now on. vLLM V1 registers the blocks a step will compute when
+        it schedules them, so a request scheduled in the same step already reuses them."""
         hashes = seq.call.kv_hashes(self.block, seq.context - seq.prompt)
-        hashes = hashes[: seq.computed // self.block]
+        hashes = hashes[: (seq.computed if tokens is None else tokens) // self.block]
         fresh = hashes[len(seq.shared) :]
         published = self.kv.publish(fresh)
         seq.shared = seq.shared + fresh[:published]
@@ -251,6 +259,7 @@ class VllmEngine:
                 elif budget > 0:
                     chunk = min(seq.target - seq.computed, budget)
                     prefill.append((seq, chunk))
+                    self._publish_prompt(seq, seq.computed + chunk)
                     budget -= chunk
         decode = self._preempt_for_growth(decode)
         return decode, prefill + self._admit_waiting(budget, whole_prompts=False)
@@ -268,6 +277,8 @@ class VllmEngine:
             self.waiting.popleft()
             self.running.append(seq)
             chunk = chunk if whole_prompts else min(chunk, budget)
+            if not whole_prompts:
+                self._publish_prompt(seq, seq.computed + chunk)
             admitted.append((seq, chunk))
             budget -= chunk
         return admitted

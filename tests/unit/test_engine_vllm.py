@@ -253,3 +253,56 @@ def test_text_prompts_from_a_workload_file_are_sized_with_the_profiles_tokenizer
     # profile's characters per token
     assert sizes == [estimate_tokens(prompt, 4.0), estimate_tokens(prompt, 6.0)]
     assert sizes[0] > sizes[1]
+
+
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_serial_api_server_hands_requests_sent_together_to_the_engine_one_by_one(
+    tmp_path, serial
+):
+    overhead = 0.2  # longer than one prompt's prefill: the first is decoding when the next comes
+    profile = vllm_profile() | {"request_overhead_s": overhead, "request_overhead_serial": serial}
+    result = solo(tmp_path, tokens=8, requests=2, concurrency=2, profile=profile)
+    p = call_ends(result)[0]["prompt_tokens"]
+    first, second = sorted(times[0] for times in answers(result))
+    if serial:  # the first prefills alone; the second reaches the engine one overhead later
+        assert first == pytest.approx(overhead + COST.seconds(p, p * p, 0, 0))
+        assert second > 2 * overhead
+    else:  # both wait the overhead side by side, then share one prefill step
+        assert first == second == pytest.approx(overhead + COST.seconds(2 * p, 2 * p * p, 0, 0))
+
+
+def test_requests_scheduled_in_one_step_share_a_prefix_as_vllm_v1_does(tmp_path):
+    """vLLM V1 registers a prompt's blocks when it schedules them: a request scheduled in the
+    same step as another with the same prefix computes only what differs."""
+    system = "You answer briefly. " * 30
+    result = solo(tmp_path, tokens=4, requests=2, concurrency=2, system_prompt=system)
+    first, second = sorted(call_ends(result), key=lambda r: r["cached_tokens"])
+    p, c = second["prompt_tokens"], second["cached_tokens"]
+    assert first["cached_tokens"] == 0
+    assert c == (estimate_tokens(system) + 8) // 16 * 16 > 0
+    one_step = COST.seconds(2 * p - c, p * p + (p - c) * p, 0, 0)  # both prompts, one step
+    assert [times[0] for times in answers(result)] == pytest.approx([one_step, one_step])
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_agents_with_the_same_system_prompt_share_its_cached_blocks(tmp_path, same):
+    system = "You answer briefly. " * 30
+    path = write_profile(tmp_path, vllm_profile())
+    agents = {
+        "a": {"steps": 1, "system_prompt": system},
+        "b": {"steps": 1, "system_prompt": system if same else "Be terse. " * 60},
+    }
+    scenario = scenario_from_dict(
+        {
+            "servers": {"gpu": {"kind": "vllm", "profile": path}},
+            "topology": {
+                "kind": "graph",
+                "unit": {"tokens": 4},
+                "agents": agents,
+                "output": ["a", "b"],
+            },
+            "workload": {"requests": 1},
+        }
+    )
+    cached = {r["call"]: r["cached_tokens"] for r in call_ends(Simulator(scenario).run())}
+    assert (max(cached.values()) > 0) is same
