@@ -172,12 +172,10 @@ class Simulator:
         action = call.action
         engine = self.engines[call.server][call.replica]
         link = self.links[call.server]
-        prompt = self._token_runs(call.request, action)
-        call.usage.prompt_tokens = sum(end - start for _, start, end in prompt)
         call.handle = _SimCall(engine, DeltaStream(link, keep=action.final), link)
         engine_call = EngineCall(
             key=(call.request.index, action.call_id),
-            prompt=prompt,
+            prompt=self._token_runs(call.request, action),
             output=("output", call.request.index, action.agent),
             output_start=action.out_start,
             tokens=action.tokens,
@@ -186,6 +184,7 @@ class Simulator:
             progress=lambda times: self._on_progress(call, times),
             done=lambda result, times: self._on_done(call, result, times),
         )
+        call.usage.prompt_tokens = engine_call.prompt_tokens
         self.call_later(link.delay(), lambda: engine.submit(engine_call))
 
     def cancel_call(self, call: Call) -> None:

@@ -105,11 +105,10 @@ class DecodingBatch:
         self._ctx_base_sum = 0
         self._members: dict[int, Seq] = {}  # by serial
         self._epochs = itertools.count(1)
-        # per width: members by ctx_base mod block, Σ ctx_base // block, how many — enough to
-        # count the blocks crossed in any number of steps without visiting a member
+        # per width: members by ctx_base mod block and Σ ctx_base // block — enough to count
+        # the blocks crossed in any number of steps without visiting a member
         self._residues: dict[int, np.ndarray] = {}
         self._quotients: dict[int, int] = {}
-        self._counts: dict[int, int] = {}
         self._offsets = np.arange(block_size)
         self._stops: list[_Entry] = []  # when members reach their next stop, earliest first
         self._grows: list[_Entry] = []  # when members fill their blocks, earliest first
@@ -154,10 +153,9 @@ class DecodingBatch:
         residues = self._residues.get(width)
         if residues is None:
             residues = self._residues[width] = np.zeros(block, dtype=np.int64)
-            self._quotients[width] = self._counts[width] = 0
+            self._quotients[width] = 0
         residues[seq.ctx_base % block] += sign
         self._quotients[width] += sign * (seq.ctx_base // block)
-        self._counts[width] += sign
 
     def settle(self, seq: Seq) -> None:
         """Write a member's generated tokens and context as of now into its fields."""
@@ -227,10 +225,10 @@ class DecodingBatch:
         return total
 
     def fits(self, steps: int, free: int) -> bool:
-        """Whether ``growth(steps) <= free``; first against an upper bound (no member needs
-        more than the blocks its context crosses), which settles it while the cache has room."""
-        block = self.block
-        bound = sum(count * -(-width * steps // block) for width, count in self._counts.items())
+        """Whether ``growth(steps) <= free``; first against an upper bound (a member needs at
+        most the ⌈width·steps / block⌉ blocks its context crosses), which settles it while
+        the cache has room."""
+        bound = self.width_sum * steps // self.block + self.size
         return bound <= free or self.growth(steps) <= free
 
     # --- after steps --------------------------------------------------------------------
@@ -273,6 +271,8 @@ class DecodingBatch:
             step, serial, epoch, seq = heappop(grows)
             if seq.epoch == epoch and seq.grow_at == step:
                 found[serial] = seq
+        if not found:
+            return []
         members = [found[serial] for serial in sorted(found)]
         for seq in members:
             self.settle(seq)
