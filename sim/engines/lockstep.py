@@ -202,6 +202,8 @@ class DecodingBatch:
     def stream_seconds(self) -> float:
         """Σ of the members' stream seconds, added in the batch's order (as a sum over the
         whole batch would be, so the float is the same)."""
+        if not self._wide:
+            return 0.0
         return sum([seq.stream_s for _, seq in sorted(self._wide.items())])
 
     def steps_to_stop(self, limit: int) -> int:

@@ -325,12 +325,12 @@ class VllmEngine:
         )
         durations += batch.stream_seconds()
         start = self.env.now
-        ends = start + np.cumsum(durations)
+        ends = start + durations.cumsum()
         self._wake = self.env.event()
         yield self.env.timeout(ends[-1] - start) | self._wake
         now = self.env.now
         if now < ends[-1]:  # interrupted: finish the step in progress, then re-plan
-            steps = int(np.searchsorted(ends, now, side="left")) + 1
+            steps = int(ends.searchsorted(now, side="left")) + 1
             yield self.env.timeout(ends[steps - 1] - now)
         self._wake = None
         self.steps += steps
