@@ -105,11 +105,11 @@ class DecodingBatch:
         self._ctx_base_sum = 0
         self._members: dict[int, Seq] = {}  # by serial
         self._epochs = itertools.count(1)
-        # per width: members by ctx_base mod block and Σ ctx_base // block — enough to count
-        # the blocks crossed in any number of steps without visiting a member
-        self._residues: dict[int, np.ndarray] = {}
+        # per width: members by ctx_base mod block, Σ ctx_base // block and how many —
+        # enough to count the blocks crossed in any number of steps without visiting one
+        self._residues: dict[int, list[int]] = {}
         self._quotients: dict[int, int] = {}
-        self._offsets = np.arange(block_size)
+        self._counts: dict[int, int] = {}
         self._stops: list[_Entry] = []  # when members reach their next stop, earliest first
         self._grows: list[_Entry] = []  # when members fill their blocks, earliest first
         self._longest: dict[int, list[_Entry]] = {}  # per width, largest ctx_base first
@@ -152,10 +152,11 @@ class DecodingBatch:
         self._ctx_base_sum += sign * seq.ctx_base
         residues = self._residues.get(width)
         if residues is None:
-            residues = self._residues[width] = np.zeros(block, dtype=np.int64)
-            self._quotients[width] = 0
+            residues = self._residues[width] = [0] * block
+            self._quotients[width] = self._counts[width] = 0
         residues[seq.ctx_base % block] += sign
         self._quotients[width] += sign * (seq.ctx_base // block)
+        self._counts[width] += sign
 
     def settle(self, seq: Seq) -> None:
         """Write a member's generated tokens and context as of now into its fields."""
@@ -222,8 +223,12 @@ class DecodingBatch:
         step, block = self.clock + steps, self.block
         total = self.size - self.blocks_sum
         for width, residues in self._residues.items():
-            crossed = (self._offsets + width * step) // block
-            total += self._quotients[width] + int(residues @ crossed)
+            # a member with ctx_base = q·block + r holds q + (r + width·step) // block full
+            # blocks then: every member gains (width·step) // block, and one more those
+            # whose r reaches past the rest
+            tokens = width * step
+            total += self._quotients[width] + self._counts[width] * (tokens // block)
+            total += sum(residues[block - tokens % block :])  # none when it divides
         return total
 
     def fits(self, steps: int, free: int) -> bool:
