@@ -254,9 +254,10 @@ class Simulator:
 @contextmanager
 def _rare_young_collections() -> Iterator[None]:
     """A run allocates a few objects per event (SimPy events, records, small arrays), most
-    of which die young; CPython's default collects the young generation every 700
-    allocations, a sixth of the run's time here. Every 100,000 changes no result (reference
-    counting frees nearly everything) and collections still bound the memory of cycles."""
+    of which die young and are freed by reference counting; CPython's default collects the
+    young generation every 700 allocations, which cost the reference run 8–10 % of its
+    time (docs/design.md). Every 100,000 changes no result, and still bounds the memory of
+    reference cycles."""
     thresholds = gc.get_threshold()
     gc.set_threshold(100_000, *thresholds[1:])
     try:
