@@ -1,8 +1,11 @@
 """How fast is the simulator? 1,000 staircase-MoA requests on one simulated vLLM engine.
 
-4 proposers + 1 aggregator, 512 tokens each, Poisson arrivals. Prints wall time, simulation
-events and events per generated token (decode steps are batched into one event while the
-batch is unchanged, so events should track batch changes, not tokens).
+The reference workload (``sim/reference.py``): 4 proposers + 1 aggregator, 512 tokens each,
+Poisson arrivals, on the shipped CPU profile's own file — the same workload on every
+machine (by name that profile is the variant of this machine's CPU class: a slower engine
+and a more crowded batch elsewhere). Prints wall time, simulation events and events per
+generated token (decode steps are batched into one event while the batch is unchanged, so
+events should track batch changes, not tokens).
 
 The same run then times a bare SimPy loop that processes as many events, and prints the
 ratio: what the model's own bookkeeping costs on top of the engine it runs on, a figure that
@@ -12,7 +15,7 @@ holds on a busy or a slow machine alike. Target: 1,000 requests in <= 1 s, ratio
     python benchmarks/sim_speed.py --requests 100000 --memory   # peak memory of a big run
 
 ``--engine-profile vllm-rtxpro6000-llama31-8b-ops`` times steps priced from operator tables
-instead of the fitted formula.
+instead of the fitted formula (a shipped name means that file, whatever the machine).
 """
 
 from __future__ import annotations
@@ -27,28 +30,14 @@ from collections.abc import Generator
 import simpy
 
 from sim import Simulator, scenario_from_dict
+from sim.profile import SHIPPED_DIR
+from sim.reference import REFERENCE_CPU_PROFILE, staircase_moa
 
 
-def scenario(requests: int, rate: float, mode: str, profile: str) -> dict:
-    return {
-        "name": "bench-staircase-moa-4x1",
-        "seed": 1,
-        "servers": {"gpu": {"kind": "vllm", "profile": profile}},
-        "network": {"latency": {"dist": "lognormal", "median_ms": 0.5, "sigma": 0.4}},
-        "topology": {
-            "kind": "moa",
-            "mode": mode,
-            "proposers": 4,
-            "agent": {"max_tokens": 512},
-            "chunks": {"proposer": [8, 128, 256], "aggregator": [8, 128, 256]},
-            "template": "prefix_cache",
-        },
-        "workload": {
-            "requests": requests,
-            "arrival": {"kind": "poisson", "rate_per_s": rate},
-            "prompt_tokens": {"dist": "fixed", "value": 128},
-        },
-    }
+def engine_profile(name_or_path: str) -> str:
+    """A shipped profile's own file (not the variant of this machine's CPU class), or a path."""
+    shipped = SHIPPED_DIR / f"{name_or_path}.json"
+    return str(shipped) if shipped.exists() else name_or_path
 
 
 def bare_simpy_seconds(events: int) -> float:
@@ -78,12 +67,17 @@ def main() -> None:
     parser.add_argument("--mode", default="staircase", choices=["staircase", "standard"])
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
     parser.add_argument("--memory", action="store_true", help="print the peak memory")
-    parser.add_argument("--engine-profile", default="vllm-cpu-smollm2-135m", help="its step cost")
+    parser.add_argument(
+        "--engine-profile",
+        default=REFERENCE_CPU_PROFILE,
+        help="its step cost: a shipped profile's name (that file itself) or a profile path",
+    )
     args = parser.parse_args()
 
     rss_before = peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
-    spec = scenario(args.requests, args.rate, args.mode, args.engine_profile)
+    profile = engine_profile(args.engine_profile)
+    spec = staircase_moa("bench-staircase-moa-4x1", args.requests, args.rate, args.mode, profile)
     simulator = Simulator(scenario_from_dict(spec))
     profiler = cProfile.Profile(time.process_time) if args.profile else None
     if profiler:

@@ -1,13 +1,15 @@
 """How fast do sweeps run? 200 staircase-MoA points × 3 replications × 100 requests.
 
 A Latin hypercube over proposers (2-4), the first proposer chunk (4-64 tokens) and the
-Poisson rate (0.05-0.3 requests/s) on the shipped vLLM-CPU profile. Runs the sweep on one
-worker (in this process) and on a local pool of ``--workers`` processes, each into a fresh
-results directory, and prints points per second, the parallel speed-up and whether both
-runs stored identical rows. The machine is shared, so it also prints the load average
-before each run and the CPU seconds each run used (its worker processes included): a
-speed-up far below the worker count with CPU seconds close to the serial run's means other
-processes took the cores ("cores busy" = CPU seconds / wall seconds).
+Poisson rate (0.05-0.3 requests/s) on the shipped vLLM-CPU profile's own file (by path, so
+the same sweep on every machine; by name it is the variant of this machine's CPU class).
+Runs the sweep on one worker (in this process) and on a local pool of ``--workers``
+processes, each into a fresh results directory, and prints points per second, the parallel
+speed-up and whether both runs stored identical rows. The machine is shared, so it also
+prints the load average before each run and the CPU seconds each run used (its worker
+processes included): a speed-up far below the worker count with CPU seconds close to the
+serial run's means other processes took the cores ("cores busy" = CPU seconds / wall
+seconds).
 
     python benchmarks/sweep_speed.py [--points 200] [--replications 3] [--workers 2]
 """
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sim.reference import REFERENCE_CPU_PROFILE
 from sim.sweep import SweepResult, sweep
 
 
@@ -32,7 +35,7 @@ def sweep_spec(points: int, replications: int, requests: int) -> dict[str, Any]:
         "scenario": {
             "name": "bench-staircase-moa",
             "seed": 1,
-            "servers": {"gpu": {"kind": "vllm", "profile": "vllm-cpu-smollm2-135m"}},
+            "servers": {"gpu": {"kind": "vllm", "profile": REFERENCE_CPU_PROFILE}},
             "network": {"latency": {"dist": "lognormal", "median_ms": 0.5, "sigma": 0.4}},
             "topology": {
                 "kind": "moa",

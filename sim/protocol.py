@@ -114,6 +114,13 @@ class RequestProtocol:
             )
         self._calls: dict[str, str] = {}  # call id -> agent
         self.outcome: FinishRequest | None = None
+        # the agents a call may be cancelled for (not read by the user, read by others) and
+        # their readers: looked up once, as the check runs after every unit and call end
+        self._cancellable = [
+            (agent, [self.agents[c] for c in agent.consumers])
+            for agent in self.agents.values()
+            if agent.consumers and agent.node.name not in dag.outputs
+        ]
 
     # --- events -------------------------------------------------------------------------
 
@@ -299,10 +306,9 @@ class RequestProtocol:
         changed = True
         while changed:
             changed = False
-            for agent in self.agents.values():
-                if agent.done or not agent.consumers or agent.node.name in self.dag.outputs:
-                    continue  # the user reads every output to its end
-                readers = [self.agents[c] for c in agent.consumers]
+            for agent, readers in self._cancellable:  # the user reads every output to its end
+                if agent.done:
+                    continue
                 if all(r.done or r.started_last_call for r in readers):
                     agent.done = agent.dropped = True
                     changed = True

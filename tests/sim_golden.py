@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from sim import simulate
+from sim.reference import REFERENCE_CPU_PROFILE, staircase_moa
 from sim.scenario import apply_overrides, read_yaml, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "data" / "sim_golden.json"
 API_PROFILE = Path(__file__).parent / "data" / "golden-api-profile.json"  # hand-made
-# by path: the file itself on every machine (by name it is the variant of the CPU's class)
-CPU_PROFILE = str(ROOT / "sim" / "profiles" / "vllm-cpu-smollm2-135m.json")
+CPU_PROFILE = REFERENCE_CPU_PROFILE  # by path: the same file on every machine
 REPLICATIONS = 3  # the summaries' intervals come from this many runs of each scenario
 
 
@@ -36,26 +36,8 @@ def _example(*overrides: str) -> dict[str, Any]:
 
 
 def _bench(requests: int, **server: Any) -> dict[str, Any]:
-    """benchmarks/sim_speed.py's workload, smaller: 4 proposers + aggregator, 512 tokens."""
-    return {
-        "name": "golden-bench-moa-4x1",
-        "seed": 1,
-        "servers": {"gpu": {"kind": "vllm", "profile": CPU_PROFILE, **server}},
-        "network": {"latency": {"dist": "lognormal", "median_ms": 0.5, "sigma": 0.4}},
-        "topology": {
-            "kind": "moa",
-            "mode": "staircase",
-            "proposers": 4,
-            "agent": {"max_tokens": 512},
-            "chunks": {"proposer": [8, 128, 256], "aggregator": [8, 128, 256]},
-            "template": "prefix_cache",
-        },
-        "workload": {
-            "requests": requests,
-            "arrival": {"kind": "poisson", "rate_per_s": 0.5},
-            "prompt_tokens": {"dist": "fixed", "value": 128},
-        },
-    }
+    """The speed benchmark's workload (sim/reference.py), a few requests of it."""
+    return staircase_moa("golden-bench-moa-4x1", requests, **server)
 
 
 def scenarios() -> dict[str, dict[str, Any]]:
