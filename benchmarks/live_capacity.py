@@ -22,7 +22,9 @@ from stairwise import api
 
 # (scenario, SLOs): one model alone, and the staircase MoA of the README
 DEFAULT_CASES = (
-    ("examples/heldout/single-2.yaml", ["ttft_p90=3s"]),
+    # 2x the unloaded TTFT p90 on the isolated AVX2 engine (~3 s): an SLO at the unloaded
+    # latency leaves capacity ill-conditioned (a 1 % latency error moves it 2x)
+    ("examples/heldout/single-2.yaml", ["ttft_p90=6s"]),
     ("examples/staircase-moa.yaml", ["ttft_p90=5s"]),
 )
 
