@@ -605,7 +605,7 @@ def run_speed_record(targets: list[Target]) -> dict[str, Any]:
     return {
         "read_from": f"summed TTFT of each run's first {LOW_LOAD_REQUESTS} requests (no queue "
         "yet), measured over replayed; relative to the runs' geometric mean",
-        "factors": {t.source: round(t.speed, 4) for t in targets},
+        "factors": {t.source: t.speed for t in targets},  # unrounded: replays are exact
     }
 
 
