@@ -140,10 +140,10 @@ def _print_errors(label: str, comparison: dict[str, Any]) -> None:
 def llmservingsim(data: Path, evaluations: int, variants: tuple[str, ...]) -> None:
     """Fit on the first half of the requests (by arrival), score the second half. The
     requests are all replayed (the later ones load the server; their lengths and send times
-    are the workload) but only the first half's latencies are fitted. Batch cost linear; then
-    the same with the load-dependent costs bounded from below by the same card's operator
-    profile (its tables alone, never a request) and the weight and K/V reads at the card's
-    bandwidth."""
+    are the workload) but only the first half's latencies are fitted. Batch cost linear: free;
+    the load-dependent costs bounded from below by the same card's operator profile (its
+    tables alone, never a request) and the weight and K/V reads at the card's bandwidth; or
+    held at the operator profile's values (what a filling queue cannot identify)."""
     folder = data / "llmservingsim-llama31-8b-rtxpro6000"
     (table,) = read_tables([folder / "vllm" / "requests.jsonl"])
     by_arrival = sorted(table.requests, key=lambda r: r.arrival_s or 0.0)
