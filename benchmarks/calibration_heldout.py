@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from calibration import CalibrationOptions, calibrate, read_tables
-from calibration.calibrate import decode_floors_from_tables, start_profile
+from calibration.calibrate import decode_costs_from_tables, start_profile
 from calibration.fit_replay import at_speed, fit_by_replay, run_speed
 from calibration.fit_steps import fit_step_cost, step_quality
 from calibration.replay import EngineSettings, compare, plan, replay
@@ -152,7 +152,7 @@ def llmservingsim(data: Path, evaluations: int, variants: tuple[str, ...]) -> No
     first_half = replace(table, requests=by_arrival[:half])
     (layers,) = read_tables([folder / "profile" / "tp1"], "llmservingsim-profile", {"layers": "32"})
     assert layers.operator_tables is not None
-    sibling = decode_floors_from_tables(layers.operator_tables, int(table.settings["max_num_seqs"]))
+    sibling = decode_costs_from_tables(layers.operator_tables, int(table.settings["max_num_seqs"]))
     hardware = decode_floors(LLAMA31_8B_PARAMETERS, LLAMA3_8B_KV_BYTES_PER_TOKEN, "RTX PRO 6000")
     sibling_costs = {p: max(sibling[p], hardware.get(p, 0.0)) for p in sibling}
     bounded = {"base_s": hardware["base_s"], **sibling_costs}

@@ -246,14 +246,14 @@ def step_floors(sibling: VllmProfile) -> dict[str, float]:
 SIBLING_CONTEXTS = (128, 256, 512, 1024, 2048)  # mean decode contexts: ShareGPT-like runs
 
 
-def decode_floors_from_tables(
+def decode_costs_from_tables(
     tables: MeasuredTables, max_num_seqs: int, contexts: tuple[int, ...] = SIBLING_CONTEXTS
 ) -> dict[str, float]:
     """What an operator profile of the same model and GPU (its measured tables alone, never a
     request) says a decoding sequence and a context token cost: a linear fit of its decode-only
-    steps over batches 1…``max_num_seqs`` at uniform ``contexts``. Floors for a request-level
-    fit whose data cannot separate them from the step's fixed part (a run whose load only
-    grows); an eager profile is, if anything, slower than the served engine per sequence."""
+    steps over batches 1…``max_num_seqs`` at uniform ``contexts``. Floors for, or values held
+    in, a request-level fit whose data cannot separate them from the step's fixed part (the
+    first half of an overloaded run, whose batch only grows)."""
     batches = sorted({int(b) for b in np.geomspace(1, max_num_seqs, 8).round()})
     rows = [
         StepRow(
