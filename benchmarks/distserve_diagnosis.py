@@ -5,8 +5,8 @@ step, read from the requests directly — no fit. Prints the figures docs/calibr
 * The runs share their first 100 requests: TTFT of the same request, run against run.
 * Per request, the decode step it saw (its decode time less the prefills that completed
   inside it, per token), by the mean number of requests decoding beside it.
-* A linear step set by hand from those numbers, replayed on every run; with and without
-  vLLM 0.2's prompt padding at the shipped coefficients.
+* A linear step set by hand from those numbers (with the prefill shipped until 2026-12-02),
+  replayed on every run; the shipped profile with and without vLLM 0.2's prompt padding.
 
     python benchmarks/distserve_diagnosis.py [--data ../shared/data/gpu]
 """
@@ -30,6 +30,10 @@ RATES = (1, 2, 3)
 PREFILL_BASE_S, PREFILL_TOKEN_S = 0.022, 115e-6
 BATCH_BINS = (0, 4, 8, 14, 20, 28, 36, 46, 60, 100)
 HAND_LINEAR = {
+    # the prefill of the profile shipped until 2026-12-02 (pooled fit), so these figures stay
+    "prefill_token_s": 9.290416633966724e-05,
+    "prefill_attention_s": 2.2785302220183275e-08,
+    "prefill_step_s": 0.0,
     "base_s": 0.0225,
     "decode_seq_s": 0.00071,
     "decode_seq_exponent": 1.0,

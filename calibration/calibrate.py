@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from calibration.fit_latency import fit_api, fit_network
@@ -27,10 +28,11 @@ from calibration.fit_replay import (
 )
 from calibration.fit_steps import fit_step_cost
 from calibration.replay import EngineSettings, plan
-from calibration.table import STEP_PARAMS, TraceTable
+from calibration.table import STEP_PARAMS, StepRow, TraceTable
 from calibration.uncertainty import UNIDENTIFIED_REL_SD, held_by_floor
 from sim.errors import ConfigError
 from sim.profile import ApiProfile, OperatorTables, Provenance, StepCost, VllmProfile
+from sim.step_tables import MeasuredTables
 
 Profile = VllmProfile | ApiProfile
 PROVENANCE_FIELDS = ("engine", "engine_version", "model", "hardware")  # not repeated in settings
@@ -68,6 +70,12 @@ class CalibrationOptions(BaseModel):
         description="the batch exponents a replay fit tries (each with a full search)",
     )
     max_evaluations: int = Field(150, ge=5, description="simulations a replay fit may run")
+    per_run_speed: bool = Field(
+        False,
+        description="replay fit of several runs: replay each at its own engine speed, read "
+        "from its first requests' TTFTs (a run slower as a whole, e.g. another tenant or "
+        "clock, then does not bend the step's form); the profile is the runs' mean engine",
+    )
     chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
     request_overhead_serial: bool = Field(
         False, description="the API server prepares one request at a time (VllmProfile's)"
@@ -153,6 +161,7 @@ def calibrate(
             progress,
             options.floors,
             options.exponents,
+            options.per_run_speed,
         )
         profile = replayed.profile.model_copy(update={"step_rel_sd": replayed.uncertainty.rel_sd})
         fit.update(
@@ -235,6 +244,31 @@ def step_floors(sibling: VllmProfile) -> dict[str, float]:
         and p not in unmeasured
         and sibling.step_rel_sd.get(p, 0.0) < UNIDENTIFIED_REL_SD
     }
+
+
+SIBLING_CONTEXTS = (128, 256, 512, 1024, 2048)  # mean decode contexts: ShareGPT-like runs
+
+
+def decode_costs_from_tables(
+    tables: MeasuredTables, max_num_seqs: int, contexts: tuple[int, ...] = SIBLING_CONTEXTS
+) -> dict[str, float]:
+    """What an operator profile of the same model and GPU (its measured tables alone, never a
+    request) says a decoding sequence and a context token cost: a linear fit of its decode-only
+    steps over batches 1…``max_num_seqs`` at uniform ``contexts``. Floors for, or values held
+    in, a request-level fit whose data cannot separate them from the step's fixed part (the
+    first half of an overloaded run, whose batch only grows)."""
+    batches = sorted({int(b) for b in np.geomspace(1, max_num_seqs, 8).round()})
+    rows = [
+        StepRow(
+            1e-6 * tables.step_us(0, 0, 0, batch, batch * context, context),
+            decode_seqs=batch,
+            context_tokens=batch * context,
+        )
+        for batch in batches
+        for context in contexts
+    ]
+    cost = fit_step_cost(rows, ("base_s", "decode_seq_s", "context_token_s")).cost
+    return {"decode_seq_s": cost.decode_seq_s, "context_token_s": cost.context_token_s}
 
 
 def _floor_noted(

@@ -86,16 +86,26 @@ def fit_by_replay(
     progress: Progress | None = None,
     floors: dict[str, float] | None = None,
     exponents: tuple[float, ...] = EXPONENT_CANDIDATES,
+    per_run_speed: bool = False,
+    sent_before_s: float | None = None,
 ) -> ReplayFit:
     """Fit ``params`` (none below its floor); the exponent, if among them, by trying each of
     ``exponents`` with a full search of the others (so a fit with it costs that many times
-    the budget)."""
+    the budget). ``per_run_speed``: replay each trace at its own engine speed (see
+    :func:`run_speed`), so a run that was slower as a whole does not bend the step's form;
+    the speeds are read at the start, then again at the fit, which is then searched once more
+    from where it stopped (up to twice the budget).
+    ``sent_before_s``: fit only the requests sent before it; the later ones are replayed (they
+    load the server) but their latencies stay unseen (held out)."""
     plans = [plan(t, "vllm", engine) for t in tables]
-    targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    targets = [Target(t, p, sent_before_s) for t, p in zip(tables, plans, strict=True)]
     names = [p for p in params if p != EXPONENT and getattr(start.step, p) > 0]
     floors = floors or {}
     raised = {p: max(getattr(start.step, p), f) for p, f in floors.items()}  # unfitted too
     start = start.model_copy(update={"step": start.step.model_copy(update=raised)})
+    if per_run_speed:
+        for target, speed in zip(targets, relative_speeds(plans, start), strict=True):
+            target.speed = speed
     if not names:
         raise ConfigError("nothing to fit: every chosen step parameter starts at 0")
     starts = [start]
@@ -114,6 +124,13 @@ def fit_by_replay(
         if best is None or search.cost < best.cost:
             best = search
     assert best is not None
+    if per_run_speed:  # the speeds read again at the fit, and the search resumed from it
+        speeds = relative_speeds(plans, best.profile)
+        if max(abs(np.log(s / t.speed)) for s, t in zip(speeds, targets, strict=True)) > 0.005:
+            for target, speed in zip(targets, speeds, strict=True):
+                target.speed = speed
+            best = _search(plans, targets, best.profile, names, max_evaluations, progress, floors)
+            spent += best.evaluations
     uncertainty = replay_uncertainty(plans, targets, best.profile, names, floors)
     if len(starts) > 1:
         exponent = choice_sd(
@@ -130,6 +147,7 @@ def fit_by_replay(
         quality={
             "evaluations": spent,
             **replay_quality(plans, targets, best.profile),
+            **({"run_speed": run_speed_record(targets)} if per_run_speed else {}),
         },
         uncertainty=uncertainty,
     )
@@ -334,7 +352,7 @@ def _scaled(
 def _log_errors(plans: list[ReplayPlan], targets: list[Target], profile: VllmProfile) -> np.ndarray:
     return np.concatenate(
         [
-            target.log_errors(replay(p, profile), len(p.specs))
+            target.log_errors(replay(p, at_speed(profile, target.speed)), len(p.specs))
             for p, target in zip(plans, targets, strict=True)
         ]
     )
@@ -382,16 +400,24 @@ class Target:
     length and with load, not only its overall spread."""
 
     def __init__(
-        self, table: TraceTable, replay_plan: ReplayPlan, sent_before_s: float | None = None
+        self,
+        table: TraceTable,
+        replay_plan: ReplayPlan,
+        sent_before_s: float | None = None,
+        speed: float = 1.0,
     ) -> None:
         """``sent_before_s``: only requests sent before it are fitted; the later ones are
-        replayed (they load the server) but their latencies stay unseen (held out)."""
+        replayed (they load the server) but their latencies stay unseen (held out).
+        ``speed``: the run's engine speed against the profile (see :func:`run_speed`); the
+        trace is replayed at it."""
         self.source = table.source
+        self.speed = speed
         rows = replay_plan.rows
         seen = np.array(
             [sent_before_s is None or (r.arrival_s or 0.0) < sent_before_s for r in rows]
         )
         lengths = np.array([r.prompt_tokens for r in rows], dtype=float)
+        self.seen = np.flatnonzero(seen)
         self.groups = {
             "ttft_s": _terciles(np.where(seen, lengths, np.nan)),
             "tpot_s": _terciles(np.where(seen, _decode_load(rows), np.nan)),
@@ -420,8 +446,8 @@ class Target:
 
     def resampled(self, rng: np.random.Generator) -> np.ndarray:
         """The log of the target quantiles on a bootstrap resample of the requests (each
-        keeps its length and load group)."""
-        rows = rng.integers(0, len(self.measured["ttft_s"]), len(self.measured["ttft_s"]))
+        keeps its length and load group); only the fitted (seen) requests."""
+        rows = self.seen[rng.integers(0, len(self.seen), len(self.seen))]
         parts = []
         for metric in METRICS:
             column = self.measured[metric]
@@ -496,7 +522,8 @@ def replay_quality(
     """Per trace: the replay's percent error at each fitted quantile."""
     per_trace = []
     for replay_plan, target in zip(plans, targets, strict=True):
-        predicted = target.predicted(replay(replay_plan, profile), len(replay_plan.specs))
+        replayed = replay(replay_plan, at_speed(profile, target.speed))
+        predicted = target.predicted(replayed, len(replay_plan.specs))
         errors = 100 * (predicted - target.observed) / target.observed
         per_trace.append(
             {
@@ -516,6 +543,70 @@ def replay_quality(
 
 def _rounded(value: float) -> float | None:
     return round(float(value), 2) if np.isfinite(value) else None
+
+
+# --- a run's own engine speed ------------------------------------------------------------------
+
+LOW_LOAD_REQUESTS = 20  # a run's first requests: sent before any queue forms
+SPEED_TOLERANCE = 0.002  # |log| of the summed TTFTs' ratio at which a speed is found
+SPEED_ITERATIONS = 6
+
+
+def at_speed(profile: VllmProfile, factor: float) -> VllmProfile:
+    """``profile`` with every step cost × ``factor``: the same engine, ``factor`` times slower
+    (what an engine probe's equal prefill and decode factors describe)."""
+    if factor == 1.0:
+        return profile
+    scaled = {p: getattr(profile.step, p) * factor for p in STEP_PARAMS}
+    return profile.model_copy(update={"step": profile.step.model_copy(update=scaled)})
+
+
+def run_speed(
+    replay_plan: ReplayPlan, profile: VllmProfile, first: int = LOW_LOAD_REQUESTS
+) -> float:
+    """How much slower (> 1) the engine ran in this trace than ``profile`` says, read only
+    from the TTFTs of its ``first`` requests by arrival — sent before a queue forms, so each
+    waits at most for the step in progress and then prefills, and its TTFT scales with the
+    step costs — never from the run's latencies under load. Their summed measured TTFT over
+    their summed replayed TTFT (long prompts weigh most: the step-in-progress wait matters
+    least to them) is matched by a secant search on the factor (a few simulations; where
+    these requests queue after all, their TTFT grows faster than the factor)."""
+    order = sorted(range(len(replay_plan.rows)), key=lambda i: replay_plan.rows[i].arrival_s or 0)
+    early = [i for i in order if replay_plan.rows[i].ttft_s][:first]
+    if not early:
+        raise ConfigError("a run's speed needs requests with a measured TTFT")
+    measured = sum(_value(replay_plan.rows[i].ttft_s) for i in early)
+
+    def gap(log_factor: float) -> float:
+        records = replay(replay_plan, at_speed(profile, float(np.exp(log_factor))))
+        ttft = {m.req: m.ttft for m in request_metrics(records)}
+        return float(np.log(sum(_value(ttft.get(i)) for i in early) / measured))
+
+    x0, g0 = 0.0, gap(0.0)
+    x1 = -g0  # as if the TTFTs scaled with the factor
+    g1 = gap(x1)
+    for _ in range(SPEED_ITERATIONS):
+        if abs(g1) < SPEED_TOLERANCE or g1 == g0:
+            break
+        x0, x1, g0 = x1, x1 - g1 * (x1 - x0) / (g1 - g0), g1
+        g1 = gap(x1)
+    return float(np.exp(x1))
+
+
+def relative_speeds(plans: list[ReplayPlan], profile: VllmProfile) -> list[float]:
+    """Each run's speed (:func:`run_speed`) relative to their geometric mean: the profile a
+    fit at these speeds finds describes the runs' mean engine."""
+    speeds = np.array([run_speed(p, profile) for p in plans])
+    return [float(s) for s in speeds / np.exp(np.mean(np.log(speeds)))]
+
+
+def run_speed_record(targets: list[Target]) -> dict[str, Any]:
+    """What a fit at per-run speeds records: each trace's factor and where it was read."""
+    return {
+        "read_from": f"summed TTFT of each run's first {LOW_LOAD_REQUESTS} requests (no queue "
+        "yet), measured over replayed; relative to the runs' geometric mean",
+        "factors": {t.source: t.speed for t in targets},  # unrounded: replays are exact
+    }
 
 
 # --- a start from the trace itself ---------------------------------------------------------------

@@ -27,16 +27,17 @@ GPU_DATA = REPOSITORY.parent / "shared" / "data" / "gpu"
 MEASUREMENTS = "calibration/measurements"
 # Vendor datasheets (SXM parts): peak dense fp16/bf16 tensor throughput, memory bandwidth.
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}
-MEMORY_BYTES_PER_S = {"A100": 2.039e12, "H100": 3.35e12}
+MEMORY_BYTES_PER_S = {"A100": 2.039e12, "H100": 3.35e12, "RTX PRO 6000": 1.792e12}
 LLAMA3_8B_PARAMETERS = 8.03e9
 LLAMA3_8B_KV_BYTES_PER_TOKEN = 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, 8 KV heads of 128
+LLAMA31_8B_PARAMETERS = 8.03e9  # Llama-3.1-8B: Llama-3-8B's architecture and size
 OPT_13B_PARAMETERS = 12.85e9
 OPT_13B_KV_BYTES_PER_TOKEN = 2 * 40 * 5120 * 2  # K and V, 40 layers, hidden 5120, fp16
 
 
 def opt_13b_a100_floors() -> dict[str, float]:
-    """What the A100 makes certain for OPT-13B. Not in the shipped recipe: fitted with them,
-    the held-out rates came out worse on TTFT (docs/calibration.md)."""
+    """What the A100 makes certain for OPT-13B: a prefill token's FLOPs, the weights and each
+    context token's K and V read once per decode step."""
     return {
         "prefill_token_s": prefill_flop_floor(OPT_13B_PARAMETERS, PEAK_FLOPS["A100"]),
         **decode_floors(OPT_13B_PARAMETERS, OPT_13B_KV_BYTES_PER_TOKEN, "A100"),
@@ -161,12 +162,11 @@ RECIPES: dict[str, Recipe] = {
                 "block_size": 16,
                 "engine_limits": {"max_num_seqs": 256, "max_num_batched_tokens": 2048},
                 "max_evaluations": 200,
-            },
-            # first with a linear batch cost at DistServe's table's capacity; that fit starts
-            # the search with the batch exponent
-            first={
-                "kv_capacity_tokens": 66_144,
+                # the 2 req/s run is ~15 % slower as a run than the others at equal load;
+                # within each run the decode step is linear in the batch (docs/calibration.md)
+                "per_run_speed": True,
                 "params": STEP_PARAMS,
+                "floors": opt_13b_a100_floors(),
             },
             replay=True,
         ),

@@ -12,10 +12,10 @@ from scipy import stats
 
 from calibration import CalibrationOptions, calibrate, read_tables
 from calibration.fit_latency import fit_api, fit_latency
-from calibration.fit_replay import fit_by_replay, request_steps
+from calibration.fit_replay import at_speed, fit_by_replay, request_steps, run_speed
 from calibration.fit_steps import fit_step_cost
 from calibration.profiling import cell_scenario, fit_profiling_run, profiling_plan
-from calibration.replay import EngineSettings, compare
+from calibration.replay import EngineSettings, compare, plan
 from calibration.table import StepRow
 from sim import Simulator, scenario_from_dict
 from sim.profile import ApiProfile, StepCost, VllmProfile, load_profile, parse_profile
@@ -327,3 +327,61 @@ def test_the_designed_profiling_run_gives_the_profile_back(tmp_path, free):
     for batch in (1, 2, 3, 4, 8, 16):
         predicted = fitted.step.seconds(0, 0.0, batch, 600 * batch)
         assert predicted == pytest.approx(truth_step.seconds(0, 0.0, batch, 600 * batch), rel=0.05)
+
+
+def _generic(trace: Path):
+    (table,) = read_tables([trace])
+    return replace(table, scenario=None, format="test")
+
+
+def test_a_runs_speed_is_read_from_its_first_requests_while_its_queue_grows_later(tmp_path):
+    truth_path = known_profile(tmp_path, kv_capacity_tokens=200_000)
+    truth = load_profile(truth_path)
+    assert isinstance(truth, VllmProfile)
+    slower = write_profile(
+        tmp_path,
+        vllm_profile(**at_speed(truth, 1.2).step.model_dump())
+        | {"name": "slower", "kv_capacity_tokens": 200_000},
+    )
+    # 6 req/s overloads this engine: the later requests queue for seconds
+    workload = poisson(80, 6.0, prompts=(50, 800), outputs=(32, 128))
+    for path, speed in ((truth_path, 1.0), (slower, 1.2)):
+        table = _generic(one_agent_trace(tmp_path, path, workload, tokens=128))
+        replay_plan = plan(table, "vllm", EngineSettings())
+        assert run_speed(replay_plan, truth) == pytest.approx(speed, rel=0.01)
+        ttfts = [r.ttft_s for r in table.served]
+        assert np.median(ttfts[-20:]) > 3 * np.median(ttfts[:20])  # the run did queue
+
+
+def test_a_fit_at_per_run_speeds_recovers_the_step_cost_when_one_run_was_slower(tmp_path):
+    truth = load_profile(known_profile(tmp_path, kv_capacity_tokens=200_000))
+    assert isinstance(truth, VllmProfile)
+    # a light run and a loaded one 15 % slower as a whole, around the engine TRUTH describes
+    # (the geometric mean of their speeds: what a fit at per-run speeds finds)
+    tables = []
+    for speed, rate in ((1.15**-0.5, 1.0), (1.15**0.5, 5.0)):
+        step = at_speed(truth, speed).step.model_dump()
+        path = write_profile(
+            tmp_path, vllm_profile(**step) | {"name": "run", "kv_capacity_tokens": 200_000}
+        )
+        tables.append(
+            _generic(one_agent_trace(tmp_path, path, poisson(60, rate, (50, 500), (16, 64)), 64))
+        )
+    free = ("base_s", "decode_seq_s")
+    wrong = TRUTH.model_copy(update={"base_s": 0.03, "decode_seq_s": 3e-3})
+    start = truth.model_copy(update={"step": wrong})
+    fits = {
+        per_run: fit_by_replay(
+            tables, start, EngineSettings(), params=free, max_evaluations=60, per_run_speed=per_run
+        )
+        for per_run in (False, True)
+    }
+    factors = list(fits[True].quality["run_speed"]["factors"].values())
+    assert factors[1] / factors[0] == pytest.approx(1.15, rel=0.03)
+    for name in free:
+        found = getattr(fits[True].profile.step, name)
+        assert found == pytest.approx(getattr(TRUTH, name), rel=0.15), name
+    assert fits[True].quality["max_abs_err_pct"] < 10  # single quantiles jump near the truth
+    # pooled, the batch cost bends to pass through the slow loaded run
+    pooled = fits[False].profile.step.decode_seq_s
+    assert abs(pooled / TRUTH.decode_seq_s - 1) > 0.3, pooled

@@ -79,7 +79,13 @@ def test_a_replay_profile_reproduces_its_recorded_objective_and_uncertainty(name
         tables = recipe_tables(recipe)
         engine = recipe_options(recipe).engine_limits
     plans = [plan(t, "vllm", engine) for t in tables]
-    targets = [Target(t, p) for t, p in zip(tables, plans, strict=True)]
+    # a fit at per-run speeds replayed each source at the speed it recorded for it
+    speeds = profile.fit["replay"].get("run_speed", {}).get("factors", {})
+    assert bool(speeds) == recipe_options(recipe).per_run_speed
+    targets = [
+        Target(t, p, speed=speeds.get(t.source, 1.0)) for t, p in zip(tables, plans, strict=True)
+    ]
+    assert len(speeds) in (0, len(targets))
     quality = replay_quality(plans, targets, profile)
     recorded = profile.fit["replay"]["quantile_errors"]
     for now, then in zip(quality["quantile_errors"], recorded, strict=True):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calibration.calibrate import decode_costs_from_tables
 from calibration.readers import read_tables
 from calibration.readers.llmservingsim import HEAD_OPS, ONCE_OPS, PER_LAYER_OPS, operator_arrays
 from sim.errors import ConfigError
@@ -277,3 +278,23 @@ def test_the_correction_fit_recovers_a_planted_correction(tmp_path, tables):
     assert found.step_overhead_s == pytest.approx(0.003, abs=0.001)
     assert fit.profile.request_overhead_s == pytest.approx(0.02, abs=0.005)
     assert fit.quality["max_abs_err_pct"] < 10
+
+
+def test_the_decode_costs_the_tables_imply_reproduce_their_decode_steps(tables):
+    costs = decode_costs_from_tables(tables, 128)
+    assert costs["decode_seq_s"] > 0 and costs["context_token_s"] > 0
+    # the line through the tables' decode steps: its base is the step at no load
+    base_s = (
+        1e-6 * tables.step_us(0, 0, 0, 1, 128, 128)
+        - costs["decode_seq_s"]
+        - 128 * costs["context_token_s"]
+    )
+    errors = []
+    for batch in (2, 8, 32, 128):
+        for context in (256, 1024, 2048):
+            table_s = 1e-6 * tables.step_us(0, 0, 0, batch, batch * context, context)
+            line_s = (
+                base_s + batch * costs["decode_seq_s"] + batch * context * costs["context_token_s"]
+            )
+            errors.append(abs(line_s / table_s - 1))
+    assert np.median(errors) < 0.1, errors
