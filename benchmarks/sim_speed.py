@@ -30,6 +30,7 @@ from collections.abc import Generator
 import simpy
 
 from sim import Simulator, scenario_from_dict
+from sim.engines.vllm import VllmEngine
 from sim.profile import SHIPPED_DIR
 from sim.reference import REFERENCE_CPU_PROFILE, staircase_moa
 
@@ -89,6 +90,7 @@ def main() -> None:
     rss_after = peak_rss_mb()
     bare = bare_simpy_seconds(result.events)
     engine = simulator.engines["gpu"][0]
+    assert isinstance(engine, VllmEngine)  # the reference workload's server
     generated = result.summary["generated_tokens"]
     print(f"requests            {result.summary['requests']:>12,}")
     print(f"simulated time (s)  {simulator.env.now:>12,.0f}")
