@@ -12,13 +12,12 @@ Both searches use the same load levels, arrivals, request count and sustainabili
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from sim.capacity import PlanSettings
-from sim.errors import ConfigError
 from stairwise import api
+from stairwise.app import run_script
 
 # (scenario, SLOs): one model alone, and the staircase MoA of the README
 DEFAULT_CASES = (
@@ -66,8 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as exc:  # bad scenario, override or plan file: one line, exit 2
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # a bad scenario, override or plan file: one line, exit 2

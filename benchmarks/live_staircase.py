@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from sim import simulate
 from sim.errors import ConfigError
 from sim.sweep.points import override
 from stairwise import api
+from stairwise.app import run_script
 
 SLOS = ("ttft_p90=1.5s", "stall_p90=1s")
 # (label, summary key, statistic, scale, format)
@@ -144,8 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as exc:  # bad scenario, override or plan file: one line, exit 2
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # a bad scenario, override or plan file: one line, exit 2

@@ -26,11 +26,12 @@ import sys
 import time
 from pathlib import Path
 from statistics import median
-from typing import Any, NoReturn
+from typing import Any
 
 from live import local_server
 from sim.errors import ConfigError
 from sim.scenario import scenario_from_dict
+from stairwise.app import run_script
 from stairwise.orchestrate.probe import probe_servers
 
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
@@ -51,11 +52,6 @@ def probe_scenario() -> Any:
         "workload": {"requests": 1},
     }  # fmt: skip
     return scenario_from_dict(data, "testbed-noise")
-
-
-def fail(message: str) -> NoReturn:
-    print(f"testbed_noise: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def spread_pct(values: list[float]) -> float:
@@ -106,15 +102,12 @@ def main() -> None:
     args = parser.parse_args()
     state = local_server.running()
     if state is None:
-        fail("the local server is not running: `stairwise server start` first")
+        raise ConfigError("the local server is not running: `stairwise server start` first")
     layout = "isolated" if state.settings.isolate else f"{state.settings.threads} threads"
     print(f"local server: {layout}, dtype {state.settings.dtype}", flush=True)
     results: dict[str, Any] = {"layout": layout}
-    try:
-        with local_server.on_client_cores():
-            measure(args.probes, args.busy, results)
-    except ConfigError as exc:
-        fail(str(exc))
+    with local_server.on_client_cores():
+        measure(args.probes, args.busy, results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
@@ -138,4 +131,4 @@ def measure(count: int, busy: str, results: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+    run_script(main)

@@ -42,6 +42,19 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def run_script(main: Callable[[], None]) -> None:
+    """Run a script's ``main`` (the benchmarks) as the CLI runs a command: a user error is one
+    line on stderr and exit 2, Ctrl-C exit 130."""
+    try:
+        main()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 def guarded(command: Callable[..., T]) -> Callable[..., T]:
     """Turn user errors into one line + exit 2, and Ctrl-C into exit 130."""
     import functools
