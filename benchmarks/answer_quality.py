@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stairwise import api
+from stairwise.app import run_script
 
 SCENARIO = Path(__file__).parents[1] / "examples" / "answer-quality.yaml"
 FIRST_CHUNKS = (4, 8, 16, 32)
@@ -114,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2

@@ -45,6 +45,7 @@ from calibration.shipped import (
 from calibration.table import STEP_PARAMS, TraceTable
 from sim.metrics import request_metrics
 from sim.profile import VllmProfile
+from stairwise.app import run_script
 
 DISTSERVE_ENGINE = EngineSettings(max_num_seqs=256, max_num_batched_tokens=2048)
 DISTSERVE = {"scheduler": "prefill_first", "kv_capacity_tokens": 66144, "block_size": 16}
@@ -279,4 +280,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2

@@ -23,6 +23,7 @@ from calibration import read_tables
 from calibration.replay import EngineSettings, compare
 from calibration.table import RequestRow, TraceTable
 from sim.profile import VllmProfile, load_profile
+from stairwise.app import run_script
 
 ENGINE = EngineSettings(max_num_seqs=256, max_num_batched_tokens=2048)
 RATES = (1, 2, 3)
@@ -125,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2

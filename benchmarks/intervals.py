@@ -28,6 +28,7 @@ from sim.intervals import DEFAULT_REPLICATIONS, IntervalSettings, predict
 from sim.profile import parse_profile
 from sim.scenario import scenario_from_dict
 from sim.simulator import Simulator
+from stairwise.app import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = [
@@ -140,4 +141,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2

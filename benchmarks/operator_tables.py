@@ -35,6 +35,7 @@ from calibration.replay import EngineSettings, plan, replay
 from calibration.table import TraceTable
 from sim.metrics import request_metrics
 from sim.profile import VllmProfile
+from stairwise.app import run_script
 
 RUN = "llmservingsim-llama31-8b-rtxpro6000"
 # LLMServingSim's simulator against the same vLLM run, "Diff%" of their validation summary:
@@ -160,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2

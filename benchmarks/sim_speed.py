@@ -33,6 +33,7 @@ from sim import Simulator, scenario_from_dict
 from sim.engines.vllm import VllmEngine
 from sim.profile import SHIPPED_DIR
 from sim.reference import REFERENCE_CPU_PROFILE, staircase_moa
+from stairwise.app import run_script
 
 
 def engine_profile(name_or_path: str) -> str:
@@ -116,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2

@@ -26,6 +26,7 @@ from typing import Any
 
 from sim.reference import REFERENCE_CPU_PROFILE
 from sim.sweep import SweepResult, sweep
+from stairwise.app import run_script
 
 
 def sweep_spec(points: int, replications: int, requests: int) -> dict[str, Any]:
@@ -105,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2

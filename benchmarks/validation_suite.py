@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from stairwise import api
+from stairwise.app import run_script
 
 KEYS = ("ttft_p50", "tps_p50", "e2e_p50")
 
@@ -73,4 +74,4 @@ def _pct(value: float | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a user error: one line, exit 2
