@@ -4,7 +4,9 @@ sustainable rate, the live one and the error between them.
 
 Both searches use the same load levels, arrivals, request count and sustainability rule
 (``sim/capacity.py``); the live one starts from the simulated maximum and stops after
-``--budget`` seconds per scenario (a stopped search says so: its rate is then a bound).
+``--budget`` seconds per scenario (a stopped search says so: its rate is then a bound). The
+engine is probed before and after the live search; the simulated search is run again at the
+probed speed, so the error splits into the model's own and the engine's drift.
 
     python benchmarks/live_capacity.py [--budget 600] [--requests 12] [SCENARIO SLO ...]
 """
@@ -50,6 +52,20 @@ def measure(scenario: str, slos: list[str], requests: int, budget_s: float, out:
         f", error {'-' if error is None else f'{error:+.1f} %'}; "
         f"{time.monotonic() - started:.0f} s"
     )
+    for server, entry in (result.live_probe or {}).items():
+        speeds = " / ".join(
+            f"prefill x{entry[w]['prefill_factor']:.2f} decode x{entry[w]['decode_factor']:.2f}"
+            for w in ("before", "after")
+            if w in entry
+        )
+        print(f"  engine probe {server} before / after the search: {speeds}")
+    scaled = result.capacity_probe_scaled
+    if scaled is not None:
+        error = result.capacity_error_pct_probe_scaled
+        print(
+            f"  simulated at the probed speed: max {scaled.max_rate or 0:.4g}/s, error "
+            f"{'-' if error is None else f'{error:+.1f} %'} (the model's own, without the drift)"
+        )
 
 
 def main() -> None:

@@ -299,15 +299,27 @@ class CapacityPlan:
     best_replicas: ReplicaSearch | None = None  # and the replicas it needs for the target
     live_capacity: RateSearch | None = None  # the same search with every level run for real
     live_search: dict[str, Any] | None = None  # levels run, seconds, whether it converged
+    live_probe: dict[str, Any] | None = None  # engine probes before and after the live search
+    # the simulated search again on the profiles rescaled to the probed engine speed
+    capacity_probe_scaled: RateSearch | None = None
     reference: Reference | None = None  # the standard mode, for relative SLOs and TPS
 
     @property
     def capacity_error_pct(self) -> float | None:
         """The simulated maximum rate's error against the live one."""
+        return self._error_pct(self.capacity)
+
+    @property
+    def capacity_error_pct_probe_scaled(self) -> float | None:
+        """The same error at the engine's probed speed: the model's own, without the drift."""
+        scaled = self.capacity_probe_scaled
+        return None if scaled is None else self._error_pct(scaled)
+
+    def _error_pct(self, simulated: RateSearch) -> float | None:
         live = self.live_capacity.max_rate if self.live_capacity is not None else None
-        if live is None or self.capacity.max_rate is None:
+        if live is None or simulated.max_rate is None:
             return None
-        return 100 * (self.capacity.max_rate - live) / live
+        return 100 * (simulated.max_rate - live) / live
 
     @property
     def best(self) -> Candidate | None:
@@ -322,10 +334,11 @@ class CapacityPlan:
         }
         data["best"] = asdict(self.best) if self.best is not None else None
         if self.live_capacity is None:
-            for key in ("live_capacity", "live_search"):
+            for key in ("live_capacity", "live_search", "live_probe", "capacity_probe_scaled"):
                 del data[key]
         else:
             data["capacity_error_pct"] = self.capacity_error_pct
+            data["capacity_error_pct_probe_scaled"] = self.capacity_error_pct_probe_scaled
         finite: dict[str, Any] = _finite(data)
         return finite
 

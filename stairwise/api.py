@@ -345,6 +345,7 @@ def plan(
     isolate: bool | None = None,
     live_budget_s: float = 900.0,
     live_out: str | Path = "out/plan-live",
+    probe: bool = True,
     progress: Callable[[str], None] | None = None,
     log: Callable[[str], None] = print,
     **backend: Any,
@@ -352,8 +353,9 @@ def plan(
     """Capacity under SLOs (:func:`sim.capacity.plan`); ``live`` also searches the real
     maximum sustainable rate on the scenario's servers (``local``: the embedded vLLM) with the
     same search and rule, starting from the simulated one, within ``live_budget_s`` seconds;
-    each live level's trace goes to ``live_out``. ``backend``: ``backend``, ``workers``,
-    ``address`` of the simulated searches."""
+    each live level's trace goes to ``live_out``; ``probe``: probe the engine before and after
+    the live search and search the simulated maximum again at its probed speed. ``backend``:
+    ``backend``, ``workers``, ``address`` of the simulated searches."""
     from sim.capacity import plan as simulated_plan
 
     if live_budget_s <= 0:
@@ -364,7 +366,7 @@ def plan(
     if not live:
         return result
     from live.endpoints import on_local_server
-    from stairwise.orchestrate.capacity import live_capacity
+    from stairwise.orchestrate.capacity import live_capacity, probe_scaled_capacity
 
     loaded, profile_dir = resolve_scenario(scenario, overrides)
     if local:
@@ -381,6 +383,7 @@ def plan(
         Path(live_out),
         profile_dir,
         log,
+        probe,
     )
     result.live_capacity = measured.search
     result.live_search = {
@@ -389,4 +392,11 @@ def plan(
         "complete": measured.complete,
         "traces": str(live_out),
     }
+    if measured.probes:
+        if progress is not None:
+            progress("maximum sustainable rate, simulated at the probed engine speed")
+        result.live_probe = measured.probe_record()
+        result.capacity_probe_scaled = probe_scaled_capacity(
+            loaded, result.slos, result.settings, measured.probes, profile_dir
+        )
     return result

@@ -222,11 +222,23 @@ def plan(
         bool, typer.Option("--local/--no-local", help="--live on the embedded local vLLM.")
     ] = True,
     live_budget: Annotated[
-        float, typer.Option(help="--live: seconds the live search may take (then it stops).")
+        float,
+        typer.Option(
+            help="--live: seconds the live search's load levels may take (then it stops); the "
+            "engine probes around it add 10-80 s."
+        ),
     ] = 900.0,
     live_out: Annotated[
         Path, typer.Option(help="--live: where each live load level's trace goes.")
     ] = Path("out/plan-live"),
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe",
+            help="--live: probe the engine's speed before and after the search and search the "
+            "simulated maximum again at that speed (the model's error without the drift).",
+        ),
+    ] = True,
     overrides: Overrides = None,
     backend: BackendOption = "local",
     address: AddressOption = None,
@@ -263,6 +275,7 @@ def plan(
             local=local,
             live_budget_s=live_budget,
             live_out=live_out,
+            probe=probe,
             progress=say,
             log=err_console.print,
             backend=_backend_name(backend),
@@ -322,6 +335,7 @@ def _print_plan(result: CapacityPlan) -> None:
             + ("" if error is None else f"; simulated maximum {error:+.1f} % off the live one"),
             highlight=False,
         )
+        _print_probes(console, result)
     if result.replicas is not None:
         line = _replicas_line("as given", result, result.replicas, result.capacity)
         console.print(line, highlight=False)
@@ -333,6 +347,29 @@ def _print_plan(result: CapacityPlan) -> None:
         if result.best_replicas is not None:
             line = _replicas_line(best, result, result.best_replicas, result.best_capacity)
             console.print(line, highlight=False)
+
+
+def _print_probes(console: Console, result: CapacityPlan) -> None:
+    """The engine's probed speed around the live search, and the capacity simulated at it."""
+    for name, entry in (result.live_probe or {}).items():
+        readings = [entry[when] for when in ("before", "after") if when in entry]
+        speeds = ", ".join(
+            f"prefill ×{r['prefill_factor']:.2f} decode ×{r['decode_factor']:.2f}" for r in readings
+        )
+        drift = entry.get("drift_pct")
+        unreliable = entry.get("unreliable")
+        console.print(
+            f"  engine probe {name} (× the profile's costs, before / after): {speeds}"
+            + ("" if drift is None else f"; drift {drift:.0f} %")
+            + (" — unreliable: the engine changed speed during the search" if unreliable else ""),
+            highlight=False,
+        )
+    if result.capacity_probe_scaled is not None:
+        line = _capacity_line("at the probed speed", result.capacity_probe_scaled, result.settings)
+        error = result.capacity_error_pct_probe_scaled
+        console.print(
+            line + ("" if error is None else f"; {error:+.1f} % off the live one"), highlight=False
+        )
 
 
 def _replicas_line(

@@ -36,3 +36,9 @@ def test_live_search_finds_a_sustainable_rate_and_stops_within_its_budget(vllm_u
     one_level_s = measured.elapsed_s / measured.levels
     assert measured.elapsed_s <= budget_s + 3 * one_level_s
     assert len(list(tmp_path.glob("*.jsonl"))) == measured.levels  # every level's trace kept
+    # the engine was probed before and after the search, outside its budget
+    [(server, probes)] = measured.probe_record().items()
+    assert server in scenario.servers
+    for when in ("before", "after"):
+        assert probes[when]["prefill_factor"] > 0 and probes[when]["decode_factor"] > 0
+    assert probes["drift_pct"] >= 0

@@ -377,3 +377,54 @@ def test_a_coverage_floor_drops_the_candidates_that_read_too_little(tmp_path):
 def test_bad_quality_floors_are_named(changes, needle):
     with pytest.raises(ConfigError, match=needle):
         PlanSettings(**changes).check()
+
+
+def _probe_reading(profile: str, prefill: float, decode: float):
+    from calibration.probe import ProbeReading
+
+    return ProbeReading("gpu", profile, prefill, decode, cells=())
+
+
+def test_at_a_probed_speed_half_as_fast_the_capacity_halves(tmp_path):
+    # every step cost doubled and no fixed delays: the whole timeline at rate λ/2 is the
+    # original at λ stretched twice, so the keep-up rule admits exactly half the rate
+    from sim.capacity import Planner
+    from sim.sweep.backends import LocalBackend
+    from stairwise.orchestrate.capacity import probe_scaled_capacity
+    from tests.helpers import vllm_profile
+
+    profile = write_profile(tmp_path, vllm_profile())
+    scenario = scenario_from_dict(
+        {
+            "name": "one-vllm",
+            # an endpoint makes it probeable; nothing here contacts it
+            "servers": {"gpu": {"kind": "vllm", "profile": profile, "endpoint": "http://x/v1"}},
+            "topology": {"kind": "graph", "unit": {"tokens": 64}, "agents": {"solo": {"steps": 1}}},
+            "workload": {
+                "arrival": {"kind": "constant", "rate_per_s": 1.0},
+                "prompt_tokens": {"dist": "fixed", "value": 200},
+            },
+        }
+    )
+    slos = [parse_slo("e2e_p99=1000s")]
+    plan_settings = settings(requests=30, keep_up_slack=0)
+    with LocalBackend(1) as serial:
+        as_profiled = Planner(scenario, slos, plan_settings, serial).max_rate()
+    same = probe_scaled_capacity(
+        scenario, slos, plan_settings, [{"gpu": _probe_reading("test-vllm", 1.0, 1.0)}]
+    )
+    halved = probe_scaled_capacity(
+        scenario,
+        slos,
+        plan_settings,
+        [  # before and after the search: their mean is 2
+            {"gpu": _probe_reading("test-vllm", 1.5, 1.5)},
+            {"gpu": _probe_reading("test-vllm", 2.5, 2.5)},
+        ],
+    )
+    assert same is not None and halved is not None and as_profiled.max_rate is not None
+    assert same.max_rate == as_profiled.max_rate
+    within(halved, as_profiled.max_rate / 2)
+    # a probe read against another profile says nothing of this one
+    other = [{"gpu": _probe_reading("another-profile", 2.0, 2.0)}]
+    assert probe_scaled_capacity(scenario, slos, plan_settings, other) is None
