@@ -44,6 +44,7 @@ class VllmEngine:
         self.overhead_s = profile.request_overhead_s
         self.serial_api = profile.request_overhead_serial
         self._api_free_at = 0.0  # serial API server: when it can take the next request
+        self._arriving: set[Hashable] = set()  # calls the API server is still preparing
         self.waiting: deque[Seq] = deque()
         # the running sequences in vLLM's order (admission order): the decoding batch's
         # members and, in order, those whose prompt is still being computed
@@ -69,9 +70,13 @@ class VllmEngine:
         if self.serial_api:  # after the requests the API server is still preparing
             self._api_free_at = max(self.env.now, self._api_free_at) + self.overhead_s
             delay_s = self._api_free_at - self.env.now
+        self._arriving.add(call.key)
         self.env.process(self._enqueue_later(call, delay_s))
 
     def cancel(self, key: Hashable) -> None:
+        if key in self._arriving:  # still in the API server: it never reaches the engine
+            self._arriving.remove(key)
+            return
         seq = self._seqs.get(key)
         if seq is not None:
             if not seq.cancelled:
@@ -80,13 +85,15 @@ class VllmEngine:
             self._poke()
 
     def load(self) -> int:
-        return len(self._seqs)
+        return len(self._seqs) + len(self._arriving)
 
     # --- queueing -------------------------------------------------------------------------------
 
     def _enqueue_later(self, call: EngineCall, delay_s: float) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(delay_s)
-        self._enqueue(call)
+        if call.key in self._arriving:  # not cancelled meanwhile
+            self._arriving.remove(call.key)
+            self._enqueue(call)
 
     def _enqueue(self, call: EngineCall) -> None:
         watch = call.watch

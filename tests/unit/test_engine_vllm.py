@@ -271,6 +271,50 @@ def test_a_serial_api_server_hands_requests_sent_together_to_the_engine_one_by_o
         assert first == second == pytest.approx(overhead + COST.seconds(2 * p, 2 * p * p, 0, 0))
 
 
+@pytest.mark.parametrize("serial", [False, True])
+def test_a_call_cancelled_while_the_api_server_prepares_it_never_reaches_the_engine(serial):
+    """A staircase cancels the proposers' next round the moment its aggregator starts its
+    last one: the live client's request ends before vLLM schedules it, and so must the
+    simulated one (it used to be lost in the API delay and computed in full)."""
+    import numpy as np
+    import simpy
+
+    from sim.engines.base import CallResult, EngineCall
+    from sim.engines.vllm import VllmEngine
+    from sim.profile import VllmProfile
+    from sim.scenario import VllmServer
+
+    env = simpy.Environment()
+    data = vllm_profile() | {"request_overhead_s": 0.2, "request_overhead_serial": serial}
+    engine = VllmEngine(env, VllmProfile.model_validate(data), VllmServer(profile="test"))
+    ended: dict[str, float] = {}
+
+    def call(name: str) -> EngineCall:
+        def done(result: CallResult, times: np.ndarray) -> None:
+            ended[name] = env.now
+
+        return EngineCall(
+            name, [(("prompt", name), 0, 64)], ("output", name), 0, 16, (), lambda times: None, done
+        )
+
+    def client():  # type: ignore[no-untyped-def]
+        engine.submit(call("kept"))
+        engine.submit(call("cancelled"))
+        assert engine.load() == 2  # a router counts the requests it has sent
+        yield env.timeout(0.1)
+        engine.cancel("cancelled")
+        assert engine.load() == 1
+
+    env.process(client())
+    env.run()
+    assert set(ended) == {"kept"}  # the cancelled call was never admitted, so never ended
+    # and the engine served the kept call alone: its prefill step had one prompt in it
+    assert engine.steps == 16
+    assert ended["kept"] == pytest.approx(
+        0.2 + COST.seconds(64, 64 * 64, 0, 0) + sum(COST.decode_run(1, 65, 15))
+    )
+
+
 def test_requests_scheduled_in_one_step_share_a_prefix_as_vllm_v1_does(tmp_path):
     """vLLM V1 registers a prompt's blocks when it schedules them: a request scheduled in the
     same step as another with the same prefix computes only what differs."""
