@@ -9,8 +9,9 @@ cores given, the way a test suite or an editor would share the machine.
 
 Compare two server layouts by starting the server each way before running this:
 
-    stairwise server start                 # the engine's threads on both cores (default)
+    stairwise server start --share         # the engine's threads on both cores
     stairwise server start --isolate       # the engine on core 0, its API server + runner on 1
+    (without either: the layout this machine's shipped profile was measured in)
     python benchmarks/testbed_noise.py [--probes 4] [--busy 1] [--json out/noise.json]
 
 Run nothing else meanwhile.
