@@ -23,10 +23,11 @@ from stairwise.app import run_script
 
 # (scenario, SLOs): one model alone, and the staircase MoA of the README
 DEFAULT_CASES = (
-    # 2x the unloaded TTFT p90 on the isolated AVX2 engine (~3 s): an SLO at the unloaded
-    # latency leaves capacity ill-conditioned (a 1 % latency error moves it 2x)
+    # each SLO is ~2x the scenario's unloaded TTFT p90 simulated on the isolated AVX2 profile
+    # (2.9 s and 3.2 s at 0.01 requests/s): an SLO at the unloaded latency leaves capacity
+    # ill-conditioned (a 1 % latency error moves it 2x, and a slow hour fails every rate)
     ("examples/heldout/single-2.yaml", ["ttft_p90=6s"]),
-    ("examples/staircase-moa.yaml", ["ttft_p90=5s"]),
+    ("examples/staircase-moa.yaml", ["ttft_p90=6.5s"]),
 )
 
 

