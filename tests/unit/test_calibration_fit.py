@@ -329,6 +329,56 @@ def test_the_designed_profiling_run_gives_the_profile_back(tmp_path, free):
         assert predicted == pytest.approx(truth_step.seconds(0, 0.0, batch, 600 * batch), rel=0.05)
 
 
+def test_the_quick_grid_gives_back_an_engine_whose_api_server_prepares_one_request_at_a_time(
+    tmp_path,
+):
+    """``calibrate --local --quick``: the embedded vLLM's one API-server process hands a burst
+    to the engine one request at a time; a fit that knows it finds the engine again, one that
+    does not cannot explain the cells with several users."""
+    from calibration.profiling import QUICK_GRID
+
+    overhead = 0.05  # longer than a short prompt's prefill: a burst reaches the engine spread
+    truth_path = known_profile(
+        tmp_path, request_overhead_s=overhead, request_overhead_serial=True, block_size=16
+    )
+    server = {"kind": "vllm", "profile": truth_path}
+    g = QUICK_GRID
+    plan_ = profiling_plan(
+        g.prompt_lengths, g.concurrencies, g.cached_prefixes, g.output_tokens, g.rounds
+    )
+    traces = []
+    for cell in plan_:
+        trace = tmp_path / f"{cell.name}.jsonl"
+        Simulator(scenario_from_dict(cell_scenario(cell, server)), trace_path=trace).run()
+        traces.append(trace)
+
+    def fitted_with(serial: bool) -> VllmProfile:
+        options = CalibrationOptions(
+            name="quick",
+            model="m",
+            hardware="h",
+            block_size=16,
+            max_evaluations=60,
+            request_overhead_serial=serial,
+        )
+        return fit_profiling_run(traces, options)
+
+    serial, parallel = fitted_with(True), fitted_with(False)
+    assert serial.request_overhead_serial and not parallel.request_overhead_serial
+    # a first token's fixed time: the API server's and a prefill step's are told apart only by
+    # how bursts queue, which four users show little of
+    intercept = serial.request_overhead_s + serial.step.prefill_step_s
+    assert intercept == pytest.approx(overhead + TRUTH.prefill_step_s, rel=0.1)
+    for name in ("base_s", "prefill_token_s", "decode_seq_s"):
+        assert getattr(serial.step, name) == pytest.approx(getattr(TRUTH, name), rel=0.2), name
+    worst = {
+        fit.request_overhead_serial: fit.fit["replay"]["max_abs_err_pct"]
+        for fit in (serial, parallel)
+    }
+    assert worst[True] < 15  # the rest: a prefill step's fixed cost, folded into the API's
+    assert worst[False] > 5 * worst[True]  # 121 % vs 12 % when written
+
+
 def _generic(trace: Path):
     (table,) = read_tables([trace])
     return replace(table, scenario=None, format="test")
