@@ -69,7 +69,8 @@ class VllmEngine:
         if self.serial_api:  # after the requests the API server is still preparing
             self._api_free_at = max(self.env.now, self._api_free_at) + self.overhead_s
             delay_s = self._api_free_at - self.env.now
-        self.env.process(self._enqueue_later(call, delay_s))
+        # one timeout, not a process: a process costs three SimPy events per call
+        self.env.timeout(delay_s).callbacks.append(lambda _event: self._enqueue(call))
 
     def cancel(self, key: Hashable) -> None:
         seq = self._seqs.get(key)
@@ -83,10 +84,6 @@ class VllmEngine:
         return len(self._seqs)
 
     # --- queueing -------------------------------------------------------------------------------
-
-    def _enqueue_later(self, call: EngineCall, delay_s: float) -> Generator[simpy.Event, Any, None]:
-        yield self.env.timeout(delay_s)
-        self._enqueue(call)
 
     def _enqueue(self, call: EngineCall) -> None:
         watch = call.watch
@@ -337,12 +334,13 @@ class VllmEngine:
         durations += batch.stream_seconds()
         start = self.env.now
         ends = start + durations.cumsum()
+        last = float(ends[-1])  # a Python float: SimPy's clock stays one
         self._wake = self.env.event()
-        yield self.env.timeout(ends[-1] - start) | self._wake
+        yield _first_of(self.env, self.env.timeout(last - start), self._wake)
         now = self.env.now
-        if now < ends[-1]:  # interrupted: finish the step in progress, then re-plan
+        if now < last:  # interrupted: finish the step in progress, then re-plan
             steps = int(ends.searchsorted(now, side="left")) + 1
-            yield self.env.timeout(ends[steps - 1] - now)
+            yield self.env.timeout(float(ends[steps - 1]) - now)
         self._wake = None
         self.steps += steps
         batch.advance(ends[:steps])
@@ -416,6 +414,20 @@ class VllmEngine:
         times = np.concatenate(seq.pending) if seq.pending else np.empty(0)
         seq.pending = []
         return times
+
+
+def _first_of(env: simpy.Environment, *events: simpy.Event) -> simpy.Event:
+    """An event that happens one hop after the first of ``events``, as SimPy's ``a | b``
+    does (so the order of events is the same), without a Condition's bookkeeping."""
+    first = env.event()
+
+    def relay(_event: simpy.Event) -> None:
+        if not first.triggered:
+            first.succeed()
+
+    for event in events:
+        event.callbacks.append(relay)
+    return first
 
 
 def _priority_key(seq: Seq) -> tuple[int, float]:
