@@ -91,12 +91,14 @@ class DeltaStream:
         if len(server_times) == 0:
             return float(self.last)
         arrivals = server_times + self.link.delays(len(server_times))
+        self.count += len(arrivals)
+        if not self.keep:  # only the last arrival matters: the latest of these and before
+            self.last = max(self.last, float(arrivals.max()))
+            return self.last
         arrivals[0] = max(arrivals[0], self.last)
         arrivals = np.maximum.accumulate(arrivals)
-        self.count += len(arrivals)
         self.last = float(arrivals[-1])
-        if self.keep:
-            self.arrivals.append(arrivals)
+        self.arrivals.append(arrivals)
         return self.last
 
     def all_arrivals(self) -> list[float]:
