@@ -93,7 +93,7 @@ class DeltaStream:
         arrivals = server_times + self.link.delays(len(server_times))
         self.count += len(arrivals)
         if not self.keep:  # only the last arrival matters: the latest of these and before
-            self.last = max(self.last, float(arrivals.max()))
+            self.last = max(self.last, float(np.maximum.reduce(arrivals)))
             return self.last
         arrivals[0] = max(arrivals[0], self.last)
         arrivals = np.maximum.accumulate(arrivals)
