@@ -46,6 +46,13 @@ class BlockChain:
             position = start
             self.tokens += max(0, end - start)
             while position < end:
+                if not filled and end - position >= block_size:  # whole blocks of this run
+                    whole_end = end - (end - position) % block_size
+                    for first in range(position, whole_end, block_size):
+                        previous = hash((previous, ((stream, first, first + block_size),)))
+                        hashes.append(previous)
+                    position = whole_end
+                    continue
                 take = min(end - position, block_size - filled)
                 if pieces and pieces[-1][0] == stream and pieces[-1][2] == position:
                     pieces[-1] = (stream, pieces[-1][1], position + take)  # same tokens, one piece

@@ -111,8 +111,9 @@ def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarr
     pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
     result = {}
     for req, t in times.items():
-        order = np.argsort(t, kind="stable")
-        arrivals, sizes = np.asarray(t)[order], np.asarray(counts[req])[order]
+        arrivals, sizes = np.asarray(t, dtype=float), np.asarray(counts[req])
+        order = np.argsort(arrivals, kind="stable")
+        arrivals, sizes = arrivals[order], sizes[order]
         result[req] = (
             displayed(arrivals, sizes, pace, delay) if pace or delay else (arrivals, sizes)
         )

@@ -93,10 +93,6 @@ class _Agent:
     included: dict[str, int] = field(default_factory=dict)  # tokens of each input shown so far
     transcript: list[Message] = field(default_factory=list)  # prefix_cache template only
 
-    @property
-    def started_last_call(self) -> bool:
-        return self.call is not None and self.call_end == self.total
-
 
 class RequestProtocol:
     """One request through the DAG. ``output_tokens`` is each agent's answer length."""
@@ -307,15 +303,14 @@ class RequestProtocol:
         while changed:
             changed = False
             for agent, readers in self._cancellable:  # the user reads every output to its end
-                if agent.done:
+                if agent.done or not _read_no_more(readers):
                     continue
-                if all(r.done or r.started_last_call for r in readers):
-                    agent.done = agent.dropped = True
-                    changed = True
-                    if agent.call is not None:
-                        actions.append(CancelCall(agent.call, "no longer needed"))
-                        del self._calls[agent.call]
-                        agent.call = None
+                agent.done = agent.dropped = True
+                changed = True
+                if agent.call is not None:
+                    actions.append(CancelCall(agent.call, "no longer needed"))
+                    del self._calls[agent.call]
+                    agent.call = None
         return actions
 
     def _finish(self, outcome: FinishRequest) -> list[Action]:
@@ -325,3 +320,12 @@ class RequestProtocol:
             agent.call = None
         self.outcome = outcome
         return [*actions, outcome]
+
+
+def _read_no_more(readers: list[_Agent]) -> bool:
+    """Whether every reader is done or has started its last call: a plain loop, not all()
+    over a generator, as it runs after every unit and call end of every request."""
+    for reader in readers:
+        if not reader.done and (reader.call is None or reader.call_end != reader.total):
+            return False
+    return True

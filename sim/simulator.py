@@ -27,7 +27,7 @@ from sim.errors import ConfigError
 from sim.kv_cache import TokenRun
 from sim.metrics import DEFAULT_K, summarize
 from sim.multistream import MultistreamRequests
-from sim.network import DeltaStream, Link
+from sim.network import DeltaStream, Link, latency_draws
 from sim.profile import ApiProfile, VllmProfile, load_profile
 from sim.protocol import Span, StartCall
 from sim.scenario import ApiServer, Scenario, VllmServer, continues_answers
@@ -79,13 +79,18 @@ class Simulator:
             scenario, self.dag, streams, answering.chars_per_token
         )
         self.engines: dict[str, list[Engine]] = {}
-        self.links: dict[str, Link] = {}
         for name, server in scenario.servers.items():
             profile = self.profiles[name]
             self.engines[name] = [
                 self._engine(server, profile, streams.engine) for _ in range(server.replicas)
             ]
-            self.links[name] = Link(server.network or scenario.network.latency, streams.network)
+        latencies = {
+            name: server.network or scenario.network.latency
+            for name, server in scenario.servers.items()
+        }
+        self.links: dict[str, Link] = {
+            name: Link(draws) for name, draws in latency_draws(latencies, streams.network).items()
+        }
         self._chars_per_token = {
             a.name: self.profiles[a.server].chars_per_token for a in self.dag.agents
         }

@@ -71,7 +71,8 @@ class VllmEngine:
             self._api_free_at = max(self.env.now, self._api_free_at) + self.overhead_s
             delay_s = self._api_free_at - self.env.now
         self._arriving.add(call.key)
-        self.env.process(self._enqueue_later(call, delay_s))
+        # one timeout, not a process: a process costs three SimPy events per call
+        self.env.timeout(delay_s).callbacks.append(lambda _event: self._arrive(call))
 
     def cancel(self, key: Hashable) -> None:
         if key in self._arriving:  # still in the API server: it never reaches the engine
@@ -89,9 +90,9 @@ class VllmEngine:
 
     # --- queueing -------------------------------------------------------------------------------
 
-    def _enqueue_later(self, call: EngineCall, delay_s: float) -> Generator[simpy.Event, Any, None]:
-        yield self.env.timeout(delay_s)
-        if call.key in self._arriving:  # not cancelled meanwhile
+    def _arrive(self, call: EngineCall) -> None:
+        """The API server hands the call to the engine, unless it was cancelled meanwhile."""
+        if call.key in self._arriving:
             self._arriving.remove(call.key)
             self._enqueue(call)
 
@@ -344,12 +345,13 @@ class VllmEngine:
         durations += batch.stream_seconds()
         start = self.env.now
         ends = start + durations.cumsum()
+        last = float(ends[-1])  # a Python float: SimPy's clock stays one
         self._wake = self.env.event()
-        yield self.env.timeout(ends[-1] - start) | self._wake
+        yield _first_of(self.env, self.env.timeout(last - start), self._wake)
         now = self.env.now
-        if now < ends[-1]:  # interrupted: finish the step in progress, then re-plan
+        if now < last:  # interrupted: finish the step in progress, then re-plan
             steps = int(ends.searchsorted(now, side="left")) + 1
-            yield self.env.timeout(ends[steps - 1] - now)
+            yield self.env.timeout(float(ends[steps - 1]) - now)
         self._wake = None
         self.steps += steps
         batch.advance(ends[:steps])
@@ -423,6 +425,20 @@ class VllmEngine:
         times = np.concatenate(seq.pending) if seq.pending else np.empty(0)
         seq.pending = []
         return times
+
+
+def _first_of(env: simpy.Environment, *events: simpy.Event) -> simpy.Event:
+    """An event that happens one hop after the first of ``events``, as SimPy's ``a | b``
+    does (so the order of events is the same), without a Condition's bookkeeping."""
+    first = env.event()
+
+    def relay(_event: simpy.Event) -> None:
+        if not first.triggered:
+            first.succeed()
+
+    for event in events:
+        event.callbacks.append(relay)
+    return first
 
 
 def _priority_key(seq: Seq) -> tuple[int, float]:
