@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.probe import ProbeReading, drift_pct, probe_scenarios, read_probe, rescaled
+from live import local_server
 from sim.errors import ConfigError
 from sim.profile import VllmProfile, load_profile, measured_here
 from sim.scenario import Scenario, VllmServer
@@ -43,7 +44,18 @@ def probe_servers(
     log: Callable[[str], None] = print,
 ) -> Readings:
     """Probe every server of :func:`probed_servers` once (5-40 s each on the local CPU
-    engine, by its hardware). Two scenario servers on one endpoint are probed once."""
+    engine, by its hardware). Two scenario servers on one endpoint are probed once. A probe
+    is a live run: it keeps off an isolated local engine's cores as every run does."""
+    with local_server.on_client_cores():
+        return _probe_servers(scenario, profile_dir, when, log)
+
+
+def _probe_servers(
+    scenario: Scenario,
+    profile_dir: Path | None,
+    when: str,
+    log: Callable[[str], None],
+) -> Readings:
     from live.runner import LiveRunner
 
     readings: Readings = {}
