@@ -15,7 +15,9 @@ from sim.scenario import Scenario, scenario_from_dict
 def vllm_url() -> Iterator[str]:
     already_running = local_server.running() is not None
     state = local_server.start(local_server.ServerSettings(), log=lambda message: None)
-    yield state.settings.url
+    # the tests' own live runs keep off an isolated engine's cores, as stairwise's runs do
+    with local_server.on_client_cores():
+        yield state.settings.url
     if not already_running:
         local_server.stop()
 

@@ -158,7 +158,9 @@ def test_the_latency_proxy_delays_requests_and_every_streamed_piece(vllm_url):
     )
     with start_proxy(config, free_port()) as url:
         delayed = run(live_scenario(url, topology))
-    # the request and the first piece each wait 150 ms; later pieces keep their spacing
+    # the request and the first piece each wait 150 ms; later pieces keep their spacing (a
+    # proxy that delayed them in turn would add 150 ms to every gap; two runs' own gaps differ
+    # by tens of ms on the CPU engine)
     extra = delayed.summary["ttft_s"]["p50"] - direct.summary["ttft_s"]["p50"]
     assert 0.25 < extra < 0.6
-    assert delayed.summary["itl_s"]["p50"] < direct.summary["itl_s"]["p50"] + 0.02
+    assert delayed.summary["itl_s"]["p50"] < direct.summary["itl_s"]["p50"] + 0.075
