@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from calibration.probe import drift_pct
 from sim.capacity import PlanSettings, parse_slos
 from stairwise.orchestrate.capacity import live_capacity
 from tests.integration.conftest import live_scenario
@@ -39,6 +40,8 @@ def test_live_search_finds_a_sustainable_rate_and_stops_within_its_budget(vllm_u
     # the engine was probed before and after the search, outside its budget
     [(server, probes)] = measured.probe_record().items()
     assert server in scenario.servers
-    for when in ("before", "after"):
+    before, after = measured.probes
+    for when, readings in (("before", before), ("after", after)):
         assert probes[when]["prefill_factor"] > 0 and probes[when]["decode_factor"] > 0
-    assert probes["drift_pct"] >= 0
+        assert probes[when] == readings[server].to_dict()  # what was read is what is kept
+    assert probes["drift_pct"] == drift_pct(before[server], after[server])
