@@ -187,7 +187,8 @@ RECIPES: dict[str, Recipe] = {
         _local_cpu(
             "vllm-cpu-smollm2-135m",
             "bf16",
-            "AVX-512",
+            "AMD EPYC family 26 model 2, AVX-512; the model's thread isolated on one, the API"
+            " server and runner on the other",
             cpu_variants={"avx2": "vllm-cpu-smollm2-135m-avx2"},
         ),
         _local_cpu(

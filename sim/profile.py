@@ -278,18 +278,37 @@ def this_machine() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields
+
+
 def cpu_class(cpu_flags: set[str] | None = None) -> str:
     """``avx512`` or ``avx2``: the processor feature that decides a CPU engine's speed most.
     Without AVX-512, vLLM-CPU emulates bfloat16 products: the local server computes in float32
     there and still prefills ~4x slower than on an AVX-512 core (docs/live.md)."""
     if cpu_flags is None:
-        cpu_flags = set()
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("flags"):
-                    cpu_flags = set(line.split(":", 1)[1].split())
-                    break
+        cpu_flags = set(_cpuinfo().get("flags", "").split())
     return "avx512" if "avx512f" in cpu_flags else "avx2"
+
+
+def cpu_description() -> str:
+    """The processor as a profile's provenance names it: model, family/model numbers (two
+    chips sold under one name differ there) and class, e.g. ``AMD EPYC, family 26 model 2,
+    AVX-512``. Machines of one class still differ in speed by tens of percent."""
+    info = _cpuinfo()
+    parts = [info.get("model name", platform.processor() or platform.machine())]
+    if "cpu family" in info and "model" in info:
+        parts.append(f"family {info['cpu family']} model {info['model']}")
+    parts.append({"avx512": "AVX-512", "avx2": "AVX2 only"}[cpu_class()])
+    return ", ".join(parts)
 
 
 def measured_here(profile: VllmProfile | ApiProfile) -> bool:

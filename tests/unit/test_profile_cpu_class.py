@@ -40,3 +40,18 @@ def test_the_shipped_cpu_profile_names_a_variant_for_every_class():
         name = shipped["cpu_variants"].get(machine, shipped["name"])
         resolved = json.loads((profiles.SHIPPED_DIR / f"{name}.json").read_text())
         assert label in resolved["provenance"]["hardware"]
+
+
+def test_a_local_profile_names_the_processor_it_was_measured_on(monkeypatch):
+    """Two chips sold as one name ("AMD EPYC") differ by tens of percent: the family and model
+    numbers go in a local profile's provenance beside the class."""
+    cpuinfo = {
+        "model name": "AMD EPYC",
+        "cpu family": "26",
+        "model": "2",
+        "flags": "fpu avx2 avx512f",
+    }
+    monkeypatch.setattr(profiles, "_cpuinfo", lambda: cpuinfo)
+    assert profiles.cpu_description() == "AMD EPYC, family 26 model 2, AVX-512"
+    monkeypatch.setattr(profiles, "_cpuinfo", lambda: {**cpuinfo, "flags": "fpu avx2"})
+    assert profiles.cpu_description() == "AMD EPYC, family 26 model 2, AVX2 only"
