@@ -223,6 +223,12 @@ class VllmProfile(ProfileBase):
         copy._tables = tables
         return copy
 
+    @property
+    def sidecar(self) -> Path | None:
+        """The operator tables' .npz file, if the profile has them."""
+        spec = self.operator_tables
+        return self._folder / spec.file if spec is not None else None
+
     def measured_tables(self) -> MeasuredTables | None:
         spec = self.operator_tables
         if spec is not None and self._tables is None:

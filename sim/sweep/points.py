@@ -10,18 +10,23 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sim.errors import ConfigError
+from sim.profile import VllmProfile, load_profile
 from sim.scenario import apply_overrides, load_scenario, scenario_from_dict
 from sim.sweep.samplers import sample_points
 from sim.sweep.spec import SweepSpec, read_sweep
 
-KEY_SCHEMA = 2  # 2: intervals became prediction intervals, replications draw parameters
+# 2: intervals became prediction intervals, replications draw parameters; 3: profiles are
+# keyed by their content, not their name or path
+KEY_SCHEMA = 3
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ def load_sweep(path: str | Path) -> Sweep:
 def resolve_sweep(spec: SweepSpec, base_dir: Path | None, source: str) -> Sweep:
     """Every point validated up front, so a bad axis fails before any simulation runs."""
     base, profile_dir = _base_scenario(spec, base_dir, source)
+    digest = cache(lambda name_or_path: profile_digest(name_or_path, profile_dir))
     points: list[SweepPoint] = []
     skipped = 0
     for values in sample_points(spec.axes, spec.method):
@@ -58,7 +64,8 @@ def resolve_sweep(spec: SweepSpec, base_dir: Path | None, source: str) -> Sweep:
                 raise
             skipped += 1
             continue
-        points.append(SweepPoint(len(points), values, scenario, point_key(scenario, spec)))
+        key = point_key(scenario, spec, digest)
+        points.append(SweepPoint(len(points), values, scenario, key))
     if not points:
         raise ConfigError(f"{source}: the scenario rejects every point of the sweep")
     return Sweep(spec, source, profile_dir, points, skipped)
@@ -93,14 +100,33 @@ def override(path: str, value: Any) -> str:
     return f"{path}={text.removesuffix('...').strip()}"
 
 
-def point_key(scenario: dict[str, Any], spec: SweepSpec) -> str:
-    """Hash of everything a point's stored row depends on."""
+def point_key(scenario: dict[str, Any], spec: SweepSpec, digest_of: Callable[[str], str]) -> str:
+    """Hash of everything a point's stored row depends on; each server's profile by
+    ``digest_of`` it (:func:`profile_digest`), so a stored row follows what the profile says,
+    not where it lies."""
+    servers = {
+        name: {**server, "profile": digest_of(server["profile"])}
+        for name, server in scenario["servers"].items()
+    }
     config = {
         "schema": KEY_SCHEMA,
-        "scenario": scenario,
+        "scenario": {**scenario, "servers": servers},
         "replications": spec.replications,
         "confidence": spec.confidence,
         "metrics": spec.metrics,
     }
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def profile_digest(name_or_path: str, profile_dir: Path | None) -> str:
+    """A hash of the profile a server runs on (a shipped name: its variant for this machine's
+    CPU class) and of its operator tables' file: moving a sweep's folder keeps its keys, and
+    editing a profile in place changes them."""
+    profile = load_profile(name_or_path, profile_dir)
+    text = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(text.encode())
+    sidecar = profile.sidecar if isinstance(profile, VllmProfile) else None
+    if sidecar is not None:
+        digest.update(sidecar.read_bytes())
+    return digest.hexdigest()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sim.errors import ConfigError
+from sim.profile import SHIPPED_DIR
 from sim.sweep import load_sweep, parse_sweep, resolve_sweep
 from sim.sweep.samplers import sample_points
 from sim.sweep.spec import AxisRange, LhsMethod, RandomMethod
@@ -86,6 +89,25 @@ def test_keys_follow_the_configuration_not_its_spelling(tmp_path):
     assert [p.key for p in by_index] == [p.key for p in by_list]
     assert by_index[0].key != by_index[1].key
     assert key({"topology.chunks.proposer.0": [8]}, replications=5)[0].key != by_index[0].key
+
+
+def test_keys_follow_a_profiles_content_not_its_path(tmp_path):
+    """Moving a sweep's folder must not recompute its points; editing its profile must."""
+
+    def keys(folder):
+        profile = folder / "profile.json"
+        sweep = spec(overrides=[f"servers.local.profile={profile}"])
+        return [p.key for p in resolve_sweep(parse_sweep(sweep, "s"), folder, "s").points]
+
+    here, moved = tmp_path / "here", tmp_path / "moved"
+    for folder in (here, moved):
+        folder.mkdir()
+        shutil.copy(SHIPPED_DIR / "vllm-cpu-smollm2-135m.json", folder / "profile.json")
+    assert keys(here) == keys(moved)
+    data = json.loads((moved / "profile.json").read_text())
+    data["step"]["base_s"] *= 2
+    (moved / "profile.json").write_text(json.dumps(data))
+    assert keys(moved)[0] != keys(here)[0]
 
 
 def test_invalid_points_stop_the_sweep_or_are_left_out(tmp_path):
