@@ -230,10 +230,10 @@ class VllmProfile(ProfileBase):
         return self._folder / spec.file if spec is not None else None
 
     def measured_tables(self) -> MeasuredTables | None:
-        spec = self.operator_tables
-        if spec is not None and self._tables is None:
+        spec, sidecar = self.operator_tables, self.sidecar
+        if spec is not None and sidecar is not None and self._tables is None:
             self._tables = load_tables(
-                self._folder / spec.file,
+                sidecar,
                 spec.layers,
                 spec.per_layer_ops,
                 spec.once_ops,
