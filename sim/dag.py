@@ -7,7 +7,7 @@ simulator and the live runner only ever see DAGs.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Literal
 
 from sim.scenario import (
@@ -61,13 +61,24 @@ class Dag:
     def agent(self, name: str) -> AgentNode:
         return self._by_name[name]
 
-    def consumers(self, name: str) -> list[AgentNode]:
-        return [a for a in self.agents if name in a.inputs]
+    def consumers(self, name: str) -> tuple[AgentNode, ...]:
+        return self._consumers[name]
 
     @cached_property
     def _by_name(self) -> dict[str, AgentNode]:
         """Agents by name: the simulator looks one up for every call it starts."""
         return {a.name: a for a in self.agents}
+
+    @cached_property
+    def _consumers(self) -> dict[str, tuple[AgentNode, ...]]:
+        """Each agent's readers, found once: every request's protocol asks for them."""
+        return {n.name: tuple(a for a in self.agents if n.name in a.inputs) for n in self.agents}
+
+
+@lru_cache(maxsize=1024)
+def unit_ends(chunks: tuple[int, ...], total: int) -> tuple[int, ...]:
+    """:func:`unit_boundaries`, shared: every request of a run asks for the same few."""
+    return tuple(unit_boundaries(chunks, total))
 
 
 def unit_boundaries(chunks: tuple[int, ...], total: int) -> list[int]:

@@ -291,7 +291,8 @@ class Driver:
                 self._request_ended(state.spec.index)
 
     def _start(self, state: _Request, action: StartCall) -> None:
-        server = self.dag.agent(action.agent).server
+        node = self.dag.agent(action.agent)
+        server = node.server
         if server not in state.replicas:  # a request stays on one replica: its cache is there
             state.replicas[server] = self._least_loaded(server)
         replica = state.replicas[server]
@@ -310,9 +311,8 @@ class Driver:
             tokens=action.tokens,
             final=action.final,
         )
-        inputs = self.dag.agent(action.agent).inputs
-        if inputs:
-            record["read"] = tokens_read(action.messages, inputs)
+        if node.inputs:
+            record["read"] = tokens_read(action.messages, node.inputs)
         self.trace.write(record)
         self.adapter.start_call(call)
 

@@ -120,8 +120,10 @@ class KvCache:
         self._take(blocks)
 
     def _take(self, blocks: int) -> None:
-        while self.capacity - self.held - len(self._idle) < blocks and self._idle:
-            self._idle.popitem(last=False)
+        """Hold ``blocks`` more, evicting the least recently used idle blocks they need."""
+        idle = self._idle
+        for _ in range(min(blocks - (self.capacity - self.held - len(idle)), len(idle))):
+            idle.popitem(last=False)
         self.held += blocks
 
     def release(self, shared: list[int], private: int, computed: list[int]) -> None:

@@ -6,6 +6,7 @@ of one stream arrive in order (TCP), so a delta never overtakes the one before i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -83,20 +84,24 @@ class DeltaStream:
         self.link = link
         self.keep = keep  # keep every arrival time (the user-facing answer) or just the count
         self.count = 0
-        self.last = -np.inf
+        self.last = -math.inf
         self.arrivals: list[np.ndarray] = []
 
     def add(self, server_times: np.ndarray) -> float:
         """Arrival time of the last of these tokens."""
-        if len(server_times) == 0:
-            return float(self.last)
-        arrivals = server_times + self.link.delays(len(server_times))
-        self.count += len(arrivals)
-        if not self.keep:  # only the last arrival matters: the latest of these and before
-            self.last = max(self.last, float(np.maximum.reduce(arrivals)))
+        count = len(server_times)
+        if count == 0:
             return self.last
-        arrivals[0] = max(arrivals[0], self.last)
-        arrivals = np.maximum.accumulate(arrivals)
+        arrivals = server_times + self.link.delays(count)
+        self.count += count
+        if not self.keep:  # only the last arrival matters: the latest of these and before
+            latest = float(arrivals.max())
+            if latest > self.last:
+                self.last = latest
+            return self.last
+        if arrivals[0] < self.last:
+            arrivals[0] = self.last
+        np.maximum.accumulate(arrivals, out=arrivals)
         self.last = float(arrivals[-1])
         self.arrivals.append(arrivals)
         return self.last

@@ -13,7 +13,7 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import (
@@ -31,6 +31,7 @@ from sim.step_tables import MeasuredTables, TableStepCost, load_tables, save_tab
 
 PROFILE_SCHEMA = 1
 SHIPPED_DIR = Path(__file__).parent / "profiles"
+SHORT_RUN = 16  # decode runs up to this many steps are priced in plain floats
 
 
 class _Strict(BaseModel):
@@ -76,6 +77,7 @@ class StepCost(_Strict):
     decode_seq_exponent: float = Field(1.0, gt=0, le=1)
     context_token_s: float = Field(0.0, ge=0)
     prefill_step_s: float = Field(0.0, ge=0)
+    prices_longest: ClassVar[bool] = False  # the longest decode context adds nothing here
 
     def seconds(
         self,
@@ -106,12 +108,16 @@ class StepCost(_Strict):
         steps: int,
         longest_context: int = 0,
         growth: int | None = None,
-    ) -> np.ndarray:
+    ) -> list[float]:
         """Durations of ``steps`` consecutive decode-only steps of one batch whose summed
-        context grows by ``growth`` tokens a step (one per sequence unless multi-stream)."""
+        context grows by ``growth`` tokens a step (one per sequence unless multi-stream).
+        The same floats by either route: ``k`` is exact as a float."""
         first = self.seconds(0, 0.0, decode_seqs, context)
         per_step = decode_seqs if growth is None else growth
-        return first + self.context_token_s * per_step * np.arange(steps)
+        grow = self.context_token_s * per_step
+        if steps <= SHORT_RUN:  # most runs of a crowded batch: numpy would cost more
+            return [first + grow * k for k in range(steps)]
+        return (first + grow * np.arange(steps)).tolist()
 
 
 class StepCorrection(_Strict):

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sim.dag import AgentNode, Dag, unit_boundaries
+from sim.dag import AgentNode, Dag, unit_ends
 from sim.texts import AGGREGATE_HEADER, answer_label
 
 Role = Literal["system", "user", "assistant"]
@@ -79,8 +79,11 @@ Action = StartCall | ReleaseUnit | CancelCall | FinishRequest
 class _Agent:
     node: AgentNode
     total: int
-    boundaries: list[int]
-    consumers: list[str]
+    boundaries: tuple[int, ...]
+    consumers: tuple[str, ...]
+    # the agents it reads and those that read it, linked once the request's agents exist
+    sources: list[_Agent] = field(default_factory=list)
+    readers: list[_Agent] = field(default_factory=list)
     generated: int = 0  # own tokens produced so far (in finished calls and live progress)
     units: int = 0  # units released
     released: int = 0  # tokens in released units
@@ -105,15 +108,18 @@ class RequestProtocol:
             self.agents[node.name] = _Agent(
                 node=node,
                 total=total,
-                boundaries=unit_boundaries(node.chunks, total),
-                consumers=[c.name for c in dag.consumers(node.name)],
+                boundaries=unit_ends(node.chunks, total),
+                consumers=tuple(c.name for c in dag.consumers(node.name)),
             )
+        for agent in self.agents.values():
+            agent.sources = [self.agents[name] for name in agent.node.inputs]
+            agent.readers = [self.agents[name] for name in agent.consumers]
         self._calls: dict[str, str] = {}  # call id -> agent
         self.outcome: FinishRequest | None = None
         # the agents a call may be cancelled for (not read by the user, read by others) and
         # their readers: looked up once, as the check runs after every unit and call end
         self._cancellable = [
-            (agent, [self.agents[c] for c in agent.consumers])
+            (agent, agent.readers)
             for agent in self.agents.values()
             if agent.consumers and agent.node.name not in dag.outputs
         ]
@@ -143,7 +149,7 @@ class RequestProtocol:
             return []
         if produced is not None and agent.call_start + produced < agent.call_end:
             agent.call_end = agent.total = agent.call_start + produced
-            agent.boundaries = [b for b in agent.boundaries if b < agent.total] + [agent.total]
+            agent.boundaries = (*[b for b in agent.boundaries if b < agent.total], agent.total)
         agent.generated = agent.call_end
         actions = self._release(agent)
         self._append_own_output(agent)
@@ -192,34 +198,31 @@ class RequestProtocol:
             agent.released = agent.boundaries[agent.units - 1]
             actions.append(ReleaseUnit(agent.node.name, agent.units, agent.released))
         if actions:
-            for consumer in agent.consumers:
-                actions += self._maybe_start(self.agents[consumer])
+            for reader in agent.readers:
+                actions += self._maybe_start(reader)
         return actions
 
     def _after_done(self, agent: _Agent) -> list[Action]:
         actions: list[Action] = []
-        for consumer in agent.consumers:
-            actions += self._maybe_start(self.agents[consumer])
+        for reader in agent.readers:
+            actions += self._maybe_start(reader)
         return actions
-
-    def _inputs(self, agent: _Agent) -> list[_Agent]:
-        return [self.agents[name] for name in agent.node.inputs]
 
     def _maybe_start(self, agent: _Agent) -> list[Action]:
         if agent.done or agent.call is not None or self.outcome is not None:
             return []
-        inputs = self._inputs(agent)
+        node, inputs = agent.node, agent.sources
         next_round = agent.rounds + 1
         if inputs:
-            if agent.node.wait == "all":
-                ready = sum(i.done for i in inputs)
-            else:
-                ready = sum(i.done or i.units >= next_round for i in inputs)
-            if ready < (agent.node.need if next_round == 1 else agent.node.need_later):
+            ready = 0  # a plain loop: this runs for every reader after every unit
+            for source in inputs:
+                if source.done or (node.wait != "all" and source.units >= next_round):
+                    ready += 1
+            if ready < (node.need if next_round == 1 else node.need_later):
                 return []
         start = agent.generated
-        nothing_new = not inputs or agent.node.wait == "all" or all(i.done for i in inputs)
-        if nothing_new and agent.node.calls == "stream":
+        nothing_new = not inputs or node.wait == "all" or all(i.done for i in inputs)
+        if nothing_new and node.calls == "stream":
             end = agent.total  # nothing more will arrive: answer the rest in one call
         else:
             end = next(b for b in agent.boundaries if b > start)
@@ -247,7 +250,7 @@ class RequestProtocol:
         name = agent.node.name
         system = Span(("system", name))
         query = Span(("query",))
-        inputs = self._inputs(agent)
+        inputs = agent.sources
         if agent.node.template == "prefix_cache" and inputs:
             return self._append_prompt(agent, system, query, inputs)
         system_parts = [system]

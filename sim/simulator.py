@@ -94,6 +94,11 @@ class Simulator:
         self._chars_per_token = {
             a.name: self.profiles[a.server].chars_per_token for a in self.dag.agents
         }
+        # only vLLM continues a final message; a strict endpoint answers after it
+        self._continues = {
+            a.name: continues_answers(scenario.servers[a.server]) for a in self.dag.agents
+        }
+        self._text_tokens: dict[tuple[str, float], int] = {}  # fixed texts, sized once
         # keyed by the text, not the agent: agents with the same system prompt share its KV
         # blocks in a prefix cache, as the real engine's token hashes do
         self._system_runs: dict[str, TokenRun] = {
@@ -236,25 +241,26 @@ class Simulator:
     # --- prompts as token runs ---------------------------------------------------------------
 
     def _token_runs(self, spec: RequestSpec, action: StartCall) -> list[TokenRun]:
-        messages = action.messages
-        # only vLLM continues a final message; a strict endpoint answers after it
-        server = self.scenario.servers[self.dag.agent(action.agent).server]
-        continue_final = action.continue_final and continues_answers(server)
+        continue_final = action.continue_final and self._continues[action.agent]
         chars_per_token = self._chars_per_token[action.agent]
         return template_runs(
-            messages, continue_final, lambda part: self._run(spec, part, chars_per_token)
+            action.messages, continue_final, lambda part: self._run(spec, part, chars_per_token)
         )
 
     def _run(self, spec: RequestSpec, span: Span, chars_per_token: float) -> TokenRun:
-        kind = span.stream[0]  # type: ignore[index]
+        stream: tuple[Any, ...] = span.stream  # type: ignore[assignment]
+        kind = stream[0]
+        if kind == "output":
+            return (("output", spec.index, stream[1]), span.start, span.end)
         if kind == "system":
-            return self._system_runs[span.stream[1]]  # type: ignore[index]
+            return self._system_runs[stream[1]]
         if kind == "query":
             return (("query", spec.index), 0, spec.prompt_tokens)
-        if kind == "output":
-            return (("output", spec.index, span.stream[1]), span.start, span.end)  # type: ignore[index]
-        text = span.stream[1]  # type: ignore[index]
-        return (span.stream, 0, estimate_tokens(text, chars_per_token))
+        sized = (stream[1], chars_per_token)
+        tokens = self._text_tokens.get(sized)
+        if tokens is None:
+            tokens = self._text_tokens[sized] = estimate_tokens(stream[1], chars_per_token)
+        return (stream, 0, tokens)
 
 
 @contextmanager

@@ -401,8 +401,13 @@ class TableStepCost:
         steps: int,
         longest_context: int = 0,
         growth: int | None = None,
-    ) -> np.ndarray:
+    ) -> list[float]:
         us = self.tables.decode_run_us(
             decode_seqs, context, steps, longest_context, self.skew_alpha, growth
         )
-        return self.compute_scale * 1e-6 * us + self.step_overhead_s
+        return (self.compute_scale * 1e-6 * us + self.step_overhead_s).tolist()
+
+    @property
+    def prices_longest(self) -> bool:
+        """Whether a step's price needs the longest decoding context (the skew term)."""
+        return bool(self.skew_alpha)

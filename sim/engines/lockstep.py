@@ -96,8 +96,10 @@ class DecodingBatch:
     :meth:`fits` — the engine gives members their blocks as :meth:`due` names them.
     """
 
-    def __init__(self, block_size: int) -> None:
+    def __init__(self, block_size: int, track_longest: bool = True) -> None:
+        """``track_longest``: keep what :meth:`longest` needs (a step price that uses it)."""
         self.block = block_size
+        self.track_longest = track_longest
         self.clock = 0  # steps the batch has decoded
         self.size = 0
         self.width_sum = 0  # tokens the batch's context gains per step
@@ -127,8 +129,9 @@ class DecodingBatch:
         seq.reported = clock
         self._members[seq.serial] = seq
         self._count(seq, 1)
-        longest = self._longest.setdefault(width, [])
-        self._push(longest, (-seq.ctx_base, seq.serial, seq.epoch, seq))
+        if self.track_longest:
+            longest = self._longest.setdefault(width, [])
+            self._push(longest, (-seq.ctx_base, seq.serial, seq.epoch, seq))
         self.restop(seq)
         self._schedule_growth(seq)
         if seq.stream_s:
@@ -138,7 +141,7 @@ class DecodingBatch:
         """Remove a member, its counts settled and its unreported token times pending."""
         self.settle(seq)
         if seq.reported < self.clock:
-            seq.pending.append(self.unreported(seq).copy())
+            seq.pending.append(self.unreported(seq))
         self._count(seq, -1)
         del self._members[seq.serial]
         self._wide.pop(seq.serial, None)
@@ -192,6 +195,7 @@ class DecodingBatch:
 
     def longest(self) -> int:
         """The longest member context (0 for an empty batch)."""
+        assert self.track_longest, "a batch made with track_longest=False"
         longest = 0
         for width, heap in self._longest.items():
             while heap and heap[0][3].epoch != heap[0][2]:
@@ -240,7 +244,7 @@ class DecodingBatch:
 
     # --- after steps --------------------------------------------------------------------
 
-    def advance(self, ends: np.ndarray) -> None:
+    def advance(self, ends: list[float]) -> None:
         """The batch decoded ``len(ends)`` steps that ended at ``ends``."""
         count = len(ends)
         start = self.clock + 1 - self._first

@@ -13,6 +13,7 @@ stream each step.
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Generator, Hashable
 from typing import Any
@@ -49,7 +50,7 @@ class VllmEngine:
         # the running sequences in vLLM's order (admission order): the decoding batch's
         # members and, in order, those whose prompt is still being computed
         self.running: list[Seq] = []
-        self.batch = DecodingBatch(self.block)
+        self.batch = DecodingBatch(self.block, track_longest=self.cost.prices_longest)
         self._prefilling: list[Seq] = []
         self._admissions = itertools.count(1)
         self._seqs: dict[Hashable, Seq] = {}
@@ -312,7 +313,8 @@ class VllmEngine:
         before = sum(seq.computed for seq, _ in prefill)
         decode_seqs, context, longest, stream_s = 0, 0, 0, 0.0
         if decodes:
-            decode_seqs, context, longest = batch.size, batch.context(), batch.longest()
+            decode_seqs, context = batch.size, batch.context()
+            longest = batch.longest() if batch.track_longest else 0
             stream_s = batch.stream_seconds()
         duration = self.cost.seconds(
             prefill_tokens, attention, decode_seqs, context, before, len(prefill), longest
@@ -325,7 +327,7 @@ class VllmEngine:
         self.steps += 1
         end = np.array([self.env.now])
         if decodes:
-            batch.advance(end)
+            batch.advance([self.env.now])
         completed: list[Seq] = []
         for seq, chunk in prefill:
             seq.computed += chunk
@@ -339,19 +341,19 @@ class VllmEngine:
     def _decode_run(self) -> Generator[simpy.Event, Any, None]:
         batch = self.batch
         steps = self._fit_kv_growth(batch.steps_to_stop(MAX_STEPS_PER_EVENT))
+        longest = batch.longest() if batch.track_longest else 0
         durations = self.cost.decode_run(
-            batch.size, batch.context(), steps, batch.longest(), batch.width_sum
+            batch.size, batch.context(), steps, longest, batch.width_sum
         )
-        durations += batch.stream_seconds()
         start = self.env.now
-        ends = start + durations.cumsum()
-        last = float(ends[-1])  # a Python float: SimPy's clock stays one
+        ends = _step_ends(start, durations, batch.stream_seconds())
+        last = ends[-1]
         self._wake = self.env.event()
         yield _first_of(self.env, self.env.timeout(last - start), self._wake)
         now = self.env.now
         if now < last:  # interrupted: finish the step in progress, then re-plan
-            steps = int(ends.searchsorted(now, side="left")) + 1
-            yield self.env.timeout(float(ends[steps - 1]) - now)
+            steps = bisect_left(ends, now) + 1
+            yield self.env.timeout(ends[steps - 1] - now)
         self._wake = None
         self.steps += steps
         batch.advance(ends[:steps])
@@ -417,14 +419,26 @@ class VllmEngine:
         seq.call.progress(self._take(seq))
 
     def _take(self, seq: Seq) -> np.ndarray:
-        """The sequence's token times not reported yet."""
+        """The sequence's token times not reported yet (to be read, not written: a view of
+        the batch's step times, which are written once)."""
         if seq.epoch:
             if not seq.pending:
-                return self.batch.unreported(seq).copy()
+                return self.batch.unreported(seq)
             seq.pending.append(self.batch.unreported(seq))
         times = np.concatenate(seq.pending) if seq.pending else np.empty(0)
         seq.pending = []
         return times
+
+
+def _step_ends(start: float, durations: list[float], stream_s: float) -> list[float]:
+    """When each step of a run ends: ``start`` plus the running sum of the durations, each
+    with the stream seconds added (the sums numpy's ``cumsum`` makes, in plain floats)."""
+    ends = []
+    elapsed = 0.0
+    for duration in durations:
+        elapsed += duration + stream_s
+        ends.append(start + elapsed)
+    return ends
 
 
 def _first_of(env: simpy.Environment, *events: simpy.Event) -> simpy.Event:
