@@ -95,7 +95,7 @@ class DeltaStream:
         arrivals = server_times + self.link.delays(count)
         self.count += count
         if not self.keep:  # only the last arrival matters: the latest of these and before
-            latest = float(arrivals.max())
+            latest = float(np.maximum.reduce(arrivals))
             if latest > self.last:
                 self.last = latest
             return self.last

@@ -15,6 +15,7 @@ was four fifths of the simulator's time.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from typing import TYPE_CHECKING
@@ -113,7 +114,11 @@ class DecodingBatch:
         self._quotients: dict[int, int] = {}
         self._counts: dict[int, int] = {}
         self._stops: list[_Entry] = []  # when members reach their next stop, earliest first
-        self._grows: list[_Entry] = []  # when members fill their blocks, earliest first
+        # by batch step: the members that fill their blocks then. Never asked for the
+        # earliest, only for those due, so a dict of steps, not a heap (pushing and popping
+        # one per KV block was a twentieth of a crowded run's time)
+        self._grows: dict[int, list[_Entry]] = {}
+        self._grows_seen = 0  # the batch step up to which _grows has been emptied
         self._longest: dict[int, list[_Entry]] = {}  # per width, largest ctx_base first
         self._wide: dict[int, Seq] = {}  # members whose steps cost stream seconds
         self._ends = np.empty(1024)  # end times of steps _first, _first + 1, ...
@@ -179,12 +184,18 @@ class DecodingBatch:
     def _schedule_growth(self, seq: Seq) -> None:
         # the first step whose context fills its blocks: ctx_base + width·step >= blocks·block
         seq.grow_at = -((seq.ctx_base - seq.blocks * self.block) // seq.width)
-        self._push(self._grows, (seq.grow_at, seq.serial, seq.epoch, seq))
+        step = max(seq.grow_at, self._grows_seen + 1)  # one already due: at the next step
+        entry = (seq.grow_at, seq.serial, seq.epoch, seq)
+        bucket = self._grows.get(step)
+        if bucket is None:
+            self._grows[step] = [entry]
+        else:
+            bucket.append(entry)
 
     def _push(self, heap: list[_Entry], entry: _Entry) -> None:
         heappush(heap, entry)
         if len(heap) > 2 * self.size + 64:  # mostly outdated entries: keep the current ones
-            heap[:] = [e for e in heap if _current(e, heap is self._stops, heap is self._grows)]
+            heap[:] = [e for e in heap if _current(e, heap is self._stops)]
             heapify(heap)
 
     # --- what a step needs --------------------------------------------------------------
@@ -278,10 +289,15 @@ class DecodingBatch:
             step, serial, epoch, seq = heappop(stops)
             if seq.epoch == epoch and seq.stop_at == step:
                 found[serial] = seq
-        while grows and grows[0][0] <= clock:
-            step, serial, epoch, seq = heappop(grows)
-            if seq.epoch == epoch and seq.grow_at == step:
-                found[serial] = seq
+        if clock - self._grows_seen <= len(grows):
+            steps: Iterable[int] = range(self._grows_seen + 1, clock + 1)
+        else:  # a long run: fewer buckets than steps
+            steps = sorted(step for step in grows if step <= clock)
+        for step in steps:
+            for grow_at, serial, epoch, seq in grows.pop(step, ()):
+                if seq.epoch == epoch and seq.grow_at == grow_at:
+                    found[serial] = seq
+        self._grows_seen = clock
         if not found:
             return []
         members = [found[serial] for serial in sorted(found)]
@@ -290,8 +306,6 @@ class DecodingBatch:
         return members
 
 
-def _current(entry: _Entry, stop: bool, grow: bool) -> bool:
+def _current(entry: _Entry, stop: bool) -> bool:
     step, _, epoch, seq = entry
-    if seq.epoch != epoch:
-        return False
-    return (not stop or seq.stop_at == step) and (not grow or seq.grow_at == step)
+    return seq.epoch == epoch and (not stop or seq.stop_at == step)

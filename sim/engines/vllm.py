@@ -325,16 +325,16 @@ class VllmEngine:
         self._wake = None
         yield self.env.timeout(duration)
         self.steps += 1
-        end = np.array([self.env.now])
+        now = self.env.now
         if decodes:
-            batch.advance([self.env.now])
+            batch.advance([now])
         completed: list[Seq] = []
         for seq, chunk in prefill:
             seq.computed += chunk
             if seq.decoding:  # the step that completes a prompt samples its next token
                 self._publish_prompt(seq)
                 seq.produce(1)
-                seq.pending.append(end)
+                seq.pending.append(np.array([now]))
                 completed.append(seq)
         self._after_tokens(decodes, completed)
 
