@@ -12,8 +12,9 @@ in the run (the model's own count leaves out process starts, ends and relays), a
 ratio: what the model's own bookkeeping costs on top of the engine it runs on, a figure that
 holds on a busy or a slow machine alike. Target: 1,000 requests in <= 1 s, ratio <= 10x.
 
-    python benchmarks/sim_speed.py [--requests 1000] [--rate 0.5] [--engine-profile NAME]
-    python benchmarks/sim_speed.py --requests 100000 --memory   # peak memory of a big run
+    python benchmarks/sim_speed.py [--requests 1000] [--rate 0.5] [--repeat 3]
+    python benchmarks/sim_speed.py --engine-profile NAME   # another profile's step prices
+    python benchmarks/sim_speed.py --requests 100000 --repeat 1 --memory   # a big run's memory
 
 ``--engine-profile vllm-rtxpro6000-llama31-8b-ops`` times steps priced from operator tables
 instead of the fitted formula (a shipped name means that file, whatever the machine).
@@ -26,6 +27,7 @@ import cProfile
 import gc
 import pstats
 import resource
+import statistics
 import time
 from collections.abc import Generator
 
@@ -83,6 +85,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.5, help="requests per second")
     parser.add_argument("--mode", default="staircase", choices=["staircase", "standard"])
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the same simulation (median printed)"
+    )
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
     parser.add_argument("--memory", action="store_true", help="print the peak memory")
     parser.add_argument(
@@ -93,17 +98,21 @@ def main() -> None:
     args = parser.parse_args()
 
     rss_before = peak_rss_mb()
-    started, cpu_started = time.perf_counter(), time.process_time()
     profile = engine_profile(args.engine_profile)
     spec = staircase_moa("bench-staircase-moa-4x1", args.requests, args.rate, args.mode, profile)
-    simulator = Simulator(scenario_from_dict(spec))
     profiler = cProfile.Profile(time.process_time) if args.profile else None
-    if profiler:
-        profiler.enable()
-    result = simulator.run()
-    if profiler:
-        profiler.disable()
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    walls, cpus = [], []
+    for _ in range(args.repeat):  # the same run: its time moves with the machine, not the run
+        started, cpu_started = time.perf_counter(), time.process_time()
+        simulator = Simulator(scenario_from_dict(spec))
+        if profiler:
+            profiler.enable()
+        result = simulator.run()
+        if profiler:
+            profiler.disable()
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu_started)
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
     rss_after = peak_rss_mb()
     # every event SimPy scheduled (timeouts, process starts and ends, wake-ups, relays): the
     # model's own count (result.events) leaves out those it does not schedule itself
@@ -120,8 +129,9 @@ def main() -> None:
     print(f"SimPy events        {simpy_events:>12,}   (all SimPy scheduled)")
     print(f"events per token    {result.events / generated:>12.4f}")
     print(f"steps per event     {engine.steps / engine.events:>12.1f}")
+    spread = f"median of {args.repeat}: {min(cpus):.2f}-{max(cpus):.2f}"
     print(f"wall time (s)       {wall:>12.2f}   (target <= 1 s for 1,000 requests)")
-    print(f"CPU time (s)        {cpu:>12.2f}   (the wall time on a busy machine is longer)")
+    print(f"CPU time (s)        {cpu:>12.2f}   ({spread}; a busy machine's wall time is longer)")
     print(f"  µs per SimPy event{cpu / simpy_events * 1e6:>12.1f}")
     print(f"  of it set-up      {wall - result.wall_s:>12.2f}   (wall: scenario, engines)")
     print(f"bare SimPy (CPU s)  {bare:>12.3f}   (as many timeouts, no GC, best of {BARE_REPEATS})")

@@ -31,7 +31,7 @@ from sim.step_tables import MeasuredTables, TableStepCost, load_tables, save_tab
 
 PROFILE_SCHEMA = 1
 SHIPPED_DIR = Path(__file__).parent / "profiles"
-SHORT_RUN = 16  # decode runs up to this many steps are priced in plain floats
+SHORT_RUN = 16  # decode runs up to this many steps are priced in plain floats, not numpy
 
 
 class _Strict(BaseModel):
@@ -108,16 +108,17 @@ class StepCost(_Strict):
         steps: int,
         longest_context: int = 0,
         growth: int | None = None,
-    ) -> list[float]:
+    ) -> list[float] | np.ndarray:
         """Durations of ``steps`` consecutive decode-only steps of one batch whose summed
-        context grows by ``growth`` tokens a step (one per sequence unless multi-stream).
-        The same floats by either route: ``k`` is exact as a float."""
+        context grows by ``growth`` tokens a step (one per sequence unless multi-stream):
+        plain floats for a short run, an array for a long one — the same floats either way
+        (``k`` is exact as a float)."""
         first = self.seconds(0, 0.0, decode_seqs, context)
         per_step = decode_seqs if growth is None else growth
         grow = self.context_token_s * per_step
         if steps <= SHORT_RUN:  # most runs of a crowded batch: numpy would cost more
             return [first + grow * k for k in range(steps)]
-        return (first + grow * np.arange(steps)).tolist()
+        return first + grow * np.arange(steps)
 
 
 class StepCorrection(_Strict):

@@ -401,11 +401,11 @@ class TableStepCost:
         steps: int,
         longest_context: int = 0,
         growth: int | None = None,
-    ) -> list[float]:
+    ) -> np.ndarray:
         us = self.tables.decode_run_us(
             decode_seqs, context, steps, longest_context, self.skew_alpha, growth
         )
-        return (self.compute_scale * 1e-6 * us + self.step_overhead_s).tolist()
+        return self.compute_scale * 1e-6 * us + self.step_overhead_s
 
     @property
     def prices_longest(self) -> bool:

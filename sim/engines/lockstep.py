@@ -255,7 +255,7 @@ class DecodingBatch:
 
     # --- after steps --------------------------------------------------------------------
 
-    def advance(self, ends: list[float]) -> None:
+    def advance(self, ends: list[float] | np.ndarray) -> None:
         """The batch decoded ``len(ends)`` steps that ended at ``ends``."""
         count = len(ends)
         start = self.clock + 1 - self._first

@@ -347,13 +347,13 @@ class VllmEngine:
         )
         start = self.env.now
         ends = _step_ends(start, durations, batch.stream_seconds())
-        last = ends[-1]
+        last = float(ends[-1])  # a Python float: SimPy's clock stays one
         self._wake = self.env.event()
         yield _first_of(self.env, self.env.timeout(last - start), self._wake)
         now = self.env.now
         if now < last:  # interrupted: finish the step in progress, then re-plan
             steps = bisect_left(ends, now) + 1
-            yield self.env.timeout(ends[steps - 1] - now)
+            yield self.env.timeout(float(ends[steps - 1]) - now)
         self._wake = None
         self.steps += steps
         batch.advance(ends[:steps])
@@ -430,9 +430,14 @@ class VllmEngine:
         return times
 
 
-def _step_ends(start: float, durations: list[float], stream_s: float) -> list[float]:
+def _step_ends(
+    start: float, durations: list[float] | np.ndarray, stream_s: float
+) -> list[float] | np.ndarray:
     """When each step of a run ends: ``start`` plus the running sum of the durations, each
-    with the stream seconds added (the sums numpy's ``cumsum`` makes, in plain floats)."""
+    with the stream seconds added — by numpy for a long run, in plain floats for a short one
+    (the same sums: ``cumsum`` adds in order)."""
+    if isinstance(durations, np.ndarray):
+        return start + (durations + stream_s).cumsum()
     ends = []
     elapsed = 0.0
     for duration in durations:
