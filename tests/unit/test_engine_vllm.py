@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim import Simulator, scenario_from_dict
+from sim.engines.vllm import _step_ends
 from sim.errors import ConfigError
-from sim.profile import StepCost, parse_profile
+from sim.profile import SHORT_RUN, StepCost, parse_profile
 from sim.texts import estimate_tokens
 from sim.workload import RequestSpec
 from tests.helpers import vllm_profile, write_profile
@@ -276,7 +278,6 @@ def test_a_call_cancelled_while_the_api_server_prepares_it_never_reaches_the_eng
     """A staircase cancels the proposers' next round the moment its aggregator starts its
     last one: the live client's request ends before vLLM schedules it, and so must the
     simulated one (it used to be lost in the API delay and computed in full)."""
-    import numpy as np
     import simpy
 
     from sim.engines.base import CallResult, EngineCall
@@ -350,3 +351,19 @@ def test_agents_with_the_same_system_prompt_share_its_cached_blocks(tmp_path, sa
     )
     cached = {r["call"]: r["cached_tokens"] for r in call_ends(Simulator(scenario).run())}
     assert (max(cached.values()) > 0) is same
+
+
+def test_short_and_long_decode_runs_end_their_steps_at_the_same_times() -> None:
+    """A short decode run is priced in plain floats and a long one by numpy (each where it
+    is cheaper): both routes must give the very same floats, or results would depend on
+    where a run was cut."""
+    cost = StepCost(**{**vllm_profile()["step"], "context_token_s": 3.3e-7})
+    short = cost.decode_run(37, 37 * 517, SHORT_RUN)
+    long = cost.decode_run(37, 37 * 517, SHORT_RUN + 9)
+    assert isinstance(short, list) and isinstance(long, np.ndarray)
+    assert long[:SHORT_RUN].tolist() == short
+    short_ends = _step_ends(3.25, short, 0.0123)
+    long_ends = _step_ends(3.25, long, 0.0123)
+    assert isinstance(short_ends, list)
+    assert np.asarray(long_ends)[:SHORT_RUN].tolist() == short_ends
+    assert short_ends == sorted(set(short_ends))  # every step takes time
