@@ -9,13 +9,16 @@ actions it returns. Sim and live can therefore differ in timing, never in algori
 Prompts are described as messages made of :class:`Span` s — ranges of token streams (an
 agent's system prompt, the user query, an agent's output, a fixed text) — so the simulator
 can count and hash tokens while the live runner renders the same structure as text.
+
+Actions, messages and spans are immutable values, named tuples: a request builds some
+hundred of them, and a frozen dataclass costs twice as much to build.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sim.dag import AgentNode, Dag, unit_ends
 from sim.texts import AGGREGATE_HEADER, answer_label
@@ -23,8 +26,7 @@ from sim.texts import AGGREGATE_HEADER, answer_label
 Role = Literal["system", "user", "assistant"]
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
     """Tokens ``start:end`` of a stream. Fixed texts have ``end = -1`` (whole text)."""
 
     stream: Hashable  # ("system", agent) | ("query",) | ("output", agent) | ("text", str)
@@ -32,14 +34,12 @@ class Span:
     end: int = -1
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     role: Role
     parts: tuple[Span, ...]
 
 
-@dataclass(frozen=True)
-class StartCall:
+class StartCall(NamedTuple):
     """Generate exactly ``tokens`` tokens for ``agent`` from ``messages``."""
 
     call_id: str
@@ -53,21 +53,18 @@ class StartCall:
     final: bool  # the output is (part of) the answer the user sees
 
 
-@dataclass(frozen=True)
-class ReleaseUnit:
+class ReleaseUnit(NamedTuple):
     agent: str
     unit: int  # 1-based
     tokens: int  # the agent's released tokens so far
 
 
-@dataclass(frozen=True)
-class CancelCall:
+class CancelCall(NamedTuple):
     call_id: str
     reason: str
 
 
-@dataclass(frozen=True)
-class FinishRequest:
+class FinishRequest(NamedTuple):
     ok: bool
     reason: str = ""
 
@@ -75,7 +72,7 @@ class FinishRequest:
 Action = StartCall | ReleaseUnit | CancelCall | FinishRequest
 
 
-@dataclass
+@dataclass(slots=True)
 class _Agent:
     node: AgentNode
     total: int

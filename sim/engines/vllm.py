@@ -437,11 +437,11 @@ def _step_ends(
     with the stream seconds added — by numpy for a long run, in plain floats for a short one
     (the same sums: ``cumsum`` adds in order)."""
     if isinstance(durations, np.ndarray):
-        return start + (durations + stream_s).cumsum()
+        return start + (durations + stream_s if stream_s else durations).cumsum()
     ends = []
     elapsed = 0.0
     for duration in durations:
-        elapsed += duration + stream_s
+        elapsed += (duration + stream_s) if stream_s else duration
         ends.append(start + elapsed)
     return ends
 
