@@ -42,9 +42,12 @@ class BlockChain:
     def extend(self, runs: Iterable[TokenRun]) -> None:
         block_size = self.block_size
         pieces, filled, previous, hashes = self.pieces, self.filled, self.previous, self.hashes
+        tokens = self.tokens
         for stream, start, end in runs:
+            if end <= start:
+                continue
+            tokens += end - start
             position = start
-            self.tokens += max(0, end - start)
             while position < end:
                 if not filled and end - position >= block_size:  # whole blocks of this run
                     whole_end = end - (end - position) % block_size
@@ -53,18 +56,20 @@ class BlockChain:
                         hashes.append(previous)
                     position = whole_end
                     continue
-                take = min(end - position, block_size - filled)
-                if pieces and pieces[-1][0] == stream and pieces[-1][2] == position:
-                    pieces[-1] = (stream, pieces[-1][1], position + take)  # same tokens, one piece
+                stop = position + block_size - filled  # where this block fills
+                stop = end if end < stop else stop
+                last = pieces[-1] if pieces else None
+                if last is not None and last[2] == position and last[0] == stream:
+                    pieces[-1] = (stream, last[1], stop)  # the same stream's next tokens: one piece
                 else:
-                    pieces.append((stream, position, position + take))
-                filled += take
-                position += take
+                    pieces.append((stream, position, stop))
+                filled += stop - position
+                position = stop
                 if filled == block_size:
                     previous = hash((previous, tuple(pieces)))
                     hashes.append(previous)
                     pieces, filled = [], 0
-        self.pieces, self.filled, self.previous = pieces, filled, previous
+        self.pieces, self.filled, self.previous, self.tokens = pieces, filled, previous, tokens
 
 
 class KvCache:
