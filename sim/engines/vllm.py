@@ -186,8 +186,6 @@ class VllmEngine:
         seq.shared, seq.private, seq.blocks = [], 0, 0
 
     def _drop_cancelled(self) -> None:
-        if not self._cancelled:
-            return
         cancelled, self._cancelled = self._cancelled, []
         running = [s for s in cancelled if s.epoch or s in self._prefilling]
         for seq in sorted(running, key=_serial):  # in the batch's order, as vLLM frees them
@@ -285,7 +283,8 @@ class VllmEngine:
     def _loop(self) -> Generator[simpy.Event, Any, None]:
         while True:
             self.events += 1
-            self._drop_cancelled()
+            if self._cancelled:
+                self._drop_cancelled()
             if not self.running and not self.waiting:
                 self._wake = self.env.event()
                 yield self._wake
