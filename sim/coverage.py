@@ -39,13 +39,24 @@ def request_coverage(records: list[Record], k: int) -> dict[int, dict[str, float
     An input's whole answer is its length as the run ended: what it produced, or, cut short
     by a cancel, the length it was to have (the simulator's drawn length; a live answer left
     to stop on its own: its ``max_tokens``, an upper bound)."""
-    lengths = {r["req"]: r.get("answer_tokens") for r in records if r["type"] == "request_end"}
-    produced = {
-        (r["req"], r["call"]): r["completion_tokens"] for r in records if r["type"] == "call_end"
-    }
+    return coverage_of(
+        [r for r in records if r["type"] == "request_end"],
+        [r for r in records if r["type"] == "call"],
+        [r for r in records if r["type"] == "call_end"],
+        k,
+    )
+
+
+def coverage_of(
+    request_ends: list[Record], calls: list[Record], call_ends: list[Record], k: int
+) -> dict[int, dict[str, float]]:
+    """:func:`request_coverage` from a trace's records of the three types it reads (the
+    summary has them grouped already)."""
+    lengths = {r["req"]: r.get("answer_tokens") for r in request_ends}
+    produced = {(r["req"], r["call"]): r["completion_tokens"] for r in call_ends}
     answer_calls: dict[int, list[Record]] = defaultdict(list)
-    for r in records:
-        if r["type"] == "call" and r["final"] and "read" in r:
+    for r in calls:
+        if r["final"] and "read" in r:
             answer_calls[r["req"]].append(r)
     result: dict[int, dict[str, float]] = {}
     for req, calls in answer_calls.items():

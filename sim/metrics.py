@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.coverage import request_coverage
+from sim.coverage import coverage_of
 from sim.trace import Record
 
 DEFAULT_K = 32
@@ -98,17 +98,37 @@ def stats(values: list[float] | np.ndarray) -> dict[str, float | int | None]:
     }
 
 
+def _by_type(records: list[Record]) -> defaultdict[str, list[Record]]:
+    """The records grouped by type, each group in trace order: one pass over the trace, where
+    each part of the summary once scanned all of it (mostly ``unit`` records) for its types."""
+    groups: defaultdict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        groups[record["type"]].append(record)
+    return groups
+
+
+def _header(records: list[Record]) -> Record:
+    """The trace's header, or {} for records without one."""
+    return records[0] if records and records[0]["type"] == "header" else {}
+
+
 def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per request: the times the user sees the answer's deltas and their token counts, in
     time order — arrival times, or with the scenario's display buffer its release times."""
-    final_calls = {(r["req"], r["call"]) for r in records if r["type"] == "call" and r["final"]}
+    groups = _by_type(records)
+    return _answer_deltas(groups["call"], groups["deltas"], _header(records))
+
+
+def _answer_deltas(
+    calls: list[Record], deltas: list[Record], header: Record
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    final_calls = {(r["req"], r["call"]) for r in calls if r["final"]}
     times: dict[int, list[float]] = defaultdict(list)
     counts: dict[int, list[int]] = defaultdict(list)
-    for r in records:
-        if r["type"] == "deltas" and (r["req"], r["call"]) in final_calls:
+    for r in deltas:
+        if (r["req"], r["call"]) in final_calls:
             times[r["req"]] += r["t"]
             counts[r["req"]] += r["n"]
-    header = records[0] if records and records[0]["type"] == "header" else {}
     display = header.get("scenario", {}).get("display") or {}
     pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
     result = {}
@@ -139,9 +159,15 @@ def displayed(
 
 
 def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMetrics]:
-    sent = {r["req"]: r["t"] for r in records if r["type"] == "request"}
-    ends = {r["req"]: r for r in records if r["type"] == "request_end"}
-    deltas = answer_deltas(records)
+    return _request_metrics(_by_type(records), _header(records), k)
+
+
+def _request_metrics(
+    groups: defaultdict[str, list[Record]], header: Record, k: int
+) -> list[RequestMetrics]:
+    sent = {r["req"]: r["t"] for r in groups["request"]}
+    ends = {r["req"]: r for r in groups["request_end"]}
+    deltas = _answer_deltas(groups["call"], groups["deltas"], header)
     result = []
     for req, t0 in sent.items():
         end = ends.get(req)
@@ -177,21 +203,22 @@ def summarize(
     records: list[Record], prices: dict[str, Any] | None = None, k: int = DEFAULT_K
 ) -> dict[str, Any]:
     """The ``--json`` summary of a run (the same shape for ``simulate`` and ``run``)."""
-    header = records[0] if records and records[0]["type"] == "header" else {}
+    header = _header(records)
+    groups = _by_type(records)
     scenario = header.get("scenario", {})
     prices = prices if prices is not None else scenario.get("prices", {})
-    per_request = request_metrics(records, k)
+    per_request = _request_metrics(groups, header, k)
     done = [m for m in per_request if m.ok]
     ok = {m.req for m in done}
-    calls = [r for r in records if r["type"] == "call"]
-    call_ends = [r for r in records if r["type"] == "call_end"]
-    prompt = sum(r["prompt_tokens"] or 0 for r in call_ends)
-    cached = sum(r["cached_tokens"] or 0 for r in call_ends)
-    generated = sum(r["completion_tokens"] or 0 for r in call_ends)
+    calls, call_ends = groups["call"], groups["call_end"]
+    prompt = sum([r["prompt_tokens"] or 0 for r in call_ends])
+    cached = sum([r["cached_tokens"] or 0 for r in call_ends])
+    generated = sum([r["completion_tokens"] or 0 for r in call_ends])
     starts = [m.sent for m in per_request]
-    finish = [r["t"] for r in records if r["type"] == "request_end"]
+    finish = [r["t"] for r in groups["request_end"]]
     duration = (max(finish) - min(starts)) if finish and starts else 0.0
-    cost = costs(records, duration, prices)
+    cost = _costs(header, calls, call_ends, duration, prices)
+    spans = _kv_spans(calls, call_ends)
     return {
         "scenario": header.get("name", ""),
         "source": header.get("source", ""),
@@ -206,8 +233,8 @@ def summarize(
         "tps_e2e": stats([m.tps_e2e for m in done if m.tps_e2e is not None]),
         "stall_s": stats([m.stall for m in done if m.stall is not None]),
         "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
-        "kv_peak_tokens": stats([peak for req, peak in kv_peaks(records).items() if req in ok]),
-        "coverage": coverage(records, ok, k),
+        "kv_peak_tokens": stats([_peak_held(s) for req, s in spans.items() if req in ok]),
+        "coverage": _coverage(groups, ok, k),
         "throughput_tok_s": generated / duration if duration > 0 else None,
         "output_throughput_tok_s": sum(m.tokens for m in done) / duration if duration else None,
         "request_throughput_per_s": len(done) / duration if duration > 0 else None,
@@ -220,19 +247,22 @@ def summarize(
             "per_request": cost["total"] / len(per_request) if per_request else 0.0,
         },
         "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
-        **_client_overhead(records),
+        **_client_overhead(groups["end"]),
     }
 
 
 COVERAGE_VALUES = ("first_token", "k_token", "last_token", "first_token_min_input_tokens")
 
 
-def coverage(records: list[Record], ok: set[int], k: int) -> dict[str, Any] | None:
+def _coverage(
+    groups: defaultdict[str, list[Record]], ok: set[int], k: int
+) -> dict[str, Any] | None:
     """How much of its inputs' answers the user-facing agent had read behind the answer's
     first, k-th and last tokens (shares, 0–1), and the fewest tokens of one input behind the
     first (``sim/coverage.py``); each over the finished requests, with its minimum. None when
     the answer reads no other agent (one agent; the multistream what-if)."""
-    per_request = [v for req, v in request_coverage(records, k).items() if req in ok]
+    found = coverage_of(groups["request_end"], groups["call"], groups["call_end"], k)
+    per_request = [v for req, v in found.items() if req in ok]
     if not per_request:
         return None
     result: dict[str, Any] = {"k": k}
@@ -249,14 +279,23 @@ def kv_peaks(records: list[Record]) -> dict[int, float]:
     These are logical tokens, the same for simulated and live traces: a prefix that two
     concurrent calls share is counted for each (a server's prefix cache may hold it once).
     """
-    started = {(r["req"], r["call"]): r["t"] for r in records if r["type"] == "call"}
-    calls: dict[int, list[tuple[float, float, int, int]]] = defaultdict(list)
-    for end in records:
+    groups = _by_type(records)
+    spans = _kv_spans(groups["call"], groups["call_end"])
+    return {req: _peak_held(calls) for req, calls in spans.items()}
+
+
+def _kv_spans(
+    calls: list[Record], call_ends: list[Record]
+) -> dict[int, list[tuple[float, float, int, int]]]:
+    """Per request: each ended call's (start, end, prompt, output), in the order they ended."""
+    started = {(r["req"], r["call"]): r["t"] for r in calls}
+    spans: dict[int, list[tuple[float, float, int, int]]] = defaultdict(list)
+    for end in call_ends:
         key = (end.get("req"), end.get("call"))
-        if end["type"] == "call_end" and key in started:
+        if key in started:
             prompt, output = end["prompt_tokens"] or 0, end["completion_tokens"] or 0
-            calls[end["req"]].append((started[key], end["t"], prompt, output))
-    return {req: _peak_held(spans) for req, spans in calls.items()}
+            spans[end["req"]].append((started[key], end["t"], prompt, output))
+    return spans
 
 
 def _peak_held(calls: list[tuple[float, float, int, int]]) -> float:
@@ -281,9 +320,9 @@ def _peak_held(calls: list[tuple[float, float, int, int]]) -> float:
     return peak
 
 
-def _client_overhead(records: list[Record]) -> dict[str, Any]:
-    """Live runs record the runner's own CPU use and event-loop lag in the end record."""
-    end = next((r for r in reversed(records) if r["type"] == "end"), {})
+def _client_overhead(ends: list[Record]) -> dict[str, Any]:
+    """Live runs record the runner's own CPU use and event-loop lag in the (last) end record."""
+    end = ends[-1] if ends else {}
     return {"client": end["client"]} if "client" in end else {}
 
 
@@ -292,16 +331,25 @@ def costs(records: list[Record], duration_s: float, prices: dict[str, Any]) -> d
     own prices, or at ``prices``, the scenario's, if it states none) and ``gpu`` (a server
     priced per GPU-hour: per_gpu_hour × gpus × replicas × the run's duration — paid whether
     busy or not, so more replicas cost more)."""
-    header = records[0] if records and records[0]["type"] == "header" else {}
+    groups = _by_type(records)
+    return _costs(_header(records), groups["call"], groups["call_end"], duration_s, prices)
+
+
+def _costs(
+    header: Record,
+    calls: list[Record],
+    call_ends: list[Record],
+    duration_s: float,
+    prices: dict[str, Any],
+) -> dict[str, Any]:
     servers = header.get("scenario", {}).get("servers", {})
-    server_of = {(r["req"], r["call"]): r["server"] for r in records if r["type"] == "call"}
+    server_of = {(r["req"], r["call"]): r["server"] for r in calls}
     used: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # prompt, cached, generated
-    for end in records:
-        if end["type"] == "call_end":
-            counts = used[server_of.get((end["req"], end["call"]), "")]
-            counts[0] += end["prompt_tokens"] or 0
-            counts[1] += end["cached_tokens"] or 0
-            counts[2] += end["completion_tokens"] or 0
+    for end in call_ends:
+        counts = used[server_of.get((end["req"], end["call"]), "")]
+        counts[0] += end["prompt_tokens"] or 0
+        counts[1] += end["cached_tokens"] or 0
+        counts[2] += end["completion_tokens"] or 0
     per_server: dict[str, dict[str, float]] = {}
     for name in {*servers, *used}:
         server = servers.get(name, {})
