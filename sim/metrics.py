@@ -21,8 +21,11 @@ metric is computed — so a simulated and a live run of the scenario are measure
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from typing import Any
 
 import numpy as np
@@ -116,30 +119,79 @@ def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarr
     """Per request: the times the user sees the answer's deltas and their token counts, in
     time order — arrival times, or with the scenario's display buffer its release times."""
     groups = _by_type(records)
-    return _answer_deltas(groups["call"], groups["deltas"], _header(records))
+    answers = _Answers.of(groups["call"], groups["deltas"], _header(records))
+    return {req: answers.of_request(i) for i, req in enumerate(answers.reqs)}
 
 
-def _answer_deltas(
-    calls: list[Record], deltas: list[Record], header: Record
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    final_calls = {(r["req"], r["call"]) for r in calls if r["final"]}
-    times: dict[int, list[float]] = defaultdict(list)
-    counts: dict[int, list[int]] = defaultdict(list)
-    for r in deltas:
-        if (r["req"], r["call"]) in final_calls:
-            times[r["req"]] += r["t"]
-            counts[r["req"]] += r["n"]
-    display = header.get("scenario", {}).get("display") or {}
-    pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
-    result = {}
-    for req, t in times.items():
-        arrivals, sizes = np.asarray(t, dtype=float), np.asarray(counts[req])
-        order = np.argsort(arrivals, kind="stable")
-        arrivals, sizes = arrivals[order], sizes[order]
-        result[req] = (
-            displayed(arrivals, sizes, pace, delay) if pace or delay else (arrivals, sizes)
+@dataclass
+class _Answers:
+    """What :func:`answer_deltas` gives, every request's arrays one after another in flat
+    arrays: numpy calls per request, on a few hundred items each, were most of the summary's
+    time; over all requests at once they cost little more than one."""
+
+    reqs: list[int]  # in the order their first answer delta is recorded
+    bounds: list[int]  # request i's deltas are [bounds[i], bounds[i + 1])
+    times: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, calls: list[Record], deltas: list[Record], header: Record) -> _Answers:
+        final_calls = {(r["req"], r["call"]) for r in calls if r["final"]}
+        answered: dict[int, list[Record]] = defaultdict(list)
+        for r in deltas:
+            if (r["req"], r["call"]) in final_calls:
+                answered[r["req"]].append(r)
+        pieces = [r for records in answered.values() for r in records]
+        # an array.array reads a list of floats in half the time numpy's conversion takes
+        times = array("d")
+        for r in pieces:
+            times.fromlist(r["t"])
+        lengths = (sum(len(r["t"]) for r in records) for records in answered.values())
+        answers = cls(
+            list(answered),
+            [0, *accumulate(lengths)],
+            np.frombuffer(times),
+            _token_counts([r["n"] for r in pieces]),
         )
-    return result
+        answers._sort()
+        display = header.get("scenario", {}).get("display") or {}
+        pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
+        if pace or delay:
+            answers._display(pace, delay)
+        return answers
+
+    def of_request(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.bounds[i], self.bounds[i + 1]
+        return self.times[start:end], self.counts[start:end]
+
+    def _sort(self) -> None:
+        """Each request's deltas in time order (stable: as recorded among equal times). They
+        nearly always are already, so only the requests found out of order are sorted."""
+        in_order = self.times[1:] >= self.times[:-1]  # False for a NaN, which sorting places
+        meet = [at - 1 for at in self.bounds[1:-1] if 0 < at < len(self.times)]
+        in_order[meet] = True  # one request's last delta, the next one's first
+        unsorted = {bisect_right(self.bounds, at) - 1 for at in np.flatnonzero(~in_order).tolist()}
+        for i in sorted(unsorted):
+            start, end = self.bounds[i], self.bounds[i + 1]
+            order = np.argsort(self.times[start:end], kind="stable")
+            self.times[start:end] = self.times[start:end][order]
+            self.counts[start:end] = self.counts[start:end][order]
+
+    def _display(self, pace: float | None, delay: float) -> None:
+        """Release times in place of arrival times, each request's through the display buffer."""
+        shown = [displayed(*self.of_request(i), pace, delay) for i in range(len(self.reqs))]
+        self.bounds = [0, *accumulate(len(times) for times, _ in shown)]
+        if shown:
+            self.times = np.concatenate([times for times, _ in shown])
+            self.counts = np.concatenate([counts for _, counts in shown])
+
+
+def _token_counts(counts: list[list[int]]) -> np.ndarray:
+    """The lists' counts in one array; a simulated answer's deltas are one token each, whose
+    array of ones is made without numpy converting every item."""
+    if all(n.count(1) == len(n) for n in counts):
+        return np.ones(sum(map(len, counts)), dtype=int)
+    return np.asarray(list(chain.from_iterable(counts)))
 
 
 def displayed(
@@ -167,7 +219,17 @@ def _request_metrics(
 ) -> list[RequestMetrics]:
     sent = {r["req"]: r["t"] for r in groups["request"]}
     ends = {r["req"]: r for r in groups["request_end"]}
-    deltas = _answer_deltas(groups["call"], groups["deltas"], header)
+    answers = _Answers.of(groups["call"], groups["deltas"], header)
+    index = {req: i for i, req in enumerate(answers.reqs)}
+    bounds, all_times = answers.bounds, answers.times
+    all_gaps = all_times[1:] - all_times[:-1]  # each request's ITLs, and between requests
+    # the tokens received by each delta, counted over all requests in turn: a request's own
+    # are these less its base (the requests' before it), and the delta that brings each
+    # request's k-th token is found for all of them in one search
+    held = np.concatenate(([0], np.cumsum(answers.counts)))
+    base = held[bounds[:-1]]
+    tokens = (held[bounds[1:]] - base).tolist()
+    reached = np.maximum(np.searchsorted(held[1:], base + k), bounds[:-1]).tolist()
     result = []
     for req, t0 in sent.items():
         end = ends.get(req)
@@ -176,12 +238,14 @@ def _request_metrics(
             metrics.reason = "unfinished"
         elif not end["ok"]:
             metrics.reason = end.get("reason", "")
-        if metrics.ok and req in deltas:
-            times, counts = deltas[req]
-            metrics.tokens = int(counts.sum())
+        if metrics.ok and req in index:
+            i = index[req]
+            first, last = bounds[i], bounds[i + 1]
+            times = all_times[first:last]
+            metrics.tokens = int(tokens[i])
             metrics.ttft = float(times[0] - t0)
             metrics.e2e = float(times[-1] - t0)
-            gaps = np.diff(times)
+            gaps = all_gaps[first : last - 1]
             metrics.itls = gaps
             metrics.stall = float(gaps.max()) if len(gaps) else 0.0
             decode_time = metrics.e2e - metrics.ttft
@@ -190,9 +254,8 @@ def _request_metrics(
                 metrics.tps = metrics.tokens / decode_time
             if metrics.e2e > 0:
                 metrics.tps_e2e = metrics.tokens / metrics.e2e
-            reached = np.searchsorted(np.cumsum(counts), k)
-            if reached < len(times):
-                metrics.time_to_k = float(times[reached] - t0)
+            if reached[i] < last:
+                metrics.time_to_k = float(all_times[reached[i]] - t0)
         elif metrics.ok:
             metrics.ok, metrics.reason = False, "no answer tokens"
         result.append(metrics)
