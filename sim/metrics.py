@@ -26,7 +26,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -273,15 +273,19 @@ def summarize(
     per_request = _request_metrics(groups, header, k)
     done = [m for m in per_request if m.ok]
     ok = {m.req for m in done}
-    calls, call_ends = groups["call"], groups["call_end"]
-    prompt = sum([r["prompt_tokens"] or 0 for r in call_ends])
-    cached = sum([r["cached_tokens"] or 0 for r in call_ends])
-    generated = sum([r["completion_tokens"] or 0 for r in call_ends])
+    calls = _Calls.of(groups["call"], groups["call_end"])
+    prompt = sum([end.prompt or 0 for _, end in calls.ended])
+    cached = sum([end.cached or 0 for _, end in calls.ended])
+    generated = sum([end.generated or 0 for _, end in calls.ended])
     starts = [m.sent for m in per_request]
     finish = [r["t"] for r in groups["request_end"]]
     duration = (max(finish) - min(starts)) if finish and starts else 0.0
-    cost = _costs(header, calls, call_ends, duration, prices)
-    spans = _kv_spans(calls, call_ends)
+    usage = [
+        (call.server if call is not None else "", end.prompt, end.cached, end.generated)
+        for call, end in calls.ended
+    ]
+    cost = _costs(header, usage, duration, prices)
+    spans = _kv_spans(calls)
     return {
         "scenario": header.get("name", ""),
         "source": header.get("source", ""),
@@ -297,7 +301,7 @@ def summarize(
         "stall_s": stats([m.stall for m in done if m.stall is not None]),
         "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
         "kv_peak_tokens": stats([_peak_held(s) for req, s in spans.items() if req in ok]),
-        "coverage": _coverage(groups, ok, k),
+        "coverage": _coverage(groups["request_end"], groups["call"], calls, ok, k),
         "throughput_tok_s": generated / duration if duration > 0 else None,
         "output_throughput_tok_s": sum(m.tokens for m in done) / duration if duration else None,
         "request_throughput_per_s": len(done) / duration if duration > 0 else None,
@@ -309,7 +313,7 @@ def summarize(
             **cost,
             "per_request": cost["total"] / len(per_request) if per_request else 0.0,
         },
-        "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
+        "agents": _agents(calls, {m.req: _plain(m.sent) for m in per_request}),
         **_client_overhead(groups["end"]),
     }
 
@@ -318,13 +322,18 @@ COVERAGE_VALUES = ("first_token", "k_token", "last_token", "first_token_min_inpu
 
 
 def _coverage(
-    groups: defaultdict[str, list[Record]], ok: set[int], k: int
+    request_ends: list[Record], call_records: list[Record], calls: _Calls, ok: set[int], k: int
 ) -> dict[str, Any] | None:
     """How much of its inputs' answers the user-facing agent had read behind the answer's
     first, k-th and last tokens (shares, 0–1), and the fewest tokens of one input behind the
     first (``sim/coverage.py``); each over the finished requests, with its minimum. None when
     the answer reads no other agent (one agent; the multistream what-if)."""
-    found = coverage_of(groups["request_end"], groups["call"], groups["call_end"], k)
+    answer_calls = [
+        (record, end.generated if end is not None else 0)
+        for record, (call, end) in zip(call_records, calls.started, strict=True)
+        if call.final and "read" in record
+    ]
+    found = coverage_of(request_ends, answer_calls, k)
     per_request = [v for req, v in found.items() if req in ok]
     if not per_request:
         return None
@@ -335,6 +344,82 @@ def _coverage(
     return result
 
 
+class _Call(NamedTuple):
+    """What the summary reads of a ``call`` record."""
+
+    req: int
+    call: str
+    agent: str
+    round: int
+    t: float
+    server: str
+    final: bool
+
+
+class _CallEnd(NamedTuple):
+    """What the summary reads of a ``call_end`` record."""
+
+    req: int
+    call: str
+    t: float
+    status: str
+    prompt: int | None
+    cached: int | None
+    generated: int
+
+
+@dataclass
+class _Calls:
+    """Every call's start and end, paired, each record's fields read once: the records lie
+    scattered in memory, so reading a field costs more than the arithmetic on it, and the
+    summary's parts once read each several times over and paired the records each its own
+    way. Times are Python floats (see :func:`_plain`)."""
+
+    started: list[tuple[_Call, _CallEnd | None]]  # each call with its end, in trace order
+    ended: list[tuple[_Call | None, _CallEnd]]  # each call_end with its call, in trace order
+
+    @classmethod
+    def of(cls, calls: list[Record], call_ends: list[Record]) -> _Calls:
+        starts = [
+            _Call(
+                r["req"],
+                r["call"],
+                r["agent"],
+                r["round"],
+                _plain(r["t"]),
+                r["server"],
+                r["final"],
+            )
+            for r in calls
+        ]
+        ends = [
+            _CallEnd(
+                r["req"],
+                r["call"],
+                _plain(r["t"]),
+                r["status"],
+                r["prompt_tokens"],
+                r["cached_tokens"],
+                r["completion_tokens"],
+            )
+            for r in call_ends
+        ]
+        # a (req, call) recorded twice: its last record, as a dict of the records kept it
+        start_of = {(c.req, c.call): c for c in starts}
+        end_of = {(e.req, e.call): e for e in ends}
+        return cls(
+            [(c, end_of.get((c.req, c.call))) for c in starts],
+            [(start_of.get((e.req, e.call)), e) for e in ends],
+        )
+
+
+def _plain(t: float) -> float:
+    """A numpy float as a Python float, the same value: the simulator records times as numpy
+    floats, whose arithmetic one value at a time is several times slower. Anything else as
+    it is (an int time stays an int)."""
+    return float(t) if isinstance(t, float) else t
+
+
 def kv_peaks(records: list[Record]) -> dict[int, float]:
     """Per request: the most KV-cache tokens its calls hold at once — each running call its
     prompt plus its output so far, the output growing evenly from the call's start to its end.
@@ -343,42 +428,46 @@ def kv_peaks(records: list[Record]) -> dict[int, float]:
     concurrent calls share is counted for each (a server's prefix cache may hold it once).
     """
     groups = _by_type(records)
-    spans = _kv_spans(groups["call"], groups["call_end"])
-    return {req: _peak_held(calls) for req, calls in spans.items()}
-
-
-def _kv_spans(
-    calls: list[Record], call_ends: list[Record]
-) -> dict[int, list[tuple[float, float, int, int]]]:
-    """Per request: each ended call's (start, end, prompt, output), in the order they ended."""
-    started = {(r["req"], r["call"]): r["t"] for r in calls}
-    spans: dict[int, list[tuple[float, float, int, int]]] = defaultdict(list)
-    for end in call_ends:
+    started = {(r["req"], r["call"]): r["t"] for r in groups["call"]}
+    spans: dict[int, list[Span]] = defaultdict(list)
+    for end in groups["call_end"]:
         key = (end.get("req"), end.get("call"))
         if key in started:
             prompt, output = end["prompt_tokens"] or 0, end["completion_tokens"] or 0
             spans[end["req"]].append((started[key], end["t"], prompt, output))
+    return {req: _peak_held(calls) for req, calls in spans.items()}
+
+
+Span = tuple[float, float, int, int]  # a call's start, end, prompt and output tokens
+
+
+def _kv_spans(calls: _Calls) -> dict[int, list[Span]]:
+    """:func:`kv_peaks`' spans, per request in the order the calls ended, from the paired
+    calls (their times Python floats, for :func:`_peak_held`'s arithmetic)."""
+    spans: dict[int, list[Span]] = defaultdict(list)
+    for call, end in calls.ended:
+        if call is not None:
+            spans[end.req].append((call.t, end.t, end.prompt or 0, end.generated or 0))
     return spans
 
 
-def _peak_held(calls: list[tuple[float, float, int, int]]) -> float:
+def _peak_held(calls: list[Span]) -> float:
     """The maximum of a sum of calls' KV, each held over [start, end) and growing linearly;
     a piecewise-linear sum peaks just before a call ends or just after one starts.
 
     Quadratic in a request's calls, so the terms are written out rather than a helper called
-    per pair (the same sums, in the same order)."""
+    per pair, and summed from lists, which Python builds faster than it runs a generator (the
+    same sums, in the same order). A call running at ``start`` has ``e > s``."""
     peak = 0.0
     for start, end, _, _ in calls:
         before_end = sum(
-            p + (o * (end - s) / (e - s) if e > s else o)
-            for s, e, p, o in calls
-            if s < end <= e or s == e == end
+            [
+                p + (o * (end - s) / (e - s) if e > s else o)
+                for s, e, p, o in calls
+                if s < end <= e or s == e == end
+            ]
         )
-        after_start = sum(
-            p + (o * (start - s) / (e - s) if e > s else o)
-            for s, e, p, o in calls
-            if s <= start < e
-        )
+        after_start = sum([p + o * (start - s) / (e - s) for s, e, p, o in calls if s <= start < e])
         peak = max(peak, before_end, after_start)
     return peak
 
@@ -395,24 +484,33 @@ def costs(records: list[Record], duration_s: float, prices: dict[str, Any]) -> d
     priced per GPU-hour: per_gpu_hour × gpus × replicas × the run's duration — paid whether
     busy or not, so more replicas cost more)."""
     groups = _by_type(records)
-    return _costs(_header(records), groups["call"], groups["call_end"], duration_s, prices)
+    server_of = {(r["req"], r["call"]): r["server"] for r in groups["call"]}
+    usage = [
+        (
+            server_of.get((r["req"], r["call"]), ""),
+            r["prompt_tokens"],
+            r["cached_tokens"],
+            r["completion_tokens"],
+        )
+        for r in groups["call_end"]
+    ]
+    return _costs(_header(records), usage, duration_s, prices)
+
+
+Usage = tuple[str, int | None, int | None, int]  # a call's server, prompt, cached, output
 
 
 def _costs(
-    header: Record,
-    calls: list[Record],
-    call_ends: list[Record],
-    duration_s: float,
-    prices: dict[str, Any],
+    header: Record, usage: list[Usage], duration_s: float, prices: dict[str, Any]
 ) -> dict[str, Any]:
+    """:func:`costs` from each ended call's usage, in trace order."""
     servers = header.get("scenario", {}).get("servers", {})
-    server_of = {(r["req"], r["call"]): r["server"] for r in calls}
     used: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # prompt, cached, generated
-    for end in call_ends:
-        counts = used[server_of.get((end["req"], end["call"]), "")]
-        counts[0] += end["prompt_tokens"] or 0
-        counts[1] += end["cached_tokens"] or 0
-        counts[2] += end["completion_tokens"] or 0
+    for server, prompt, cached, generated in usage:
+        counts = used[server]
+        counts[0] += prompt or 0
+        counts[1] += cached or 0
+        counts[2] += generated or 0
     per_server: dict[str, dict[str, float]] = {}
     for name in {*servers, *used}:
         server = servers.get(name, {})
@@ -444,37 +542,34 @@ def _token_cost(counts: list[int], prices: dict[str, Any]) -> float:
     )
 
 
-def _agents(
-    calls: list[Record], call_ends: list[Record], sent: dict[int, float]
-) -> dict[str, dict[str, Any]]:
-    ended = {(r["req"], r["call"]): r for r in call_ends}
-    grouped: dict[str, list[tuple[Record, Record | None]]] = defaultdict(list)
-    for call in calls:
-        grouped[call["agent"]].append((call, ended.get((call["req"], call["call"]))))
+def _agents(calls: _Calls, sent: dict[int, float]) -> dict[str, dict[str, Any]]:
+    grouped: dict[str, list[tuple[_Call, _CallEnd | None]]] = defaultdict(list)
+    for call, end in calls.started:
+        grouped[call.agent].append((call, end))
     result = {}
     for agent, pairs in grouped.items():
         finished = [(c, e) for c, e in pairs if e is not None]
         result[agent] = {
             "calls": len(pairs),
-            "failed_calls": sum(1 for _, e in finished if e["status"] == "failed"),
-            "prompt_tokens_mean": _mean([e["prompt_tokens"] for _, e in finished]),
-            "cached_tokens_mean": _mean([e["cached_tokens"] for _, e in finished]),
-            "generated_tokens": sum(e["completion_tokens"] or 0 for _, e in finished),
-            "first_start_s_mean": _mean(
-                [c["t"] - sent[c["req"]] for c, _ in pairs if c["round"] == 1]
-            ),
+            "failed_calls": [e.status for _, e in finished].count("failed"),
+            "prompt_tokens_mean": _mean([e.prompt for _, e in finished]),
+            "cached_tokens_mean": _mean([e.cached for _, e in finished]),
+            "generated_tokens": sum([e.generated or 0 for _, e in finished]),
+            "first_start_s_mean": _mean([c.t - sent[c.req] for c, _ in pairs if c.round == 1]),
             "last_end_s_mean": _mean(_last_end_per_request(finished, sent)),
-            "call_s_mean": _mean([e["t"] - c["t"] for c, e in finished]),
+            "call_s_mean": _mean([e.t - c.t for c, e in finished]),
         }
     return result
 
 
 def _last_end_per_request(
-    finished: list[tuple[Record, Record]], sent: dict[int, float]
+    finished: list[tuple[_Call, _CallEnd]], sent: dict[int, float]
 ) -> list[float]:
     last: dict[int, float] = {}
     for call, end in finished:
-        last[call["req"]] = max(last.get(call["req"], 0.0), end["t"] - sent[call["req"]])
+        req = call.req
+        held, value = last.get(req, 0.0), end.t - sent[req]
+        last[req] = value if value > held else held  # max(held, value), without the call
     return list(last.values())
 
 
