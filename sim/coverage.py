@@ -39,26 +39,39 @@ def request_coverage(records: list[Record], k: int) -> dict[int, dict[str, float
     An input's whole answer is its length as the run ended: what it produced, or, cut short
     by a cancel, the length it was to have (the simulator's drawn length; a live answer left
     to stop on its own: its ``max_tokens``, an upper bound)."""
-    lengths = {r["req"]: r.get("answer_tokens") for r in records if r["type"] == "request_end"}
     produced = {
         (r["req"], r["call"]): r["completion_tokens"] for r in records if r["type"] == "call_end"
     }
-    answer_calls: dict[int, list[Record]] = defaultdict(list)
-    for r in records:
-        if r["type"] == "call" and r["final"] and "read" in r:
-            answer_calls[r["req"]].append(r)
+    answer_calls = [
+        (r, produced.get((r["req"], r["call"]), 0))
+        for r in records
+        if r["type"] == "call" and r["final"] and "read" in r
+    ]
+    return coverage_of([r for r in records if r["type"] == "request_end"], answer_calls, k)
+
+
+def coverage_of(
+    request_ends: list[Record], answer_calls: list[tuple[Record, int]], k: int
+) -> dict[int, dict[str, float]]:
+    """:func:`request_coverage` from the trace's ``request_end`` records and its answer's
+    calls that say what they read, each with the tokens it produced (0: it did not end), in
+    trace order (the summary has them at hand)."""
+    lengths = {r["req"]: r.get("answer_tokens") for r in request_ends}
+    by_request: dict[int, list[tuple[Record, int]]] = defaultdict(list)
+    for call, produced in answer_calls:
+        by_request[call["req"]].append((call, produced))
     result: dict[int, dict[str, float]] = {}
-    for req, calls in answer_calls.items():
+    for req, calls in by_request.items():
         whole = lengths.get(req)
         if not whole:
             continue
-        calls.sort(key=lambda call: call["round"])
-        total = sum(whole[name] for name in calls[0]["read"])
+        calls.sort(key=lambda pair: pair[0]["round"])
+        total = sum(whole[name] for name in calls[0][0]["read"])
         if total <= 0:
             continue
         shares, ends, written = [], [], 0
-        for call in calls:
-            written += produced.get((req, call["call"]), 0)
+        for call, produced in calls:
+            written += produced
             ends.append(written)
             shares.append(sum(call["read"].values()) / total)
         if written < 1:
@@ -68,7 +81,7 @@ def request_coverage(records: list[Record], k: int) -> dict[int, dict[str, float
             "first_token": shares[first],
             "k_token": shares[_writer_of(ends, k)],
             "last_token": shares[_writer_of(ends, written)],
-            "first_token_min_input_tokens": float(min(calls[first]["read"].values())),
+            "first_token_min_input_tokens": float(min(calls[first][0]["read"].values())),
         }
     return result
 

@@ -21,13 +21,16 @@ metric is computed — so a simulated and a live run of the scenario are measure
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import accumulate, chain
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from sim.coverage import request_coverage
+from sim.coverage import coverage_of
 from sim.trace import Record
 
 DEFAULT_K = 32
@@ -98,28 +101,97 @@ def stats(values: list[float] | np.ndarray) -> dict[str, float | int | None]:
     }
 
 
+def _by_type(records: list[Record]) -> defaultdict[str, list[Record]]:
+    """The records grouped by type, each group in trace order: one pass over the trace, where
+    each part of the summary once scanned all of it (mostly ``unit`` records) for its types."""
+    groups: defaultdict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        groups[record["type"]].append(record)
+    return groups
+
+
+def _header(records: list[Record]) -> Record:
+    """The trace's header, or {} for records without one."""
+    return records[0] if records and records[0]["type"] == "header" else {}
+
+
 def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per request: the times the user sees the answer's deltas and their token counts, in
     time order — arrival times, or with the scenario's display buffer its release times."""
-    final_calls = {(r["req"], r["call"]) for r in records if r["type"] == "call" and r["final"]}
-    times: dict[int, list[float]] = defaultdict(list)
-    counts: dict[int, list[int]] = defaultdict(list)
-    for r in records:
-        if r["type"] == "deltas" and (r["req"], r["call"]) in final_calls:
-            times[r["req"]] += r["t"]
-            counts[r["req"]] += r["n"]
-    header = records[0] if records and records[0]["type"] == "header" else {}
-    display = header.get("scenario", {}).get("display") or {}
-    pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
-    result = {}
-    for req, t in times.items():
-        arrivals, sizes = np.asarray(t, dtype=float), np.asarray(counts[req])
-        order = np.argsort(arrivals, kind="stable")
-        arrivals, sizes = arrivals[order], sizes[order]
-        result[req] = (
-            displayed(arrivals, sizes, pace, delay) if pace or delay else (arrivals, sizes)
+    groups = _by_type(records)
+    answers = _Answers.of(groups["call"], groups["deltas"], _header(records))
+    return {req: answers.of_request(i) for i, req in enumerate(answers.reqs)}
+
+
+@dataclass
+class _Answers:
+    """What :func:`answer_deltas` gives, every request's arrays one after another in flat
+    arrays: numpy calls per request, on a few hundred items each, were most of the summary's
+    time; over all requests at once they cost little more than one."""
+
+    reqs: list[int]  # in the order their first answer delta is recorded
+    bounds: list[int]  # request i's deltas are [bounds[i], bounds[i + 1])
+    times: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, calls: list[Record], deltas: list[Record], header: Record) -> _Answers:
+        final_calls = {(r["req"], r["call"]) for r in calls if r["final"]}
+        answered: dict[int, list[Record]] = defaultdict(list)
+        for r in deltas:
+            if (r["req"], r["call"]) in final_calls:
+                answered[r["req"]].append(r)
+        pieces = [r for records in answered.values() for r in records]
+        # an array.array reads a list of floats in half the time numpy's conversion takes
+        times = array("d")
+        for r in pieces:
+            times.fromlist(r["t"])
+        lengths = (sum(len(r["t"]) for r in records) for records in answered.values())
+        answers = cls(
+            list(answered),
+            [0, *accumulate(lengths)],
+            np.frombuffer(times),
+            _token_counts([r["n"] for r in pieces]),
         )
-    return result
+        answers._sort()
+        display = header.get("scenario", {}).get("display") or {}
+        pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
+        if pace or delay:
+            answers._display(pace, delay)
+        return answers
+
+    def of_request(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.bounds[i], self.bounds[i + 1]
+        return self.times[start:end], self.counts[start:end]
+
+    def _sort(self) -> None:
+        """Each request's deltas in time order (stable: as recorded among equal times). They
+        nearly always are already, so only the requests found out of order are sorted."""
+        in_order = self.times[1:] >= self.times[:-1]  # False for a NaN, which sorting places
+        meet = [at - 1 for at in self.bounds[1:-1] if 0 < at < len(self.times)]
+        in_order[meet] = True  # one request's last delta, the next one's first
+        unsorted = {bisect_right(self.bounds, at) - 1 for at in np.flatnonzero(~in_order).tolist()}
+        for i in sorted(unsorted):
+            start, end = self.bounds[i], self.bounds[i + 1]
+            order = np.argsort(self.times[start:end], kind="stable")
+            self.times[start:end] = self.times[start:end][order]
+            self.counts[start:end] = self.counts[start:end][order]
+
+    def _display(self, pace: float | None, delay: float) -> None:
+        """Release times in place of arrival times, each request's through the display buffer."""
+        shown = [displayed(*self.of_request(i), pace, delay) for i in range(len(self.reqs))]
+        self.bounds = [0, *accumulate(len(times) for times, _ in shown)]
+        if shown:
+            self.times = np.concatenate([times for times, _ in shown])
+            self.counts = np.concatenate([counts for _, counts in shown])
+
+
+def _token_counts(counts: list[list[int]]) -> np.ndarray:
+    """The lists' counts in one array; a simulated answer's deltas are one token each, whose
+    array of ones is made without numpy converting every item."""
+    if all(n.count(1) == len(n) for n in counts):
+        return np.ones(sum(map(len, counts)), dtype=int)
+    return np.asarray(list(chain.from_iterable(counts)))
 
 
 def displayed(
@@ -139,9 +211,25 @@ def displayed(
 
 
 def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMetrics]:
-    sent = {r["req"]: r["t"] for r in records if r["type"] == "request"}
-    ends = {r["req"]: r for r in records if r["type"] == "request_end"}
-    deltas = answer_deltas(records)
+    return _request_metrics(_by_type(records), _header(records), k)
+
+
+def _request_metrics(
+    groups: defaultdict[str, list[Record]], header: Record, k: int
+) -> list[RequestMetrics]:
+    sent = {r["req"]: r["t"] for r in groups["request"]}
+    ends = {r["req"]: r for r in groups["request_end"]}
+    answers = _Answers.of(groups["call"], groups["deltas"], header)
+    index = {req: i for i, req in enumerate(answers.reqs)}
+    bounds, all_times = answers.bounds, answers.times
+    all_gaps = all_times[1:] - all_times[:-1]  # each request's ITLs, and between requests
+    # the tokens received by each delta, counted over all requests in turn: a request's own
+    # are these less its base (the requests' before it), and the delta that brings each
+    # request's k-th token is found for all of them in one search
+    held = np.concatenate(([0], np.cumsum(answers.counts)))
+    base = held[bounds[:-1]]
+    tokens = (held[bounds[1:]] - base).tolist()
+    reached = np.maximum(np.searchsorted(held[1:], base + k), bounds[:-1]).tolist()
     result = []
     for req, t0 in sent.items():
         end = ends.get(req)
@@ -150,12 +238,14 @@ def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMe
             metrics.reason = "unfinished"
         elif not end["ok"]:
             metrics.reason = end.get("reason", "")
-        if metrics.ok and req in deltas:
-            times, counts = deltas[req]
-            metrics.tokens = int(counts.sum())
+        if metrics.ok and req in index:
+            i = index[req]
+            first, last = bounds[i], bounds[i + 1]
+            times = all_times[first:last]
+            metrics.tokens = int(tokens[i])
             metrics.ttft = float(times[0] - t0)
             metrics.e2e = float(times[-1] - t0)
-            gaps = np.diff(times)
+            gaps = all_gaps[first : last - 1]
             metrics.itls = gaps
             metrics.stall = float(gaps.max()) if len(gaps) else 0.0
             decode_time = metrics.e2e - metrics.ttft
@@ -164,9 +254,8 @@ def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMe
                 metrics.tps = metrics.tokens / decode_time
             if metrics.e2e > 0:
                 metrics.tps_e2e = metrics.tokens / metrics.e2e
-            reached = np.searchsorted(np.cumsum(counts), k)
-            if reached < len(times):
-                metrics.time_to_k = float(times[reached] - t0)
+            if reached[i] < last:
+                metrics.time_to_k = float(all_times[reached[i]] - t0)
         elif metrics.ok:
             metrics.ok, metrics.reason = False, "no answer tokens"
         result.append(metrics)
@@ -177,21 +266,26 @@ def summarize(
     records: list[Record], prices: dict[str, Any] | None = None, k: int = DEFAULT_K
 ) -> dict[str, Any]:
     """The ``--json`` summary of a run (the same shape for ``simulate`` and ``run``)."""
-    header = records[0] if records and records[0]["type"] == "header" else {}
+    header = _header(records)
+    groups = _by_type(records)
     scenario = header.get("scenario", {})
     prices = prices if prices is not None else scenario.get("prices", {})
-    per_request = request_metrics(records, k)
+    per_request = _request_metrics(groups, header, k)
     done = [m for m in per_request if m.ok]
     ok = {m.req for m in done}
-    calls = [r for r in records if r["type"] == "call"]
-    call_ends = [r for r in records if r["type"] == "call_end"]
-    prompt = sum(r["prompt_tokens"] or 0 for r in call_ends)
-    cached = sum(r["cached_tokens"] or 0 for r in call_ends)
-    generated = sum(r["completion_tokens"] or 0 for r in call_ends)
+    calls = _Calls.of(groups["call"], groups["call_end"])
+    prompt = sum([end.prompt or 0 for _, end in calls.ended])
+    cached = sum([end.cached or 0 for _, end in calls.ended])
+    generated = sum([end.generated or 0 for _, end in calls.ended])
     starts = [m.sent for m in per_request]
-    finish = [r["t"] for r in records if r["type"] == "request_end"]
+    finish = [r["t"] for r in groups["request_end"]]
     duration = (max(finish) - min(starts)) if finish and starts else 0.0
-    cost = costs(records, duration, prices)
+    usage = [
+        (call.server if call is not None else "", end.prompt, end.cached, end.generated)
+        for call, end in calls.ended
+    ]
+    cost = _costs(header, usage, duration, prices)
+    spans = _kv_spans(calls)
     return {
         "scenario": header.get("name", ""),
         "source": header.get("source", ""),
@@ -206,8 +300,8 @@ def summarize(
         "tps_e2e": stats([m.tps_e2e for m in done if m.tps_e2e is not None]),
         "stall_s": stats([m.stall for m in done if m.stall is not None]),
         "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
-        "kv_peak_tokens": stats([peak for req, peak in kv_peaks(records).items() if req in ok]),
-        "coverage": coverage(records, ok, k),
+        "kv_peak_tokens": stats([_peak_held(s) for req, s in spans.items() if req in ok]),
+        "coverage": _coverage(groups["request_end"], groups["call"], calls, ok, k),
         "throughput_tok_s": generated / duration if duration > 0 else None,
         "output_throughput_tok_s": sum(m.tokens for m in done) / duration if duration else None,
         "request_throughput_per_s": len(done) / duration if duration > 0 else None,
@@ -219,20 +313,28 @@ def summarize(
             **cost,
             "per_request": cost["total"] / len(per_request) if per_request else 0.0,
         },
-        "agents": _agents(calls, call_ends, {m.req: m.sent for m in per_request}),
-        **_client_overhead(records),
+        "agents": _agents(calls, {m.req: _plain(m.sent) for m in per_request}),
+        **_client_overhead(groups["end"]),
     }
 
 
 COVERAGE_VALUES = ("first_token", "k_token", "last_token", "first_token_min_input_tokens")
 
 
-def coverage(records: list[Record], ok: set[int], k: int) -> dict[str, Any] | None:
+def _coverage(
+    request_ends: list[Record], call_records: list[Record], calls: _Calls, ok: set[int], k: int
+) -> dict[str, Any] | None:
     """How much of its inputs' answers the user-facing agent had read behind the answer's
     first, k-th and last tokens (shares, 0–1), and the fewest tokens of one input behind the
     first (``sim/coverage.py``); each over the finished requests, with its minimum. None when
     the answer reads no other agent (one agent; the multistream what-if)."""
-    per_request = [v for req, v in request_coverage(records, k).items() if req in ok]
+    answer_calls = [
+        (record, end.generated if end is not None else 0)
+        for record, (call, end) in zip(call_records, calls.started, strict=True)
+        if call.final and "read" in record
+    ]
+    found = coverage_of(request_ends, answer_calls, k)
+    per_request = [v for req, v in found.items() if req in ok]
     if not per_request:
         return None
     result: dict[str, Any] = {"k": k}
@@ -242,6 +344,82 @@ def coverage(records: list[Record], ok: set[int], k: int) -> dict[str, Any] | No
     return result
 
 
+class _Call(NamedTuple):
+    """What the summary reads of a ``call`` record."""
+
+    req: int
+    call: str
+    agent: str
+    round: int
+    t: float
+    server: str
+    final: bool
+
+
+class _CallEnd(NamedTuple):
+    """What the summary reads of a ``call_end`` record."""
+
+    req: int
+    call: str
+    t: float
+    status: str
+    prompt: int | None
+    cached: int | None
+    generated: int
+
+
+@dataclass
+class _Calls:
+    """Every call's start and end, paired, each record's fields read once: the records lie
+    scattered in memory, so reading a field costs more than the arithmetic on it, and the
+    summary's parts once read each several times over and paired the records each its own
+    way. Times are Python floats (see :func:`_plain`)."""
+
+    started: list[tuple[_Call, _CallEnd | None]]  # each call with its end, in trace order
+    ended: list[tuple[_Call | None, _CallEnd]]  # each call_end with its call, in trace order
+
+    @classmethod
+    def of(cls, calls: list[Record], call_ends: list[Record]) -> _Calls:
+        starts = [
+            _Call(
+                r["req"],
+                r["call"],
+                r["agent"],
+                r["round"],
+                _plain(r["t"]),
+                r["server"],
+                r["final"],
+            )
+            for r in calls
+        ]
+        ends = [
+            _CallEnd(
+                r["req"],
+                r["call"],
+                _plain(r["t"]),
+                r["status"],
+                r["prompt_tokens"],
+                r["cached_tokens"],
+                r["completion_tokens"],
+            )
+            for r in call_ends
+        ]
+        # a (req, call) recorded twice: its last record, as a dict of the records kept it
+        start_of = {(c.req, c.call): c for c in starts}
+        end_of = {(e.req, e.call): e for e in ends}
+        return cls(
+            [(c, end_of.get((c.req, c.call))) for c in starts],
+            [(start_of.get((e.req, e.call)), e) for e in ends],
+        )
+
+
+def _plain(t: float) -> float:
+    """A numpy float as a Python float, the same value: the simulator records times as numpy
+    floats, whose arithmetic one value at a time is several times slower. Anything else as
+    it is (an int time stays an int)."""
+    return float(t) if isinstance(t, float) else t
+
+
 def kv_peaks(records: list[Record]) -> dict[int, float]:
     """Per request: the most KV-cache tokens its calls hold at once — each running call its
     prompt plus its output so far, the output growing evenly from the call's start to its end.
@@ -249,41 +427,54 @@ def kv_peaks(records: list[Record]) -> dict[int, float]:
     These are logical tokens, the same for simulated and live traces: a prefix that two
     concurrent calls share is counted for each (a server's prefix cache may hold it once).
     """
-    started = {(r["req"], r["call"]): r["t"] for r in records if r["type"] == "call"}
-    calls: dict[int, list[tuple[float, float, int, int]]] = defaultdict(list)
-    for end in records:
+    groups = _by_type(records)
+    started = {(r["req"], r["call"]): r["t"] for r in groups["call"]}
+    spans: dict[int, list[Span]] = defaultdict(list)
+    for end in groups["call_end"]:
         key = (end.get("req"), end.get("call"))
-        if end["type"] == "call_end" and key in started:
+        if key in started:
             prompt, output = end["prompt_tokens"] or 0, end["completion_tokens"] or 0
-            calls[end["req"]].append((started[key], end["t"], prompt, output))
-    return {req: _peak_held(spans) for req, spans in calls.items()}
+            spans[end["req"]].append((started[key], end["t"], prompt, output))
+    return {req: _peak_held(calls) for req, calls in spans.items()}
 
 
-def _peak_held(calls: list[tuple[float, float, int, int]]) -> float:
+Span = tuple[float, float, int, int]  # a call's start, end, prompt and output tokens
+
+
+def _kv_spans(calls: _Calls) -> dict[int, list[Span]]:
+    """:func:`kv_peaks`' spans, per request in the order the calls ended, from the paired
+    calls (their times Python floats, for :func:`_peak_held`'s arithmetic)."""
+    spans: dict[int, list[Span]] = defaultdict(list)
+    for call, end in calls.ended:
+        if call is not None:
+            spans[end.req].append((call.t, end.t, end.prompt or 0, end.generated or 0))
+    return spans
+
+
+def _peak_held(calls: list[Span]) -> float:
     """The maximum of a sum of calls' KV, each held over [start, end) and growing linearly;
     a piecewise-linear sum peaks just before a call ends or just after one starts.
 
     Quadratic in a request's calls, so the terms are written out rather than a helper called
-    per pair (the same sums, in the same order)."""
+    per pair, and summed from lists, which Python builds faster than it runs a generator (the
+    same sums, in the same order). A call running at ``start`` has ``e > s``."""
     peak = 0.0
     for start, end, _, _ in calls:
         before_end = sum(
-            p + (o * (end - s) / (e - s) if e > s else o)
-            for s, e, p, o in calls
-            if s < end <= e or s == e == end
+            [
+                p + (o * (end - s) / (e - s) if e > s else o)
+                for s, e, p, o in calls
+                if s < end <= e or s == e == end
+            ]
         )
-        after_start = sum(
-            p + (o * (start - s) / (e - s) if e > s else o)
-            for s, e, p, o in calls
-            if s <= start < e
-        )
+        after_start = sum([p + o * (start - s) / (e - s) for s, e, p, o in calls if s <= start < e])
         peak = max(peak, before_end, after_start)
     return peak
 
 
-def _client_overhead(records: list[Record]) -> dict[str, Any]:
-    """Live runs record the runner's own CPU use and event-loop lag in the end record."""
-    end = next((r for r in reversed(records) if r["type"] == "end"), {})
+def _client_overhead(ends: list[Record]) -> dict[str, Any]:
+    """Live runs record the runner's own CPU use and event-loop lag in the (last) end record."""
+    end = ends[-1] if ends else {}
     return {"client": end["client"]} if "client" in end else {}
 
 
@@ -292,16 +483,34 @@ def costs(records: list[Record], duration_s: float, prices: dict[str, Any]) -> d
     own prices, or at ``prices``, the scenario's, if it states none) and ``gpu`` (a server
     priced per GPU-hour: per_gpu_hour × gpus × replicas × the run's duration — paid whether
     busy or not, so more replicas cost more)."""
-    header = records[0] if records and records[0]["type"] == "header" else {}
+    groups = _by_type(records)
+    server_of = {(r["req"], r["call"]): r["server"] for r in groups["call"]}
+    usage = [
+        (
+            server_of.get((r["req"], r["call"]), ""),
+            r["prompt_tokens"],
+            r["cached_tokens"],
+            r["completion_tokens"],
+        )
+        for r in groups["call_end"]
+    ]
+    return _costs(_header(records), usage, duration_s, prices)
+
+
+Usage = tuple[str, int | None, int | None, int]  # a call's server, prompt, cached, output
+
+
+def _costs(
+    header: Record, usage: list[Usage], duration_s: float, prices: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`costs` from each ended call's usage, in trace order."""
     servers = header.get("scenario", {}).get("servers", {})
-    server_of = {(r["req"], r["call"]): r["server"] for r in records if r["type"] == "call"}
     used: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # prompt, cached, generated
-    for end in records:
-        if end["type"] == "call_end":
-            counts = used[server_of.get((end["req"], end["call"]), "")]
-            counts[0] += end["prompt_tokens"] or 0
-            counts[1] += end["cached_tokens"] or 0
-            counts[2] += end["completion_tokens"] or 0
+    for server, prompt, cached, generated in usage:
+        counts = used[server]
+        counts[0] += prompt or 0
+        counts[1] += cached or 0
+        counts[2] += generated or 0
     per_server: dict[str, dict[str, float]] = {}
     for name in {*servers, *used}:
         server = servers.get(name, {})
@@ -333,37 +542,34 @@ def _token_cost(counts: list[int], prices: dict[str, Any]) -> float:
     )
 
 
-def _agents(
-    calls: list[Record], call_ends: list[Record], sent: dict[int, float]
-) -> dict[str, dict[str, Any]]:
-    ended = {(r["req"], r["call"]): r for r in call_ends}
-    grouped: dict[str, list[tuple[Record, Record | None]]] = defaultdict(list)
-    for call in calls:
-        grouped[call["agent"]].append((call, ended.get((call["req"], call["call"]))))
+def _agents(calls: _Calls, sent: dict[int, float]) -> dict[str, dict[str, Any]]:
+    grouped: dict[str, list[tuple[_Call, _CallEnd | None]]] = defaultdict(list)
+    for call, end in calls.started:
+        grouped[call.agent].append((call, end))
     result = {}
     for agent, pairs in grouped.items():
         finished = [(c, e) for c, e in pairs if e is not None]
         result[agent] = {
             "calls": len(pairs),
-            "failed_calls": sum(1 for _, e in finished if e["status"] == "failed"),
-            "prompt_tokens_mean": _mean([e["prompt_tokens"] for _, e in finished]),
-            "cached_tokens_mean": _mean([e["cached_tokens"] for _, e in finished]),
-            "generated_tokens": sum(e["completion_tokens"] or 0 for _, e in finished),
-            "first_start_s_mean": _mean(
-                [c["t"] - sent[c["req"]] for c, _ in pairs if c["round"] == 1]
-            ),
+            "failed_calls": [e.status for _, e in finished].count("failed"),
+            "prompt_tokens_mean": _mean([e.prompt for _, e in finished]),
+            "cached_tokens_mean": _mean([e.cached for _, e in finished]),
+            "generated_tokens": sum([e.generated or 0 for _, e in finished]),
+            "first_start_s_mean": _mean([c.t - sent[c.req] for c, _ in pairs if c.round == 1]),
             "last_end_s_mean": _mean(_last_end_per_request(finished, sent)),
-            "call_s_mean": _mean([e["t"] - c["t"] for c, e in finished]),
+            "call_s_mean": _mean([e.t - c.t for c, e in finished]),
         }
     return result
 
 
 def _last_end_per_request(
-    finished: list[tuple[Record, Record]], sent: dict[int, float]
+    finished: list[tuple[_Call, _CallEnd]], sent: dict[int, float]
 ) -> list[float]:
     last: dict[int, float] = {}
     for call, end in finished:
-        last[call["req"]] = max(last.get(call["req"], 0.0), end["t"] - sent[call["req"]])
+        req = call.req
+        held, value = last.get(req, 0.0), end.t - sent[req]
+        last[req] = value if value > held else held  # max(held, value), without the call
     return list(last.values())
 
 
