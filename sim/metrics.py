@@ -131,8 +131,8 @@ def _final_calls(calls: list[Record]) -> set[tuple[int, str]]:
 @dataclass
 class _Answers:
     """What :func:`answer_deltas` gives, every request's arrays one after another in flat
-    arrays: numpy calls per request, on a few hundred items each, were most of the summary's
-    time; over all requests at once they cost little more than one."""
+    arrays: a dozen numpy calls per request, on a few hundred items each, were the largest
+    part of the summary's time; over all requests at once they cost little more than one."""
 
     reqs: list[int]  # in the order their first answer delta is recorded
     bounds: list[int]  # request i's deltas are [bounds[i], bounds[i + 1])
@@ -147,7 +147,7 @@ class _Answers:
         for r in deltas:
             if (r["req"], r["call"]) in final_calls:
                 answered[r["req"]].append(r)
-        # an array.array reads a list of floats in half the time numpy's conversion takes
+        # an array.array reads a list of floats in about half the time numpy takes
         times, bounds = array("d"), [0]
         for records in answered.values():
             for r in records:
@@ -169,7 +169,7 @@ class _Answers:
     def _sort(self) -> None:
         """Each request's deltas in time order (stable: as recorded among equal times). They
         nearly always are already, so only the requests found out of order are sorted."""
-        in_order = self.times[1:] >= self.times[:-1]  # False for a NaN, which sorting places
+        in_order = self.times[1:] >= self.times[:-1]  # False at a NaN: sorted, as before
         meet = [at - 1 for at in self.bounds[1:-1] if 0 < at < len(self.times)]
         in_order[meet] = True  # one request's last delta, the next one's first
         unsorted = {bisect_right(self.bounds, at) - 1 for at in np.flatnonzero(~in_order).tolist()}
@@ -227,8 +227,8 @@ def _request_metrics(
     bounds, all_times = answers.bounds, answers.times
     all_gaps = all_times[1:] - all_times[:-1]  # each request's ITLs, and between requests
     # the tokens received by each delta, counted over all requests in turn: a request's own
-    # are these less its base (the requests' before it), and the delta that brings each
-    # request's k-th token is found for all of them in one search
+    # are these less its base (what the requests before it received), and the delta that
+    # brings each request's k-th token is found for all of them in one search
     held = np.concatenate(([0], np.cumsum(answers.counts)))
     base = held[bounds[:-1]]
     tokens = (held[bounds[1:]] - base).tolist()
@@ -427,6 +427,9 @@ def _plain(t: float) -> float:
     return float(t) if isinstance(t, float) else t
 
 
+Span = tuple[float, float, int, int]  # a call's start, end, prompt and output tokens
+
+
 def kv_peaks(records: list[Record]) -> dict[int, float]:
     """Per request: the most KV-cache tokens its calls hold at once — each running call its
     prompt plus its output so far, the output growing evenly from the call's start to its end.
@@ -443,9 +446,6 @@ def kv_peaks(records: list[Record]) -> dict[int, float]:
             prompt, output = end["prompt_tokens"] or 0, end["completion_tokens"] or 0
             spans[end["req"]].append((started[key], end["t"], prompt, output))
     return {req: _peak_held(calls) for req, calls in spans.items()}
-
-
-Span = tuple[float, float, int, int]  # a call's start, end, prompt and output tokens
 
 
 def _kv_spans(calls: _Calls) -> dict[int, list[Span]]:
