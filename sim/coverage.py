@@ -11,6 +11,7 @@ up as the summary's ``coverage``).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -43,37 +44,40 @@ def request_coverage(records: list[Record], k: int) -> dict[int, dict[str, float
         (r["req"], r["call"]): r["completion_tokens"] for r in records if r["type"] == "call_end"
     }
     answer_calls = [
-        (r, produced.get((r["req"], r["call"]), 0))
+        (r["req"], r["round"], r["read"], produced.get((r["req"], r["call"]), 0))
         for r in records
         if r["type"] == "call" and r["final"] and "read" in r
     ]
     return coverage_of([r for r in records if r["type"] == "request_end"], answer_calls, k)
 
 
+AnswerCall = tuple[int, int, dict[str, int], int]  # req, round, read, tokens produced
+
+
 def coverage_of(
-    request_ends: list[Record], answer_calls: list[tuple[Record, int]], k: int
+    request_ends: list[Record], answer_calls: list[AnswerCall], k: int
 ) -> dict[int, dict[str, float]]:
-    """:func:`request_coverage` from the trace's ``request_end`` records and its answer's
-    calls that say what they read, each with the tokens it produced (0: it did not end), in
-    trace order (the summary has them at hand)."""
+    """:func:`request_coverage` from the trace's ``request_end`` records and the answer's
+    calls that say what they read, in trace order, each with the tokens it produced (0: it
+    did not end) — the summary has them at hand, read from the records once."""
     lengths = {r["req"]: r.get("answer_tokens") for r in request_ends}
-    by_request: dict[int, list[tuple[Record, int]]] = defaultdict(list)
-    for call, produced in answer_calls:
-        by_request[call["req"]].append((call, produced))
+    by_request: dict[int, list[AnswerCall]] = defaultdict(list)
+    for call in answer_calls:
+        by_request[call[0]].append(call)
     result: dict[int, dict[str, float]] = {}
     for req, calls in by_request.items():
         whole = lengths.get(req)
         if not whole:
             continue
-        calls.sort(key=lambda pair: pair[0]["round"])
-        total = sum(whole[name] for name in calls[0][0]["read"])
+        calls.sort(key=lambda call: call[1])  # by round, stable
+        total = sum([whole[name] for name in calls[0][2]])
         if total <= 0:
             continue
         shares, ends, written = [], [], 0
-        for call, produced in calls:
+        for _, _, read, produced in calls:
             written += produced
             ends.append(written)
-            shares.append(sum(call["read"].values()) / total)
+            shares.append(sum(read.values()) / total)
         if written < 1:
             continue
         first = _writer_of(ends, 1)
@@ -81,12 +85,12 @@ def coverage_of(
             "first_token": shares[first],
             "k_token": shares[_writer_of(ends, k)],
             "last_token": shares[_writer_of(ends, written)],
-            "first_token_min_input_tokens": float(min(calls[first][0]["read"].values())),
+            "first_token_min_input_tokens": float(min(calls[first][2].values())),
         }
     return result
 
 
 def _writer_of(ends: list[int], token: int) -> int:
     """Which call wrote the answer's ``token``-th token, given where each call's output ends
-    (the last call if the answer is shorter)."""
-    return next((i for i, end in enumerate(ends) if end >= token), len(ends) - 1)
+    (which never decrease; the last call if the answer is shorter)."""
+    return min(bisect_left(ends, token), len(ends) - 1)

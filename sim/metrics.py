@@ -119,15 +119,20 @@ def answer_deltas(records: list[Record]) -> dict[int, tuple[np.ndarray, np.ndarr
     """Per request: the times the user sees the answer's deltas and their token counts, in
     time order — arrival times, or with the scenario's display buffer its release times."""
     groups = _by_type(records)
-    answers = _Answers.of(groups["call"], groups["deltas"], _header(records))
+    answers = _Answers.of(_final_calls(groups["call"]), groups["deltas"], _header(records))
     return {req: answers.of_request(i) for i, req in enumerate(answers.reqs)}
+
+
+def _final_calls(calls: list[Record]) -> set[tuple[int, str]]:
+    """The (req, call) of the calls whose output is the answer the user sees."""
+    return {(r["req"], r["call"]) for r in calls if r["final"]}
 
 
 @dataclass
 class _Answers:
     """What :func:`answer_deltas` gives, every request's arrays one after another in flat
-    arrays: numpy calls per request, on a few hundred items each, were most of the summary's
-    time; over all requests at once they cost little more than one."""
+    arrays: a dozen numpy calls per request, on a few hundred items each, were the largest
+    part of the summary's time; over all requests at once they cost little more than one."""
 
     reqs: list[int]  # in the order their first answer delta is recorded
     bounds: list[int]  # request i's deltas are [bounds[i], bounds[i + 1])
@@ -135,24 +140,21 @@ class _Answers:
     counts: np.ndarray
 
     @classmethod
-    def of(cls, calls: list[Record], deltas: list[Record], header: Record) -> _Answers:
-        final_calls = {(r["req"], r["call"]) for r in calls if r["final"]}
+    def of(
+        cls, final_calls: set[tuple[int, str]], deltas: list[Record], header: Record
+    ) -> _Answers:
         answered: dict[int, list[Record]] = defaultdict(list)
         for r in deltas:
             if (r["req"], r["call"]) in final_calls:
                 answered[r["req"]].append(r)
-        pieces = [r for records in answered.values() for r in records]
-        # an array.array reads a list of floats in half the time numpy's conversion takes
-        times = array("d")
-        for r in pieces:
-            times.fromlist(r["t"])
-        lengths = (sum(len(r["t"]) for r in records) for records in answered.values())
-        answers = cls(
-            list(answered),
-            [0, *accumulate(lengths)],
-            np.frombuffer(times),
-            _token_counts([r["n"] for r in pieces]),
-        )
+        # an array.array reads a list of floats in about half the time numpy takes
+        times, bounds = array("d"), [0]
+        for records in answered.values():
+            for r in records:
+                times.fromlist(r["t"])
+            bounds.append(len(times))
+        counts = _token_counts([r["n"] for records in answered.values() for r in records])
+        answers = cls(list(answered), bounds, np.frombuffer(times), counts)
         answers._sort()
         display = header.get("scenario", {}).get("display") or {}
         pace, delay = display.get("pace_tokens_per_s"), display.get("delay_s") or 0.0
@@ -167,7 +169,7 @@ class _Answers:
     def _sort(self) -> None:
         """Each request's deltas in time order (stable: as recorded among equal times). They
         nearly always are already, so only the requests found out of order are sorted."""
-        in_order = self.times[1:] >= self.times[:-1]  # False for a NaN, which sorting places
+        in_order = self.times[1:] >= self.times[:-1]  # False at a NaN: sorted, as before
         meet = [at - 1 for at in self.bounds[1:-1] if 0 < at < len(self.times)]
         in_order[meet] = True  # one request's last delta, the next one's first
         unsorted = {bisect_right(self.bounds, at) - 1 for at in np.flatnonzero(~in_order).tolist()}
@@ -211,21 +213,22 @@ def displayed(
 
 
 def request_metrics(records: list[Record], k: int = DEFAULT_K) -> list[RequestMetrics]:
-    return _request_metrics(_by_type(records), _header(records), k)
+    groups = _by_type(records)
+    answers = _Answers.of(_final_calls(groups["call"]), groups["deltas"], _header(records))
+    return _request_metrics(groups, answers, k)
 
 
 def _request_metrics(
-    groups: defaultdict[str, list[Record]], header: Record, k: int
+    groups: defaultdict[str, list[Record]], answers: _Answers, k: int
 ) -> list[RequestMetrics]:
     sent = {r["req"]: r["t"] for r in groups["request"]}
     ends = {r["req"]: r for r in groups["request_end"]}
-    answers = _Answers.of(groups["call"], groups["deltas"], header)
     index = {req: i for i, req in enumerate(answers.reqs)}
     bounds, all_times = answers.bounds, answers.times
     all_gaps = all_times[1:] - all_times[:-1]  # each request's ITLs, and between requests
     # the tokens received by each delta, counted over all requests in turn: a request's own
-    # are these less its base (the requests' before it), and the delta that brings each
-    # request's k-th token is found for all of them in one search
+    # are these less its base (what the requests before it received), and the delta that
+    # brings each request's k-th token is found for all of them in one search
     held = np.concatenate(([0], np.cumsum(answers.counts)))
     base = held[bounds[:-1]]
     tokens = (held[bounds[1:]] - base).tolist()
@@ -270,10 +273,12 @@ def summarize(
     groups = _by_type(records)
     scenario = header.get("scenario", {})
     prices = prices if prices is not None else scenario.get("prices", {})
-    per_request = _request_metrics(groups, header, k)
+    calls = _Calls.of(groups["call"], groups["call_end"])
+    final_calls = {(call.req, call.call) for call, _ in calls.started if call.final}
+    answers = _Answers.of(final_calls, groups["deltas"], header)
+    per_request = _request_metrics(groups, answers, k)
     done = [m for m in per_request if m.ok]
     ok = {m.req for m in done}
-    calls = _Calls.of(groups["call"], groups["call_end"])
     prompt = sum([end.prompt or 0 for _, end in calls.ended])
     cached = sum([end.cached or 0 for _, end in calls.ended])
     generated = sum([end.generated or 0 for _, end in calls.ended])
@@ -301,7 +306,7 @@ def summarize(
         "stall_s": stats([m.stall for m in done if m.stall is not None]),
         "time_to_k_tokens_s": {"k": k, **stats([m.time_to_k for m in done if m.time_to_k])},
         "kv_peak_tokens": stats([_peak_held(s) for req, s in spans.items() if req in ok]),
-        "coverage": _coverage(groups["request_end"], groups["call"], calls, ok, k),
+        "coverage": _coverage(groups["request_end"], calls, ok, k),
         "throughput_tok_s": generated / duration if duration > 0 else None,
         "output_throughput_tok_s": sum(m.tokens for m in done) / duration if duration else None,
         "request_throughput_per_s": len(done) / duration if duration > 0 else None,
@@ -322,16 +327,16 @@ COVERAGE_VALUES = ("first_token", "k_token", "last_token", "first_token_min_inpu
 
 
 def _coverage(
-    request_ends: list[Record], call_records: list[Record], calls: _Calls, ok: set[int], k: int
+    request_ends: list[Record], calls: _Calls, ok: set[int], k: int
 ) -> dict[str, Any] | None:
     """How much of its inputs' answers the user-facing agent had read behind the answer's
     first, k-th and last tokens (shares, 0–1), and the fewest tokens of one input behind the
     first (``sim/coverage.py``); each over the finished requests, with its minimum. None when
     the answer reads no other agent (one agent; the multistream what-if)."""
     answer_calls = [
-        (record, end.generated if end is not None else 0)
-        for record, (call, end) in zip(call_records, calls.started, strict=True)
-        if call.final and "read" in record
+        (call.req, call.round, call.read, end.generated if end is not None else 0)
+        for call, end in calls.started
+        if call.final and call.read is not None
     ]
     found = coverage_of(request_ends, answer_calls, k)
     per_request = [v for req, v in found.items() if req in ok]
@@ -354,6 +359,7 @@ class _Call(NamedTuple):
     t: float
     server: str
     final: bool
+    read: dict[str, int] | None  # what of its inputs' answers its prompt held (coverage)
 
 
 class _CallEnd(NamedTuple):
@@ -389,6 +395,7 @@ class _Calls:
                 _plain(r["t"]),
                 r["server"],
                 r["final"],
+                r.get("read"),
             )
             for r in calls
         ]
@@ -420,6 +427,9 @@ def _plain(t: float) -> float:
     return float(t) if isinstance(t, float) else t
 
 
+Span = tuple[float, float, int, int]  # a call's start, end, prompt and output tokens
+
+
 def kv_peaks(records: list[Record]) -> dict[int, float]:
     """Per request: the most KV-cache tokens its calls hold at once — each running call its
     prompt plus its output so far, the output growing evenly from the call's start to its end.
@@ -438,9 +448,6 @@ def kv_peaks(records: list[Record]) -> dict[int, float]:
     return {req: _peak_held(calls) for req, calls in spans.items()}
 
 
-Span = tuple[float, float, int, int]  # a call's start, end, prompt and output tokens
-
-
 def _kv_spans(calls: _Calls) -> dict[int, list[Span]]:
     """:func:`kv_peaks`' spans, per request in the order the calls ended, from the paired
     calls (their times Python floats, for :func:`_peak_held`'s arithmetic)."""
@@ -457,18 +464,27 @@ def _peak_held(calls: list[Span]) -> float:
 
     Quadratic in a request's calls, so the terms are written out rather than a helper called
     per pair, and summed from lists, which Python builds faster than it runs a generator (the
-    same sums, in the same order). A call running at ``start`` has ``e > s``."""
+    same sums, in the same order; ``e - s`` taken once per call). Calls that start together
+    (a request's proposers) give the same sum after their start: it is taken once."""
+    spans = [(s, e, p, o, e - s) for s, e, p, o in calls]
     peak = 0.0
+    starts: set[float] = set()
     for start, end, _, _ in calls:
         before_end = sum(
             [
-                p + (o * (end - s) / (e - s) if e > s else o)
-                for s, e, p, o in calls
+                p + (o * (end - s) / length if e > s else o)
+                for s, e, p, o, length in spans
                 if s < end <= e or s == e == end
             ]
         )
-        after_start = sum([p + o * (start - s) / (e - s) for s, e, p, o in calls if s <= start < e])
-        peak = max(peak, before_end, after_start)
+        peak = max(peak, before_end)
+        if start not in starts:
+            starts.add(start)
+            # a call running at ``start`` has e > s
+            after_start = sum(
+                [p + o * (start - s) / length for s, e, p, o, length in spans if s <= start < e]
+            )
+            peak = max(peak, after_start)
     return peak
 
 

@@ -147,3 +147,25 @@ def test_pooled_repetitions_keep_every_request_and_all_the_time():
     assert both["stall_s"]["p50"] == pytest.approx(1.5)  # 1.0 s and 2.0 s pauses
     # 55 + 55 tokens, from the first request sent to the last one done (the lead-in counts)
     assert both["throughput_tok_s"] == pytest.approx(110 / (8.0 - 1.0))
+
+
+def test_deltas_recorded_out_of_order_are_measured_in_time_order():
+    """Each request's deltas are sorted by time on their own, whatever order they came in."""
+    in_order = pool_runs(
+        [trace([1.5, 1.6, 3.6, 3.7, 4.0], [1, 2, 1, 1, 1]), trace([1.4, 3.4], [1, 1])]
+    )
+    shuffled = pool_runs(
+        [trace([3.6, 1.6, 4.0, 1.5, 3.7], [1, 2, 1, 1, 1]), trace([3.4, 1.4], [1, 1])]
+    )
+    expected, found = summarize(in_order, k=3), summarize(shuffled, k=3)
+    for key in ("ttft_s", "e2e_s", "itl_s", "stall_s", "tpot_s", "time_to_k_tokens_s"):
+        assert found[key] == expected[key], key
+    assert expected["stall_s"]["mean"] == pytest.approx((2.0 + 2.0) / 2)
+
+
+def test_an_answer_with_no_deltas_under_a_display_buffer_is_a_failed_request():
+    """A final call that failed before its first token records an empty ``deltas``."""
+    records = trace([], [], display={"pace_tokens_per_s": 4})
+    records[-1] = {"type": "request_end", "req": 0, "t": 4.0, "ok": False, "reason": "agg: 500"}
+    s = summarize(records)
+    assert (s["requests"], s["failed_requests"]) == (0, 1)
