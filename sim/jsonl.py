@@ -1,7 +1,9 @@
-"""JSON lines in (traces, workload files), with errors that name the file and the line."""
+"""JSON lines in (traces, workload files), with errors that name the file and the line; and
+the digest of a JSON value that keys stored results."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -34,3 +36,14 @@ def json_objects(
     for number, line in enumerate(lines, 1):
         if line.strip():
             yield number, json_object(line, f"{source}:{number}", what)
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as JSON with sorted keys and no spaces: the same text for equal values
+    however their dicts were built."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def json_digest(value: Any) -> str:
+    """SHA-256 (hex) of ``value``'s :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()

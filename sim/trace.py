@@ -12,7 +12,6 @@ one ``deltas`` record per piece as it arrives, a simulated run one per call.
 """
 
 import gzip
-import hashlib
 import json
 import platform
 from collections.abc import Iterable
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, NotRequired, TypedDict, cast
 
 from sim.errors import ConfigError, writable_file
-from sim.jsonl import json_objects
+from sim.jsonl import json_digest, json_objects
 
 TRACE_SCHEMA = 1  # later additions are optional fields: schema-1 traces of any age still read
 Record = dict[str, Any]
@@ -181,8 +180,7 @@ def scenario_hash(scenario: dict[str, Any]) -> str:
         for name, server in scenario.get("servers", {}).items()
     }
     decisive = {k: v for k, v in scenario.items() if k != "live"} | {"servers": servers}
-    text = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest(decisive)[:16]
 
 
 @cache

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from sim.errors import ConfigError
+from sim.jsonl import canonical_json, json_digest
 from sim.profile import VllmProfile, load_profile
 from sim.scenario import apply_overrides, load_scenario, scenario_from_dict
 from sim.sweep.samplers import sample_points
@@ -115,8 +115,7 @@ def point_key(scenario: dict[str, Any], spec: SweepSpec, digest_of: Callable[[st
         "confidence": spec.confidence,
         "metrics": spec.metrics,
     }
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest(config)[:16]
 
 
 def profile_digest(name_or_path: str, profile_dir: Path | None) -> str:
@@ -124,8 +123,7 @@ def profile_digest(name_or_path: str, profile_dir: Path | None) -> str:
     CPU class) and of its operator tables' file: moving a sweep's folder keeps its keys, and
     editing a profile in place changes them."""
     profile = load_profile(name_or_path, profile_dir)
-    text = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    digest = hashlib.sha256(text.encode())
+    digest = hashlib.sha256(canonical_json(profile.model_dump(mode="json")).encode())
     sidecar = profile.sidecar if isinstance(profile, VllmProfile) else None
     if sidecar is not None:
         digest.update(sidecar.read_bytes())
