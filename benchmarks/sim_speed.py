@@ -35,6 +35,7 @@ import simpy
 
 from sim import Simulator, scenario_from_dict
 from sim.engines.vllm import VllmEngine
+from sim.errors import ConfigError
 from sim.profile import SHIPPED_DIR
 from sim.reference import REFERENCE_CPU_PROFILE, staircase_moa
 from stairwise.app import run_script
@@ -96,6 +97,8 @@ def main() -> None:
         help="its step cost: a shipped profile's name (that file itself) or a profile path",
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
 
     rss_before = peak_rss_mb()
     profile = engine_profile(args.engine_profile)
