@@ -723,9 +723,19 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides)
     scenario = scenario_from_dict(data, str(path))
-    workload = scenario.workload
-    if workload.file and not Path(workload.file).is_absolute():
-        workload.file = str((Path(path).parent / workload.file).resolve())
-    if workload.prompts not in (None, BUILTIN_PROMPTS) and not Path(workload.prompts).is_absolute():
-        workload.prompts = str((Path(path).parent / workload.prompts).resolve())
+    resolve_workload_files(scenario.workload, Path(path).parent)
     return scenario
+
+
+def workload_files(workload: Workload) -> dict[str, str]:
+    """The workload's own files by field (``file``, ``prompts``): not the shipped prompts."""
+    named = {"file": workload.file, "prompts": workload.prompts}
+    return {field: path for field, path in named.items() if path not in (None, BUILTIN_PROMPTS)}
+
+
+def resolve_workload_files(workload: Workload, base: Path) -> None:
+    """Make the workload's relative file paths absolute, relative to ``base`` (the folder of
+    the file that names them), so the scenario runs from any working directory."""
+    for field, path in workload_files(workload).items():
+        if not Path(path).is_absolute():
+            setattr(workload, field, str((base / path).resolve()))

@@ -20,7 +20,14 @@ import yaml
 from sim.errors import ConfigError
 from sim.jsonl import canonical_json, json_digest
 from sim.profile import VllmProfile, load_profile
-from sim.scenario import apply_overrides, load_scenario, scenario_from_dict
+from sim.scenario import (
+    Workload,
+    apply_overrides,
+    load_scenario,
+    resolve_workload_files,
+    scenario_from_dict,
+    workload_files,
+)
 from sim.sweep.samplers import sample_points
 from sim.sweep.spec import SweepSpec, read_sweep
 
@@ -53,7 +60,11 @@ def load_sweep(path: str | Path) -> Sweep:
 def resolve_sweep(spec: SweepSpec, base_dir: Path | None, source: str) -> Sweep:
     """Every point validated up front, so a bad axis fails before any simulation runs."""
     base, profile_dir = _base_scenario(spec, base_dir, source)
-    digest = cache(lambda name_or_path: profile_digest(name_or_path, profile_dir))
+    # each file read once per sweep (not per point), and read again by the next sweep
+    digests = Digests(
+        profile=cache(lambda name_or_path: profile_digest(name_or_path, profile_dir)),
+        file=cache(file_digest),
+    )
     points: list[SweepPoint] = []
     skipped = 0
     for values in sample_points(spec.axes, spec.method):
@@ -64,7 +75,7 @@ def resolve_sweep(spec: SweepSpec, base_dir: Path | None, source: str) -> Sweep:
                 raise
             skipped += 1
             continue
-        key = point_key(scenario, spec, digest)
+        key = point_key(scenario, spec, digests)
         points.append(SweepPoint(len(points), values, scenario, key))
     if not points:
         raise ConfigError(f"{source}: the scenario rejects every point of the sweep")
@@ -81,9 +92,8 @@ def _base_scenario(
         return load_scenario(path, spec.overrides).model_dump(mode="json"), path.parent
     data = apply_overrides(copy.deepcopy(spec.scenario), spec.overrides)
     scenario = scenario_from_dict(data, f"{source}: scenario")
-    workload_file = scenario.workload.file
-    if workload_file and base_dir is not None and not Path(workload_file).is_absolute():
-        scenario.workload.file = str((base_dir / workload_file).resolve())
+    if base_dir is not None:
+        resolve_workload_files(scenario.workload, base_dir)
     return scenario.model_dump(mode="json"), base_dir
 
 
@@ -100,22 +110,40 @@ def override(path: str, value: Any) -> str:
     return f"{path}={text.removesuffix('...').strip()}"
 
 
-def point_key(scenario: dict[str, Any], spec: SweepSpec, digest_of: Callable[[str], str]) -> str:
-    """Hash of everything a point's stored row depends on; each server's profile by
-    ``digest_of`` it (:func:`profile_digest`), so a stored row follows what the profile says,
-    not where it lies."""
+@dataclass(frozen=True)
+class Digests:
+    """How a point key names the files a point reads: by what they hold, not where they lie."""
+
+    profile: Callable[[str], str]  # a profile's name or path -> :func:`profile_digest`
+    file: Callable[[str], str]  # a workload or prompt file's path -> :func:`file_digest`
+
+
+def point_key(scenario: dict[str, Any], spec: SweepSpec, digests: Digests) -> str:
+    """Hash of everything a point's stored row depends on, each server's profile and the
+    workload's own files by their contents: a moved folder keeps its keys, an edited file
+    changes them."""
     servers = {
-        name: {**server, "profile": digest_of(server["profile"])}
+        name: {**server, "profile": digests.profile(server["profile"])}
         for name, server in scenario["servers"].items()
     }
+    files = workload_files(Workload.model_validate(scenario["workload"]))
+    workload = {**scenario["workload"], **{f: digests.file(p) for f, p in files.items()}}
     config = {
         "schema": KEY_SCHEMA,
-        "scenario": {**scenario, "servers": servers},
+        "scenario": {**scenario, "servers": servers, "workload": workload},
         "replications": spec.replications,
         "confidence": spec.confidence,
         "metrics": spec.metrics,
     }
     return json_digest(config)[:16]
+
+
+def file_digest(path: str) -> str:
+    """A hash of a file's bytes (a point's workload or prompt file)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def profile_digest(name_or_path: str, profile_dir: Path | None) -> str:

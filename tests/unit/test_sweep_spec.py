@@ -12,6 +12,7 @@ import pytest
 
 from sim.errors import ConfigError
 from sim.profile import SHIPPED_DIR
+from sim.scenario import load_scenario
 from sim.sweep import load_sweep, parse_sweep, resolve_sweep
 from sim.sweep.samplers import sample_points
 from sim.sweep.spec import AxisRange, LhsMethod, RandomMethod
@@ -107,6 +108,29 @@ def test_keys_follow_a_profiles_content_not_its_path(tmp_path):
     data = json.loads((moved / "profile.json").read_text())
     data["step"]["base_s"] *= 2
     (moved / "profile.json").write_text(json.dumps(data))
+    assert keys(moved)[0] != keys(here)[0]
+
+
+@pytest.mark.parametrize(
+    ("field", "row"), [("file", {"prompt_tokens": 50}), ("prompts", {"prompt": "Why?"})]
+)
+def test_keys_follow_a_workload_files_content_not_its_path(tmp_path, field, row):
+    """An inline scenario's relative workload or prompt file is read beside the sweep file;
+    a moved folder keeps its keys, an edited file changes them."""
+
+    def keys(folder):
+        scenario = load_scenario(EXAMPLE).model_dump(mode="json")
+        scenario["workload"][field] = "requests.jsonl"
+        sweep = resolve_sweep(parse_sweep(spec(scenario=scenario), "s"), folder, "s")
+        assert sweep.points[0].scenario["workload"][field] == str(folder / "requests.jsonl")
+        return [p.key for p in sweep.points]
+
+    here, moved = tmp_path / "here", tmp_path / "moved"
+    for folder in (here, moved):
+        folder.mkdir()
+        (folder / "requests.jsonl").write_text(json.dumps(row) + "\n")
+    assert keys(here) == keys(moved)
+    (moved / "requests.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
     assert keys(moved)[0] != keys(here)[0]
 
 
