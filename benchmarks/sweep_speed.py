@@ -11,7 +11,14 @@ processes included): a speed-up far below the worker count with CPU seconds clos
 serial run's means other processes took the cores ("cores busy" = CPU seconds / wall
 seconds).
 
+``--backend ray`` runs it on a local Ray of one CPU, then of ``--workers`` CPUs: how the
+sweep scales on Ray. Ray's start (~15 s) and its workers' first imports are left out of
+the timing — each Ray first runs a small warm-up sweep — so the figure is the steady rate a
+long sweep on a cluster sees. Ray's workers are not this process's children, so it prints
+no CPU seconds.
+
     python benchmarks/sweep_speed.py [--points 200] [--replications 3] [--workers 2]
+    python benchmarks/sweep_speed.py --backend ray
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sim.errors import ConfigError
 from sim.reference import REFERENCE_CPU_PROFILE
 from sim.sweep import SweepResult, sweep
+from sim.sweep.backends import BackendName
 from stairwise.app import run_script
 
 
@@ -63,13 +72,31 @@ def sweep_spec(points: int, replications: int, requests: int) -> dict[str, Any]:
     }
 
 
-def timed(spec: dict[str, Any], workers: int) -> tuple[SweepResult, float, float]:
+def timed(
+    spec: dict[str, Any], workers: int, backend: BackendName = "local"
+) -> tuple[SweepResult, float, float]:
     """The result, wall seconds and CPU seconds (this process and its finished children)."""
     with tempfile.TemporaryDirectory() as out:
         cpu_before = _cpu_seconds()
         started = time.perf_counter()
-        result = sweep(spec, workers=workers, out=Path(out))
+        result = sweep(spec, backend=backend, workers=workers, out=Path(out))
         return result, time.perf_counter() - started, _cpu_seconds() - cpu_before
+
+
+def timed_on_ray(
+    spec: dict[str, Any], warm_up: dict[str, Any], cpus: int
+) -> tuple[SweepResult, float]:
+    """The result and wall seconds on a local Ray of ``cpus`` CPUs, started and warmed up
+    (its workers started, stairwise imported in each) before the clock starts."""
+    import ray
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        timed(warm_up, cpus, "ray")
+        result, seconds, _ = timed(spec, cpus, "ray")
+        return result, seconds
+    finally:
+        ray.shutdown()
 
 
 def _cpu_seconds() -> float:
@@ -84,11 +111,17 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=3)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", choices=["local", "ray"], default="local")
     args = parser.parse_args()
+    if args.points < 1 or args.replications < 1 or args.requests < 1 or args.workers < 1:
+        raise ConfigError("--points, --replications, --requests and --workers must be >= 1")
 
     spec = sweep_spec(args.points, args.replications, args.requests)
     simulations = args.points * args.replications
     print(f"{args.points} points × {args.replications} replications × {args.requests} requests")
+    if args.backend == "ray":
+        ray_scaling(spec, args.points, simulations, args.workers)
+        return
     runs = {}
     for workers in (1, args.workers):
         load = os.getloadavg()[0]
@@ -102,6 +135,22 @@ def main() -> None:
     serial, serial_s, _ = runs[1]
     parallel, parallel_s, _ = runs[args.workers]
     print(f"speed-up   {serial_s / parallel_s:8.2f}×")
+    print(f"identical  {'yes' if serial.rows == parallel.rows else 'NO'}")
+
+
+def ray_scaling(spec: dict[str, Any], points: int, simulations: int, workers: int) -> None:
+    warm_up = {**spec, "method": {**spec["method"], "n": 2 * workers}}
+    runs = {}
+    for cpus in (1, workers):
+        load = os.getloadavg()[0]
+        runs[cpus] = timed_on_ray(spec, warm_up, cpus)
+        _, seconds = runs[cpus]
+        print(
+            f"Ray, {cpus} CPU(s) {seconds:7.1f} s  {points / seconds:6.2f} points/s  "
+            f"{simulations / seconds:6.2f} simulations/s  (load average before: {load:.2f})"
+        )
+    (serial, serial_s), (parallel, parallel_s) = runs[1], runs[workers]
+    print(f"speed-up   {serial_s / parallel_s:8.2f}×  (linear: {workers}×)")
     print(f"identical  {'yes' if serial.rows == parallel.rows else 'NO'}")
 
 
