@@ -318,6 +318,11 @@ class RequestProtocol:
         self._calls.clear()
         for agent in self.agents.values():
             agent.call = None
+            # unlinked, as nothing is decided after the outcome: agents reading each other
+            # are a reference cycle, which would keep the request's agents, prompts and
+            # spans alive until a full collection instead of freeing them now
+            agent.sources, agent.readers = [], []
+        self._cancellable = []
         self.outcome = outcome
         return [*actions, outcome]
 
