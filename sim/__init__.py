@@ -38,19 +38,22 @@ def simulate(
     level: float = DEFAULT_LEVEL,
     progress: ProgressCallback | None = None,
     k: int = DEFAULT_K,
+    workers: int | None = 1,
 ) -> SimResult:
     """Simulate a scenario (an object or a YAML path, with ``--set``-style overrides).
 
     The summary's headline quantiles carry ``level`` prediction intervals from
     ``replications`` runs (seeds and profile parameter draws; 1: no intervals), see
     :mod:`sim.intervals`; the records and ``trace`` are the prediction's own run. ``k``: the
-    summary's time to the k-th answer token.
+    summary's time to the k-th answer token. ``workers``: processes for the interval runs (1:
+    this one; more: a process pool, so call it under ``if __name__ == "__main__":``; None:
+    every core when the runs take long enough to pay for the pool) — the same numbers.
     """
     scenario, profile_dir = resolve_scenario(scenario, overrides)
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
     settings = IntervalSettings(replications, level)
-    return predict(scenario, profile_dir, settings, trace, progress, k)
+    return predict(scenario, profile_dir, settings, trace, progress, k, workers)
 
 
 __all__ = [

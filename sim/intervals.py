@@ -12,6 +12,7 @@ uncertainty only the seeds count; with one replication there is no interval.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,9 +23,11 @@ from sim.metrics import DEFAULT_K, summarize
 from sim.profile import VllmProfile
 from sim.scenario import Scenario
 from sim.simulator import SimResult, Simulator
+from sim.sweep.backends import default_workers, make_backend
 from sim.sweep.replicate import (
     DEFAULT_LEVEL,
     MetricValues,
+    Replication,
     metric_value,
     prediction_interval,
     replications,
@@ -37,6 +40,9 @@ INTERVAL_QUANTILES = ("p50", "p90")
 # 10 runs of any example scenario take 0.5–1 s, less than the CLI's start
 # (benchmarks/intervals.py); the t interval stays exact at few runs, only wider
 DEFAULT_REPLICATIONS = 10
+# a process pool's start (spawned workers importing stairwise) costs 1–2 s: ``workers=None``
+# uses one only when the interval runs would take longer than this in one process
+POOL_WORTH_S = 4.0
 
 ProgressCallback = Callable[[int, int], None]  # (requests simulated, requests in all runs)
 
@@ -71,19 +77,27 @@ def predict(
     trace: str | Path | None = None,
     progress: ProgressCallback | None = None,
     k: int = DEFAULT_K,
+    workers: int | None = 1,
 ) -> SimResult:
     """Simulate ``scenario`` with intervals: the result is the prediction's own run (its
     records, the ``trace`` written), its summary with ``p50_ci`` and ``p90_ci`` (``[low,
     high]``, ``None`` without replications) beside ``p50`` and ``p90`` of each headline
     metric, and an ``intervals`` entry saying what they mean. ``k``: the summary's time to the
-    k-th answer token."""
+    k-th answer token. ``workers``: processes for the interval runs — 1 runs them here, more
+    on a local process pool (a script must then call this under ``if __name__ ==
+    "__main__":``), ``None`` every core when they would outlast the pool's start; the
+    numbers are the same either way."""
     settings = settings or IntervalSettings()
     settings.check()
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     count = settings.replications
     report = progress or (lambda done, total: None)
     total = scenario.workload.requests * count
     simulator = Simulator(scenario, trace_path=trace, profile_dir=profile_dir)
+    started = time.perf_counter()
     result = simulator.run(progress=lambda done, _: report(done, total))
+    one_run_s = time.perf_counter() - started
     if k != DEFAULT_K:
         result.summary = summarize(result.records, k=k)
     paths = interval_paths()
@@ -92,9 +106,15 @@ def predict(
     tasks = replications(0, data, count, profile_dir, paths)[1:]
     if not settings.vary_seeds:
         tasks = [replace(task, scenario=data) for task in tasks]
-    for task in tasks:
-        runs.append(run_replication(task))
-        report(scenario.workload.requests * len(runs), total)
+
+    finished = 1
+
+    def one_more() -> None:
+        nonlocal finished
+        finished += 1
+        report(scenario.workload.requests * finished, total)
+
+    runs += _run_replications(tasks, pool_size(workers, one_run_s * len(tasks)), one_more)
     uncertain = [
         name
         for name, profile in simulator.profiles.items()
@@ -102,6 +122,27 @@ def predict(
     ]
     result.summary = with_intervals(result.summary, runs, settings, uncertain)
     return result
+
+
+def pool_size(workers: int | None, serial_s: float) -> int:
+    """``workers`` as asked; ``None``: every core when runs that would take ``serial_s`` in
+    one process outlast a pool's start, else 1."""
+    if workers is not None:
+        return workers
+    return default_workers() if serial_s > POOL_WORTH_S else 1
+
+
+def _run_replications(
+    tasks: list[Replication], workers: int, on_each: Callable[[], None]
+) -> list[MetricValues]:
+    """Each task's values, in task order whichever finishes first: the intervals' floats
+    (a mean, a standard deviation) must not depend on it."""
+    done: dict[int, MetricValues] = {}
+    with make_backend("local", max(1, min(workers, len(tasks)))) as backend:
+        for index, values in backend.imap_unordered(run_replication, tasks):
+            done[index] = values
+            on_each()
+    return [done[index] for index in range(len(tasks))]
 
 
 def with_intervals(

@@ -30,6 +30,13 @@ def simulate(
     level: Annotated[
         float, typer.Option(help="Probability an interval holds one run's quantile.")
     ] = DEFAULT_LEVEL,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes for the interval runs (default: every core when they take more "
+            "than a few seconds; the numbers are the same)."
+        ),
+    ] = None,
 ) -> None:
     """Predict TTFT, ITL, TPOT, E2E, TPS, stalls, throughput and cost of a scenario, with
     prediction intervals for the p50 and p90 of each latency."""
@@ -37,7 +44,15 @@ def simulate(
 
     with progress_bar("simulating", enabled=not as_json) as update:
         result = predict(
-            scenario, overrides or [], seed, trace, replications, level, progress=update, k=k
+            scenario,
+            overrides or [],
+            seed,
+            trace,
+            replications,
+            level,
+            progress=update,
+            k=k,
+            workers=workers,
         )
     emit(result.summary, as_json)
 

@@ -15,14 +15,17 @@ from sim.capacity import PlanSettings, plan
 from sim.errors import ConfigError
 from sim.intervals import (
     HEADLINE_METRICS,
+    POOL_WORTH_S,
     IntervalSettings,
     inside,
     interval_paths,
+    pool_size,
     predict,
 )
 from sim.profile import parse_profile
 from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
+from sim.sweep.backends import default_workers
 from sim.sweep.replicate import draw_profile, prediction_interval, replication_profiles
 from tests.helpers import one_at_a_time, vllm_profile, write_profile
 
@@ -221,6 +224,31 @@ def test_a_profile_naming_an_unknown_parameter_is_a_config_error():
     profile = parse_profile(planted_profile({"base": 0.1}), "typo")
     with pytest.raises(ConfigError, match="not a step-cost parameter"):
         draw_profile(profile, np.random.default_rng(0))
+
+
+def test_interval_runs_on_a_process_pool_give_the_same_numbers(tmp_path):
+    scenario = one_agent(tmp_path, planted_profile(), requests=8)
+    here = simulate(scenario, replications=5, workers=1)
+    seen: list[tuple[int, int]] = []
+    pooled = simulate(
+        scenario, replications=5, workers=2, progress=lambda done, total: seen.append((done, total))
+    )
+    assert pooled.summary == here.summary  # the intervals' floats too: runs kept in order
+    assert pooled.records == here.records
+    assert seen[-1] == (8 * 5, 8 * 5)  # every run reported, the pool's as they finish
+
+
+def test_unasked_a_pool_is_used_only_when_the_runs_outlast_its_start():
+    assert pool_size(None, serial_s=POOL_WORTH_S / 2) == 1
+    assert pool_size(None, serial_s=POOL_WORTH_S * 2) == default_workers()
+    assert pool_size(3, serial_s=0.0) == 3  # as asked
+
+
+def test_bad_workers_is_a_config_error_before_anything_runs(tmp_path):
+    scenario = one_agent(tmp_path, planted_profile())
+    with pytest.raises(ConfigError, match="--workers must be at least 1"):
+        simulate(scenario, workers=0, trace=tmp_path / "never.jsonl")
+    assert not (tmp_path / "never.jsonl").exists()
 
 
 @pytest.mark.parametrize(
