@@ -18,6 +18,11 @@ holds on a busy or a slow machine alike. Target: 1,000 requests in <= 1 s, ratio
 
 ``--engine-profile vllm-rtxpro6000-llama31-8b-ops`` times steps priced from operator tables
 instead of the fitted formula (a shipped name means that file, whatever the machine).
+
+``--intervals R`` then times what ``stairwise simulate`` does: the prediction and R − 1
+interval runs, once all in this process (``workers=1``) and once as the command does by
+default (``workers=None``: a process pool of every core when the runs outlast its start),
+in wall seconds, and checks both give the same summary.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import resource
 import statistics
 import time
 from collections.abc import Generator
+from typing import Any
 
 import simpy
 
-from sim import Simulator, scenario_from_dict
+from sim import Simulator, scenario_from_dict, simulate
 from sim.engines.vllm import VllmEngine
 from sim.errors import ConfigError
 from sim.profile import SHIPPED_DIR
@@ -90,6 +96,13 @@ def main() -> None:
         "--repeat", type=int, default=3, help="runs of the same simulation (median printed)"
     )
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile")
+    parser.add_argument(
+        "--intervals",
+        type=int,
+        default=0,
+        metavar="R",
+        help="also time the prediction with R - 1 interval runs, serial and on a pool",
+    )
     parser.add_argument("--memory", action="store_true", help="print the peak memory")
     parser.add_argument(
         "--engine-profile",
@@ -99,6 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.intervals < 0:
+        raise ConfigError(f"--intervals must be at least 1 (0: not timed), got {args.intervals}")
 
     rss_before = peak_rss_mb()
     profile = engine_profile(args.engine_profile)
@@ -145,8 +160,23 @@ def main() -> None:
         print(f"peak memory (MB)    {rss_after:>12,.0f}   (resident; {rss_before:,.0f} before)")
         per_request = (rss_after - rss_before) * 1024 / args.requests
         print(f"  KiB per request   {per_request:>12.1f}")
+    if args.intervals:
+        time_intervals(spec, args.intervals)
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+def time_intervals(spec: dict[str, Any], replications: int) -> None:
+    """Wall seconds of the prediction with its interval runs, serial and as the CLI runs them."""
+    summaries = {}
+    for label, workers in (("in this process", 1), ("as the CLI does", None)):
+        started = time.perf_counter()
+        result = simulate(scenario_from_dict(spec), replications=replications, workers=workers)
+        seconds = time.perf_counter() - started
+        summaries[label] = result.summary
+        print(f"with {replications - 1} interval runs, {label:>15}: {seconds:7.2f} s wall")
+    same = summaries["in this process"] == summaries["as the CLI does"]
+    print(f"  the same summary: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":
