@@ -23,7 +23,7 @@ from sim.metrics import DEFAULT_K, summarize
 from sim.profile import VllmProfile
 from sim.scenario import Scenario
 from sim.simulator import SimResult, Simulator
-from sim.sweep.backends import default_workers, make_backend
+from sim.sweep.backends import check_workers, default_workers, make_backend
 from sim.sweep.replicate import (
     DEFAULT_LEVEL,
     MetricValues,
@@ -89,8 +89,7 @@ def predict(
     numbers are the same either way."""
     settings = settings or IntervalSettings()
     settings.check()
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)  # before the prediction's run, not after it
     count = settings.replications
     report = progress or (lambda done, total: None)
     total = scenario.workload.requests * count

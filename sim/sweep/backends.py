@@ -44,11 +44,16 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def check_workers(workers: int | None) -> None:
+    """A worker count given must be at least 1 (None: the default)."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+
+
 def make_backend(
     name: BackendName, workers: int | None = None, address: str | None = None
 ) -> Backend:
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     if name == "ray":
         return RayBackend(workers, address)
     if address is not None:
