@@ -34,7 +34,7 @@ from typing import Any
 from sim.errors import ConfigError
 from sim.reference import REFERENCE_CPU_PROFILE
 from sim.sweep import SweepResult, sweep
-from sim.sweep.backends import BackendName
+from sim.sweep.backends import BackendName, require_ray
 from stairwise.app import run_script
 
 
@@ -88,8 +88,7 @@ def timed_on_ray(
 ) -> tuple[SweepResult, float]:
     """The result and wall seconds on a local Ray of ``cpus`` CPUs, started and warmed up
     (its workers started, stairwise imported in each) before the clock starts."""
-    import ray
-
+    ray = require_ray()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         timed(warm_up, cpus, "ray")

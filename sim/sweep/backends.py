@@ -105,6 +105,15 @@ class LocalBackend:
                 future.cancel()
 
 
+def require_ray() -> Any:
+    """The ``ray`` module, or a one-line error saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'stairwise[ray]'") from None
+    return ray
+
+
 class RayBackend:
     """Ray tasks, one per replication: on a cluster (``address``) or a local Ray started here.
 
@@ -113,11 +122,7 @@ class RayBackend:
     """
 
     def __init__(self, workers: int | None, address: str | None) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError("--backend ray needs Ray: pip install 'stairwise[ray]'") from None
-        self._ray: Any = ray
+        self._ray = require_ray()
         self._address = address
         self._started = False
         self.workers = workers or default_workers()
