@@ -7,10 +7,12 @@ and a more crowded batch elsewhere). Prints wall time, simulation events and eve
 generated token (decode steps are batched into one event while the batch is unchanged, so
 events should track batch changes, not tokens).
 
-The same run then times a bare SimPy loop that processes as many events as SimPy scheduled
+After each run it times a bare SimPy loop that processes as many events as SimPy scheduled
 in the run (the model's own count leaves out process starts, ends and relays), and prints the
-ratio: what the model's own bookkeeping costs on top of the engine it runs on, a figure that
-holds on a busy or a slow machine alike. Target: 1,000 requests in <= 1 s, ratio <= 10x.
+median of the runs' ratios with their range: what the model's own bookkeeping costs on top of
+the engine it runs on. Each ratio divides two times taken a moment apart, as a machine whose
+speed drifts needs (one loop timed once after all the runs moved the ratio between 17x and 44x
+over three invocations of the same code). Target: 1,000 requests in <= 1 s, ratio <= 10x.
 
     python benchmarks/sim_speed.py [--requests 1000] [--rate 0.5] [--repeat 3]
     python benchmarks/sim_speed.py --engine-profile NAME   # another profile's step prices
@@ -119,7 +121,7 @@ def main() -> None:
     profile = engine_profile(args.engine_profile)
     spec = staircase_moa("bench-staircase-moa-4x1", args.requests, args.rate, args.mode, profile)
     profiler = cProfile.Profile(time.process_time) if args.profile else None
-    walls, cpus = [], []
+    walls, cpus, bares, setups = [], [], [], []
     for _ in range(args.repeat):  # the same run: its time moves with the machine, not the run
         started, cpu_started = time.perf_counter(), time.process_time()
         simulator = Simulator(scenario_from_dict(spec))
@@ -130,12 +132,16 @@ def main() -> None:
             profiler.disable()
         walls.append(time.perf_counter() - started)
         cpus.append(time.process_time() - cpu_started)
+        setups.append(walls[-1] - result.wall_s)
+        # every event SimPy scheduled (timeouts, process starts and ends, wake-ups, relays):
+        # the model's own count (result.events) leaves out those it does not schedule itself
+        simpy_events = next(simulator.env._eid)
+        # the floor timed right after each run, so a ratio divides two times of one moment
+        bares.append(bare_simpy_seconds(simpy_events))
     wall, cpu = statistics.median(walls), statistics.median(cpus)
+    bare = statistics.median(bares)
+    ratios = [run / floor for run, floor in zip(cpus, bares, strict=True)]
     rss_after = peak_rss_mb()
-    # every event SimPy scheduled (timeouts, process starts and ends, wake-ups, relays): the
-    # model's own count (result.events) leaves out those it does not schedule itself
-    simpy_events = next(simulator.env._eid)
-    bare = bare_simpy_seconds(simpy_events)
     engine = simulator.engines["gpu"][0]
     assert isinstance(engine, VllmEngine)  # the reference workload's server
     generated = result.summary["generated_tokens"]
@@ -151,10 +157,15 @@ def main() -> None:
     print(f"wall time (s)       {wall:>12.2f}   (target <= 1 s for 1,000 requests)")
     print(f"CPU time (s)        {cpu:>12.2f}   ({spread}; a busy machine's wall time is longer)")
     print(f"  µs per SimPy event{cpu / simpy_events * 1e6:>12.1f}")
-    print(f"  of it set-up      {wall - result.wall_s:>12.2f}   (wall: scenario, engines)")
-    print(f"bare SimPy (CPU s)  {bare:>12.3f}   (as many timeouts, no GC, best of {BARE_REPEATS})")
+    print(f"  of it set-up      {statistics.median(setups):>12.2f}   (wall: scenario, engines)")
+    floor = f"as many timeouts, no GC, best of {BARE_REPEATS} after each run"
+    print(f"bare SimPy (CPU s)  {bare:>12.3f}   ({floor})")
     print(f"  µs per event      {bare / simpy_events * 1e6:>12.1f}")
-    print(f"ratio to SimPy      {cpu / bare:>12.1f}×  (CPU time; target <= 10×)")
+    ratio_spread = f"{min(ratios):.1f}-{max(ratios):.1f}"
+    print(
+        f"ratio to SimPy      {statistics.median(ratios):>12.1f}×  "
+        f"(CPU time, median of each run's own; {ratio_spread}; target <= 10×)"
+    )
     print(f"tokens per wall s   {generated / wall:>12,.0f}")
     if args.memory:
         print(f"peak memory (MB)    {rss_after:>12,.0f}   (resident; {rss_before:,.0f} before)")
