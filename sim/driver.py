@@ -199,9 +199,12 @@ class Driver:
             return
         state = _Request(spec, RequestProtocol(self.dag, spec.output_tokens))
         self._running[spec.index] = state
-        record = RequestRecord(
-            type="request", req=spec.index, t=self.adapter.now(), prompt_tokens=spec.prompt_tokens
-        )
+        record: RequestRecord = {
+            "type": "request",
+            "req": spec.index,
+            "t": self.adapter.now(),
+            "prompt_tokens": spec.prompt_tokens,
+        }
         if self.keep_text and spec.prompt is not None:
             record["prompt"] = spec.prompt
         self.trace.write(record)
@@ -225,11 +228,14 @@ class Driver:
         """Pieces of the call received at ``times``; recorded for the user's answer only."""
         if call.ended or not call.action.final:
             return
-        self.trace.write(
-            DeltasRecord(
-                type="deltas", req=call.request.index, call=call.action.call_id, t=times, n=counts
-            )
-        )
+        record: DeltasRecord = {
+            "type": "deltas",
+            "req": call.request.index,
+            "call": call.action.call_id,
+            "t": times,
+            "n": counts,
+        }
+        self.trace.write(record)
 
     def finished(self, call: Call) -> None:
         """The call ended normally; ``call.usage.completion_tokens`` is what it produced."""
@@ -262,31 +268,29 @@ class Driver:
             if isinstance(action, StartCall):
                 self._start(state, action)
             elif isinstance(action, ReleaseUnit):
-                self.trace.write(
-                    UnitRecord(
-                        type="unit",
-                        req=state.spec.index,
-                        agent=action.agent,
-                        unit=action.unit,
-                        tokens=action.tokens,
-                        t=self.adapter.now(),
-                    )
-                )
+                unit: UnitRecord = {
+                    "type": "unit",
+                    "req": state.spec.index,
+                    "agent": action.agent,
+                    "unit": action.unit,
+                    "tokens": action.tokens,
+                    "t": self.adapter.now(),
+                }
+                self.trace.write(unit)
             elif isinstance(action, CancelCall):
                 self._cancel(state, action.call_id, action.reason)
             elif isinstance(action, FinishRequest):
-                self.trace.write(
-                    RequestEndRecord(
-                        type="request_end",
-                        req=state.spec.index,
-                        t=self.adapter.now(),
-                        ok=action.ok,
-                        reason=action.reason,
-                        answer_tokens={
-                            name: agent.total for name, agent in state.protocol.agents.items()
-                        },
-                    )
-                )
+                end: RequestEndRecord = {
+                    "type": "request_end",
+                    "req": state.spec.index,
+                    "t": self.adapter.now(),
+                    "ok": action.ok,
+                    "reason": action.reason,
+                    "answer_tokens": {
+                        name: agent.total for name, agent in state.protocol.agents.items()
+                    },
+                }
+                self.trace.write(end)
                 del self._running[state.spec.index]
                 self._request_ended(state.spec.index)
 
@@ -299,18 +303,18 @@ class Driver:
         self._active[server][replica] += 1
         call = Call(state.spec, action, server, replica)
         state.calls[action.call_id] = call
-        record = CallRecord(
-            type="call",
-            req=state.spec.index,
-            call=action.call_id,
-            agent=action.agent,
-            round=action.round,
-            server=server,
-            replica=replica,
-            t=self.adapter.now(),
-            tokens=action.tokens,
-            final=action.final,
-        )
+        record: CallRecord = {
+            "type": "call",
+            "req": state.spec.index,
+            "call": action.call_id,
+            "agent": action.agent,
+            "round": action.round,
+            "server": server,
+            "replica": replica,
+            "t": self.adapter.now(),
+            "tokens": action.tokens,
+            "final": action.final,
+        }
         if node.inputs:
             record["read"] = tokens_read(action.messages, node.inputs)
         self.trace.write(record)
@@ -337,19 +341,19 @@ class Driver:
         self._active[call.server][call.replica] -= 1
         del self._running[call.request.index].calls[call.action.call_id]
         usage = call.usage
-        record = CallEndRecord(
-            type="call_end",
-            req=call.request.index,
-            call=call.action.call_id,
-            t=self.adapter.now(),
-            status=status,
-            prompt_tokens=usage.prompt_tokens,
-            cached_tokens=usage.cached_tokens,
-            completion_tokens=usage.completion_tokens,
-            queued_s=usage.queued_s,
-            reason=reason,
-            attempts=usage.attempts,
-        )
+        record: CallEndRecord = {
+            "type": "call_end",
+            "req": call.request.index,
+            "call": call.action.call_id,
+            "t": self.adapter.now(),
+            "status": status,
+            "prompt_tokens": usage.prompt_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "queued_s": usage.queued_s,
+            "reason": reason,
+            "attempts": usage.attempts,
+        }
         if self.keep_text and call.prompt_text is not None:
             record["prompt_text"] = call.prompt_text
             record["text"] = call.output_text or ""

@@ -118,7 +118,10 @@ class StepCost(_Strict):
         grow = self.context_token_s * per_step
         if steps <= SHORT_RUN:  # most runs of a crowded batch: numpy would cost more
             return [first + grow * k for k in range(steps)]
-        return first + grow * np.arange(steps)
+        durations = np.arange(steps, dtype=float)  # in place: the floats of first + grow·k
+        durations *= grow
+        durations += first
+        return durations
 
 
 class StepCorrection(_Strict):

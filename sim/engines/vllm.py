@@ -436,7 +436,11 @@ def _step_ends(
     with the stream seconds added — by numpy for a long run, in plain floats for a short one
     (the same sums: ``cumsum`` adds in order)."""
     if isinstance(durations, np.ndarray):
-        return start + (durations + stream_s if stream_s else durations).cumsum()
+        if stream_s:
+            durations += stream_s  # the pricer made this array for this run alone
+        ends = durations.cumsum()
+        ends += start  # in place: the same floats as start + ends, one array fewer
+        return ends
     ends = []
     elapsed = 0.0
     for duration in durations:
