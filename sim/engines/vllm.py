@@ -438,9 +438,9 @@ def _step_ends(
     if isinstance(durations, np.ndarray):
         if stream_s:
             durations += stream_s  # the pricer made this array for this run alone
-        ends = durations.cumsum()
-        ends += start  # in place: the same floats as start + ends, one array fewer
-        return ends
+        summed = durations.cumsum()
+        summed += start  # in place: the same floats as start + summed, one array fewer
+        return summed
     ends = []
     elapsed = 0.0
     for duration in durations:
