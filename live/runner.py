@@ -29,7 +29,7 @@ from sim.errors import ConfigError
 from sim.metrics import summarize
 from sim.profile import load_profile
 from sim.protocol import Span, StartCall
-from sim.scenario import Scenario, ServerBase
+from sim.scenario import Scenario, ServerBase, workload_digests
 from sim.texts import estimate_tokens, template_runs
 from sim.trace import Record, ServerMetricsRecord, TraceWriter, make_header
 from sim.workload import RequestSpec
@@ -126,7 +126,12 @@ class LiveRunner:
             await endpoint.check()
         async with httpx.AsyncClient() as http:
             requests = await self._prompts_of(http)
-            header = make_header("live", self.scenario.model_dump(mode="json"), **self.header_extra)
+            header = make_header(
+                "live",
+                self.scenario.model_dump(mode="json"),
+                workload_digests(self.scenario.workload),
+                **self.header_extra,
+            )
             self.trace = TraceWriter(header, self.trace_path, flush=True)
             self.driver = Driver(
                 self.scenario, self.dag, requests, self.trace, self, keep_text=self.keep_text

@@ -1,11 +1,12 @@
 """JSON lines in (traces, workload files), with errors that name the file and the line; and
-the digest of a JSON value that keys stored results."""
+the digests that key stored results: of a JSON value, of a file's bytes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
@@ -47,3 +48,12 @@ def canonical_json(value: Any) -> str:
 def json_digest(value: Any) -> str:
     """SHA-256 (hex) of ``value``'s :func:`canonical_json`."""
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def file_digest(path: str) -> str:
+    """A hash of a file's bytes: a workload or prompt file named by what it holds, not where
+    it lies (sweep point keys, a trace's scenario hash)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 from sim.distributions import FixedLatency, FixedTokens, LatencyDist, TokenDist
 from sim.errors import DISTRIBUTION_TAGS, ConfigError, validated
+from sim.jsonl import file_digest
 
 
 class Strict(BaseModel):
@@ -731,6 +732,11 @@ def workload_files(workload: Workload) -> dict[str, str]:
     """The workload's own files by field (``file``, ``prompts``): not the shipped prompts."""
     named = {"file": workload.file, "prompts": workload.prompts}
     return {field: path for field, path in named.items() if path not in (None, BUILTIN_PROMPTS)}
+
+
+def workload_digests(workload: Workload) -> dict[str, str]:
+    """The workload's own files by field, each named by the hash of its bytes."""
+    return {field: file_digest(path) for field, path in workload_files(workload).items()}
 
 
 def resolve_workload_files(workload: Workload, base: Path) -> None:

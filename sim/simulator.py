@@ -30,7 +30,13 @@ from sim.multistream import MultistreamRequests
 from sim.network import DeltaStream, Link, latency_draws
 from sim.profile import ApiProfile, VllmProfile, load_profile
 from sim.protocol import Span, StartCall
-from sim.scenario import ApiServer, Scenario, VllmServer, continues_answers
+from sim.scenario import (
+    ApiServer,
+    Scenario,
+    VllmServer,
+    continues_answers,
+    workload_digests,
+)
 from sim.texts import estimate_tokens, template_runs
 from sim.trace import Record, TraceWriter, make_header
 from sim.workload import RequestSpec
@@ -113,6 +119,9 @@ class Simulator:
         header = make_header(
             "sim",
             scenario.model_dump(mode="json"),
+            # the files decide the requests unless they are given (a replay of a trace, whose
+            # header's paths may lie on another machine)
+            workload_digests(scenario.workload) if requests is None else None,
             profiles={n: p.model_dump(mode="json") for n, p in self.profiles.items()},
         )
         self.trace = TraceWriter(header, trace_path, flush=False)

@@ -14,7 +14,7 @@ one ``deltas`` record per piece as it arrives, a simulated run one per call.
 import gzip
 import json
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -167,10 +167,12 @@ def missing_field(record: Record) -> str | None:
     return next((n for n in kind.__annotations__ if n in required and n not in record), None)
 
 
-def scenario_hash(scenario: dict[str, Any]) -> str:
+def scenario_hash(scenario: dict[str, Any], workload_files: Mapping[str, str] | None = None) -> str:
     """What decides a run's calls, hashed: the scenario without where its servers are
     (endpoint, model, key), which profile simulates them, and live-only settings — so a kept
-    live trace can be re-compared after recalibrating, but not with another scenario."""
+    live trace can be re-compared after recalibrating, but not with another scenario.
+    ``workload_files`` (field -> :func:`sim.scenario.workload_digests`) stand for the
+    workload's file paths: an edited prompt file is another scenario, a moved folder not."""
     servers = {
         name: {
             k: v
@@ -180,6 +182,8 @@ def scenario_hash(scenario: dict[str, Any]) -> str:
         for name, server in scenario.get("servers", {}).items()
     }
     decisive = {k: v for k, v in scenario.items() if k != "live"} | {"servers": servers}
+    if workload_files:
+        decisive["workload"] = {**scenario.get("workload", {}), **workload_files}
     return json_digest(decisive)[:16]
 
 
@@ -195,8 +199,16 @@ def _own_version() -> str:
         return "dev"
 
 
-def make_header(source: str, scenario: dict[str, Any], **extra: Any) -> Record:
+def make_header(
+    source: str,
+    scenario: dict[str, Any],
+    workload_files: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Record:
+    """``workload_files``: the digests of the workload's files (kept in the header, which
+    holds only their paths otherwise, and hashed in their place)."""
     own_version = _own_version()
+    files = {"workload_files": dict(workload_files)} if workload_files else {}
     return {
         "type": "header",
         "schema": TRACE_SCHEMA,
@@ -207,7 +219,8 @@ def make_header(source: str, scenario: dict[str, Any], **extra: Any) -> Record:
         "versions": {"stairwise": own_version, "python": platform.python_version()},
         "hardware": {"machine": platform.machine(), "system": platform.system()},
         "scenario": scenario,
-        "scenario_hash": scenario_hash(scenario),
+        "scenario_hash": scenario_hash(scenario, workload_files),
+        **files,
         **extra,
     }
 

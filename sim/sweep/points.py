@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from sim.errors import ConfigError
-from sim.jsonl import canonical_json, json_digest
+from sim.jsonl import canonical_json, file_digest, json_digest
 from sim.profile import VllmProfile, load_profile
 from sim.scenario import (
     Workload,
@@ -136,14 +136,6 @@ def point_key(scenario: dict[str, Any], spec: SweepSpec, digests: Digests) -> st
         "metrics": spec.metrics,
     }
     return json_digest(config)[:16]
-
-
-def file_digest(path: str) -> str:
-    """A hash of a file's bytes (a point's workload or prompt file)."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def profile_digest(name_or_path: str, profile_dir: Path | None) -> str:

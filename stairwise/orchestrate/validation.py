@@ -22,7 +22,7 @@ from reports.html import validation_report
 from sim.errors import ConfigError, writable_folder
 from sim.intervals import IntervalSettings, inside, predict
 from sim.profile import load_profile
-from sim.scenario import Scenario, VllmServer, scenario_from_dict
+from sim.scenario import Scenario, VllmServer, scenario_from_dict, workload_digests
 from sim.simulator import Simulator
 from sim.trace import Record, pool_runs, read_trace, scenario_hash
 from stairwise.orchestrate.live import run_live
@@ -214,7 +214,7 @@ def kept_live_traces(folder: Path, scenario: Scenario) -> list[Path]:
     traces = [first]
     while (following := live_trace_path(stem, len(traces) + 1)).exists():
         traces.append(following)
-    expected = scenario_hash(scenario.model_dump(mode="json"))
+    expected = scenario_hash(scenario.model_dump(mode="json"), workload_digests(scenario.workload))
     for trace in traces:
         if _hash_of_run(trace) != expected:
             raise ConfigError(
@@ -226,13 +226,15 @@ def kept_live_traces(folder: Path, scenario: Scenario) -> list[Path]:
 
 def _hash_of_run(trace: Path) -> str | None:
     """The hash of the scenario a trace's header holds, resolved by today's schema (so new
-    fields with defaults do not set old traces apart)."""
+    fields with defaults do not set old traces apart), its workload files by the digests it
+    recorded — or, in a trace from before it recorded them, by the files as they are now."""
     header = read_trace(trace)[0]
     try:
         scenario = scenario_from_dict(header.get("scenario"), str(trace))
+        files = header.get("workload_files") or workload_digests(scenario.workload)
     except ConfigError:
         return None
-    return scenario_hash(scenario.model_dump(mode="json"))
+    return scenario_hash(scenario.model_dump(mode="json"), files)
 
 
 def replay_live_trace(trace: Path, scenario: Scenario) -> list[Record]:
