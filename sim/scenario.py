@@ -8,6 +8,7 @@ naming the field, not a silently ignored setting.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -734,9 +735,12 @@ def workload_files(workload: Workload) -> dict[str, str]:
     return {field: path for field, path in named.items() if path not in (None, BUILTIN_PROMPTS)}
 
 
-def workload_digests(workload: Workload) -> dict[str, str]:
-    """The workload's own files by field, each named by the hash of its bytes."""
-    return {field: file_digest(path) for field, path in workload_files(workload).items()}
+def workload_digests(
+    workload: Workload, digest: Callable[[str], str] = file_digest
+) -> dict[str, str]:
+    """The workload's own files by field, each named by the hash of its bytes (``digest``: a
+    sweep passes one that reads each file once)."""
+    return {field: digest(path) for field, path in workload_files(workload).items()}
 
 
 def resolve_workload_files(workload: Workload, base: Path) -> None:

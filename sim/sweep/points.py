@@ -26,7 +26,7 @@ from sim.scenario import (
     load_scenario,
     resolve_workload_files,
     scenario_from_dict,
-    workload_files,
+    workload_digests,
 )
 from sim.sweep.samplers import sample_points
 from sim.sweep.spec import SweepSpec, read_sweep
@@ -126,8 +126,8 @@ def point_key(scenario: dict[str, Any], spec: SweepSpec, digests: Digests) -> st
         name: {**server, "profile": digests.profile(server["profile"])}
         for name, server in scenario["servers"].items()
     }
-    files = workload_files(Workload.model_validate(scenario["workload"]))
-    workload = {**scenario["workload"], **{f: digests.file(p) for f, p in files.items()}}
+    files = workload_digests(Workload.model_validate(scenario["workload"]), digests.file)
+    workload = {**scenario["workload"], **files}
     config = {
         "schema": KEY_SCHEMA,
         "scenario": {**scenario, "servers": servers, "workload": workload},
