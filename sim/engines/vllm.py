@@ -434,10 +434,11 @@ def _step_ends(
 ) -> list[float] | np.ndarray:
     """When each step of a run ends: ``start`` plus the running sum of the durations, each
     with the stream seconds added — by numpy for a long run, in plain floats for a short one
-    (the same sums: ``cumsum`` adds in order)."""
+    (the same sums: ``cumsum`` adds in order). A long run's array gets its stream seconds in
+    place: the pricers make it anew for each run, and nothing reads it afterwards."""
     if isinstance(durations, np.ndarray):
         if stream_s:
-            durations += stream_s  # the pricer made this array for this run alone
+            durations += stream_s
         summed = durations.cumsum()
         summed += start  # in place: the same floats as start + summed, one array fewer
         return summed
