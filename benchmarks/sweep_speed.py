@@ -10,9 +10,9 @@ prints the load average before each run and the CPU seconds each run used (its w
 processes included): a speed-up far below the worker count with CPU seconds close to the
 serial run's means other processes took the cores ("cores busy" = CPU seconds / wall
 seconds).
-A small warm-up sweep runs first, untimed: the first sweep in a process imports the Latin
-hypercube's sampler, and the one-worker run, timed first, paid that second alone (its
-speed-up read 2.17× from one worker to two).
+A small warm-up sweep runs first, untimed: the first sweep in a process takes a one-off
+0.5-0.8 s more than the next (the Latin hypercube sampler's import among it), which the
+one-worker run, timed first, paid alone.
 
 ``--backend ray`` runs it on a local Ray of one CPU, then of ``--workers`` CPUs: how the
 sweep scales on Ray. Ray's start (~15 s) and its workers' first imports are left out of
@@ -125,8 +125,8 @@ def main() -> None:
     if args.backend == "ray":
         ray_scaling(spec, warm_up, args.points, simulations, args.workers)
         return
-    # the first sweep in a process imports the Latin hypercube's sampler (about a second)
-    # and loads the profile: paid here, not by the one-worker run alone
+    # the first sweep in a process pays one-off costs (the Latin hypercube sampler's
+    # import among them): here, not in the one-worker run alone
     timed(warm_up, 1)
     runs = {}
     for workers in (1, args.workers):
