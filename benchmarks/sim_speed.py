@@ -2,7 +2,7 @@
 
 The reference workload (``sim/reference.py``): 4 proposers + 1 aggregator, 512 tokens each,
 Poisson arrivals, on the shipped CPU profile's own file — the same workload on every
-machine (by name that profile is the variant of this machine's CPU class: a slower engine
+machine (by name that profile is the variant of this machine's processor: a slower engine
 and a more crowded batch elsewhere). Prints wall time, simulation events and events per
 generated token (decode steps are batched into one event while the batch is unchanged, so
 events should track batch changes, not tokens).
@@ -50,7 +50,7 @@ from stairwise.app import run_script
 
 
 def engine_profile(name_or_path: str) -> str:
-    """A shipped profile's own file (not the variant of this machine's CPU class), or a path."""
+    """A shipped profile's own file (not the variant of this machine's processor), or a path."""
     shipped = SHIPPED_DIR / f"{name_or_path}.json"
     return str(shipped) if shipped.exists() else name_or_path
 

@@ -2,7 +2,7 @@
 
 A Latin hypercube over proposers (2-4), the first proposer chunk (4-64 tokens) and the
 Poisson rate (0.05-0.3 requests/s) on the shipped vLLM-CPU profile's own file (by path, so
-the same sweep on every machine; by name it is the variant of this machine's CPU class).
+the same sweep on every machine; by name it is the variant of this machine's processor).
 Runs the sweep on one worker (in this process) and on a local pool of ``--workers``
 processes, each into a fresh results directory, and prints points per second, the parallel
 speed-up and whether both runs stored identical rows. The machine is shared, so it also

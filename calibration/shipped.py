@@ -65,14 +65,14 @@ class Recipe:
     select: dict[str, str] = field(default_factory=dict)
     first: dict[str, Any] | None = None  # options of a first fit that starts this one
     replay: bool = False  # minutes, not seconds: the tests re-evaluate instead of refitting
-    cpu_variants: dict[str, str] = field(default_factory=dict)  # the profile's, by CPU class
+    cpu_variants: dict[str, str] = field(default_factory=dict)  # by cpu_keys() key
 
 
 def _local_cpu(
     name: str, dtype: str, processor: str, cpu_variants: dict[str, str] | None = None
 ) -> Recipe:
     """The embedded engine, profiled live (``calibrate --local``) on a 2-core machine of one
-    CPU class: the local server computes in bfloat16 with AVX-512, in float32 without."""
+    processor family: the local server computes in bfloat16 with AVX-512, in float32 without."""
     return Recipe(
         name=name,
         sources=tuple(
@@ -189,7 +189,16 @@ RECIPES: dict[str, Recipe] = {
             "bf16",
             "AMD EPYC family 26 model 2, AVX-512; the model's thread isolated on one, the API"
             " server and runner on the other",
-            cpu_variants={"avx2": "vllm-cpu-smollm2-135m-avx2"},
+            cpu_variants={
+                "avx2": "vllm-cpu-smollm2-135m-avx2",
+                "avx512-amd-family25": "vllm-cpu-smollm2-135m-zen4",
+            },
+        ),
+        _local_cpu(
+            "vllm-cpu-smollm2-135m-zen4",
+            "bf16",
+            "AMD EPYC family 25 model 17 (Zen 4), AVX-512; the model's thread isolated on one,"
+            " the API server and runner on the other",
         ),
         _local_cpu(
             "vllm-cpu-smollm2-135m-avx2",

@@ -174,9 +174,9 @@ class ProfileBase(_Strict):
     fit: dict[str, Any] = Field(default_factory=dict, description="fit quality, residuals")
     cpu_variants: dict[str, str] = Field(
         default_factory=dict,
-        description="the same engine measured on another CPU class (cpu_class() -> shipped "
-        "profile name): a CPU engine's speed is its processor's, so load_profile answers with "
-        "the variant of this machine's class",
+        description="the same engine measured on other processors (a key of cpu_keys() -> "
+        "shipped profile name): a CPU engine's speed is its processor's, so load_profile "
+        "answers with the variant of the most specific key this machine has",
     )
 
 
@@ -315,6 +315,22 @@ def cpu_class(cpu_flags: set[str] | None = None) -> str:
     return "avx512" if "avx512f" in cpu_flags else "avx2"
 
 
+def cpu_keys() -> list[str]:
+    """The keys a profile's ``cpu_variants`` are looked up by, the most specific first: the
+    class with the vendor's family (``avx512-amd-family25``: an AMD family is a core
+    generation, and Zen 4 and Zen 5 both have AVX-512 but differ ~2x in a CPU engine's
+    speed, docs/calibration.md), then the class alone."""
+    info = _cpuinfo()
+    keys = [cpu_class()]
+    vendor = _VENDORS.get(info.get("vendor_id", ""))
+    if vendor is not None and "cpu family" in info:
+        keys.insert(0, f"{keys[0]}-{vendor}-family{info['cpu family']}")
+    return keys
+
+
+_VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
+
+
 def cpu_description() -> str:
     """The processor as a profile's provenance names it: model, family/model numbers (two
     chips sold under one name differ there) and class, e.g. ``AMD EPYC, family 26 model 2,
@@ -338,7 +354,7 @@ def shipped_profiles() -> list[str]:
 def load_profile(
     name_or_path: str, base_dir: Path | None = None, exact: bool = False
 ) -> VllmProfile | ApiProfile:
-    """A shipped profile by name — its variant for this machine's CPU class if it names one
+    """A shipped profile by name — its variant for this machine's processor if it names one
     (``exact``: the named file itself) — or a profile JSON by path (relative to ``base_dir``),
     that file whatever the machine."""
     path = Path(name_or_path)
@@ -355,7 +371,10 @@ def load_profile(
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable profile JSON ({exc})") from None
     profile = parse_profile(data, str(path))
-    variant = profile.cpu_variants.get(cpu_class()) if by_name and not exact else None
+    variant = None
+    if by_name and not exact:
+        variants = profile.cpu_variants
+        variant = next((variants[key] for key in cpu_keys() if key in variants), None)
     if variant is not None and variant != profile.name:
         return load_profile(variant)
     return profile

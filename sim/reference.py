@@ -3,7 +3,7 @@
 Staircase Mixture-of-Agents, 4 proposers + an aggregator, 512 tokens each, 128-token
 prompts, Poisson arrivals at 0.5/s, on the shipped CPU profile read by path. By path it is
 that file on every machine; by name, ``vllm-cpu-smollm2-135m`` resolves to the variant of
-this machine's CPU class — a slower engine, so a more crowded batch, and not the same
+this machine's processor — another engine speed, so a more crowded batch, and not the same
 workload. ``benchmarks/sim_speed.py`` times it and ``tests/sim_golden.py`` pins a few
 requests of it; defining it here (not in either: tests do not import benchmarks) keeps the
 two the same run.

@@ -140,7 +140,7 @@ def point_key(scenario: dict[str, Any], spec: SweepSpec, digests: Digests) -> st
 
 def profile_digest(name_or_path: str, profile_dir: Path | None) -> str:
     """A hash of the profile a server runs on (a shipped name: its variant for this machine's
-    CPU class) and of its operator tables' file: moving a sweep's folder keeps its keys, and
+    processor) and of its operator tables' file: moving a sweep's folder keeps its keys, and
     editing a profile in place changes them."""
     profile = load_profile(name_or_path, profile_dir)
     digest = hashlib.sha256(canonical_json(profile.model_dump(mode="json")).encode())

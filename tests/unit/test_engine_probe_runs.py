@@ -26,7 +26,7 @@ def test_a_run_keeps_the_probes_before_and_after_and_says_which_profile(tmp_path
         result = api.run(scenario_on(server.url), trace=trace, log=lambda m: None)
     records = read_trace(trace)
     header = records[0]
-    used = load_profile("vllm-cpu-smollm2-135m")  # the variant of this machine's CPU class
+    used = load_profile("vllm-cpu-smollm2-135m")  # the variant of this machine's processor
     assert header["profiles"]["gpu"] == {
         "profile": used.name,
         "measured_here": measured_here(used),
