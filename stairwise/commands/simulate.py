@@ -59,11 +59,14 @@ def simulate(
 
 @app.command()
 def profiles() -> None:
-    """List the shipped engine profiles."""
+    """List the shipped engine profiles, each file's own hardware, and the variant a name
+    resolves to on this machine's processor where that is another file."""
     from sim.profile import load_profile, shipped_profiles
 
     for name in shipped_profiles():
-        profile = load_profile(name)
-        typer.echo(
+        profile = load_profile(name, exact=True)
+        here = load_profile(name).name
+        line = (
             f"{name}\t{profile.kind}\t{profile.provenance.model} on {profile.provenance.hardware}"
         )
+        typer.echo(line + (f"\t(here: {here})" if here != name else ""))

@@ -119,9 +119,13 @@ def test_shipped_gpu_profiles_load_by_name():
     assert out.returncode == 0
     names = [line.split("\t")[0] for line in out.stdout.splitlines()]
     assert "vllm-a100-opt-13b" in names and "vllm-rtxpro6000-llama31-8b" in names
-    for name in names:
-        profile = load_profile(name)
+    for line in out.stdout.splitlines():
+        name, _, described, *here = line.split("\t")
+        profile = load_profile(name, exact=True)  # each line: that file, not this machine's variant
         assert profile.provenance.sources and profile.provenance.date
+        assert described.endswith(profile.provenance.hardware)
+        variant = load_profile(name).name
+        assert here == ([f"(here: {variant})"] if variant != name else [])
 
 
 @pytest.mark.parametrize(
