@@ -315,20 +315,20 @@ def cpu_class(cpu_flags: set[str] | None = None) -> str:
     return "avx512" if "avx512f" in cpu_flags else "avx2"
 
 
+_VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}  # vendor_id -> a key's vendor
+
+
 def cpu_keys() -> list[str]:
     """The keys a profile's ``cpu_variants`` are looked up by, the most specific first: the
     class with the vendor's family (``avx512-amd-family25``: an AMD family is a core
     generation, and Zen 4 and Zen 5 both have AVX-512 but differ ~2x in a CPU engine's
     speed, docs/calibration.md), then the class alone."""
     info = _cpuinfo()
-    keys = [cpu_class()]
+    processor_class = cpu_class(set(info.get("flags", "").split()))
     vendor = _VENDORS.get(info.get("vendor_id", ""))
-    if vendor is not None and "cpu family" in info:
-        keys.insert(0, f"{keys[0]}-{vendor}-family{info['cpu family']}")
-    return keys
-
-
-_VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
+    if vendor is None or "cpu family" not in info:
+        return [processor_class]
+    return [f"{processor_class}-{vendor}-family{info['cpu family']}", processor_class]
 
 
 def cpu_description() -> str:
