@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 
 from sim.protocol import Message, Span
-from sim.texts import CHARS_PER_TOKEN_GUESS, SAMPLE_TEXT, estimate_tokens, sample_text
+from sim.texts import CHARS_PER_TOKEN_GUESS, SAMPLE_TEXT, estimate_tokens, ratio_text
 
 QUESTION = "\n\nQuestion: describe this town, its people and its work in detail."
 
@@ -128,6 +128,6 @@ class PromptMaker:
 async def measure_chars_per_token(base_url: str, model: str | None) -> float:
     """Characters per token of the server's tokenizer on plain English: profiles carry it so
     the simulator can size the texts it never tokenizes."""
-    text = sample_text(4000)
+    text = ratio_text()
     async with httpx.AsyncClient(timeout=30) as client:
         return len(text) / await PromptMaker(base_url, model, seed=0).count(client, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING
 
@@ -23,12 +24,27 @@ def answer_label(index: int) -> str:
 
 CHARS_PER_TOKEN_GUESS = 4.0  # English BPE, when neither a profile nor a tokenizer says
 
+# Digits, punctuation and line breaks: a BPE tokenizer gives most of them a token of their own
+# (SmolLM2's splits "\n\n[1] " into six), where words take several characters per token.
+_SYMBOL = re.compile(r"[^\w \t]|[\d_]")
+
 
 def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN_GUESS) -> int:
-    """Token count of English text (a profile says how many characters its tokenizer puts
-    in a token). The simulator sizes fixed texts with it; live runs count real tokens, except on
-    a hosted endpoint without a tokenizer route, where they size texts the same way."""
-    return max(1, round(len(text) / chars_per_token)) if text else 0
+    """Token count of English text, from the characters per token a profile measured on
+    :func:`ratio_text` (:data:`RATIO_TEXT_CHARS` of the sample text). Symbols count one token
+    each and the rest — words and the spaces between them — the characters per token that
+    leave the sample text at its measured count: an answer label or a number costs what the
+    tokenizer charges for it, not a fifth of it, and plain prose is sized as before. The
+    simulator sizes fixed texts with it; live runs count real tokens, except on a hosted
+    endpoint without a tokenizer route, where they size texts the same way."""
+    if not text:
+        return 0
+    symbols = len(_SYMBOL.findall(text))
+    word_tokens = _RATIO_CHARS / chars_per_token - _RATIO_SYMBOLS
+    if word_tokens <= 0:  # a tokenizer finer than one token per symbol: the plain ratio
+        return max(1, round(len(text) / chars_per_token))
+    chars_per_word_token = (_RATIO_CHARS - _RATIO_SYMBOLS) / word_tokens
+    return max(1, round((len(text) - symbols) / chars_per_word_token + symbols))
 
 
 SAMPLE_TEXT = (
@@ -48,6 +64,18 @@ def sample_text(characters: int) -> str:
     """``characters`` characters of plain English (the sample text, repeated)."""
     repeats = characters // len(SAMPLE_TEXT) + 1
     return (SAMPLE_TEXT * repeats)[:characters]
+
+
+RATIO_TEXT_CHARS = 4000  # the text a profile's chars_per_token is measured on: ratio_text()
+
+
+def ratio_text() -> str:
+    """The plain English on which a tokenizer's characters per token are measured."""
+    return sample_text(RATIO_TEXT_CHARS)
+
+
+_RATIO_CHARS = RATIO_TEXT_CHARS
+_RATIO_SYMBOLS = len(_SYMBOL.findall(ratio_text()))
 
 
 # Chat-template framing per message (ChatML: "<|im_start|>role\n" ... "<|im_end|>\n").

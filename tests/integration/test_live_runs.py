@@ -9,6 +9,7 @@ from collections import defaultdict
 import pytest
 
 from live.runner import LiveRunner
+from sim import Simulator
 from tests.integration.conftest import live_scenario
 
 pytestmark = pytest.mark.live
@@ -40,9 +41,17 @@ def assert_every_token_is_traced(records):
             assert end["completion_tokens"] == calls[key]["tokens"]
 
 
-def test_staircase_moa_answers_sooner_than_standard_on_the_same_prompts(vllm_url):
-    staircase = run(live_scenario(vllm_url, {**MOA, "mode": "staircase"}))
-    standard = run(live_scenario(vllm_url, {**MOA, "mode": "standard"}))
+@pytest.fixture(scope="module")
+def moa_runs(vllm_url):
+    """The MoA run live in both modes, once for the tests that read it."""
+    return {mode: run(live_scenario(vllm_url, {**MOA, "mode": mode})) for mode in MODES}
+
+
+MODES = ("staircase", "standard")
+
+
+def test_staircase_moa_answers_sooner_than_standard_on_the_same_prompts(moa_runs):
+    staircase, standard = (moa_runs[mode] for mode in MODES)
     for result in (staircase, standard):
         assert result.summary["requests"] == 2 and result.summary["failed_requests"] == 0
         assert_every_token_is_traced(result.records)
@@ -56,6 +65,30 @@ def test_staircase_moa_answers_sooner_than_standard_on_the_same_prompts(vllm_url
     ]
     assert prompts[0] == prompts[1]
     assert staircase.summary["ttft_s"]["p50"] < 0.6 * standard.summary["ttft_s"]["p50"]
+
+
+def test_the_simulator_counts_each_prompt_as_the_server_does(vllm_url, moa_runs):
+    """Every call's prompt — system prompt, template, the aggregator's header and answer
+    labels, the proposers' text — sized by the simulator within a few tokens of the server's
+    own count (estimated at a fifth of its tokens, the labels once cost an aggregator 15)."""
+    for mode in MODES:
+        live = {
+            (r["req"], r["call"]): r["prompt_tokens"]
+            for r in moa_runs[mode].records
+            if r["type"] == "call_end" and r["status"] == "ok"
+        }
+        simulated = Simulator(live_scenario(vllm_url, {**MOA, "mode": mode})).run()
+        counted = {
+            (r["req"], r["call"]): r["prompt_tokens"]
+            for r in simulated.records
+            if r["type"] == "call_end" and r["status"] == "ok"
+        }
+        both = live.keys() & counted.keys()  # a staircase cancels by timing: some ended apart
+        assert any(call.startswith("agg") for _, call in both), mode
+        for key in both:
+            tokens = live[key]
+            # a streamed unit may end a token or two past its boundary live
+            assert abs(counted[key] - tokens) <= max(3, 0.03 * tokens), (mode, key)
 
 
 def metric_delta(records, name):
