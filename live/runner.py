@@ -201,15 +201,15 @@ class LiveRunner:
         message in its template, then the answer's opening."""
         chars = self.chars_per_token(self.dag.agent(action.agent).server)
 
-        def span_run(span: Span) -> tuple[Hashable, int, int]:
+        def span_runs(span: Span) -> list[tuple[Hashable, int, int]]:
             kind = span.stream[0]  # type: ignore[index]
             if kind == "output":
-                return span.stream, span.start, span.end
+                return [(span.stream, span.start, span.end)]
             if kind == "query":
-                return span.stream, 0, self._query_tokens[req]
-            return span.stream, 0, estimate_tokens(text_of(span), chars)
+                return [(span.stream, 0, self._query_tokens[req])]
+            return [(span.stream, 0, estimate_tokens(text_of(span), chars))]
 
-        runs = template_runs(action.messages, False, span_run)  # strict: every message closed
+        runs = template_runs(action.messages, False, span_runs)  # strict: every message closed
         return sum(end - start for _, start, end in runs)
 
     async def _reset_prefix_caches(self, http: httpx.AsyncClient) -> None:

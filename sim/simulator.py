@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from sim.answers import AnswerStreams
 from sim.dag import Dag, build_dag
 from sim.driver import Call, Driver, ProgressCallback, plan_requests, random_streams
 from sim.engines.api import ApiEngine
@@ -105,6 +106,7 @@ class Simulator:
             a.name: continues_answers(scenario.servers[a.server]) for a in self.dag.agents
         }
         self._text_tokens: dict[tuple[str, float], int] = {}  # fixed texts, sized once
+        self._answers = AnswerStreams()  # the tokens of every agent's answer
         # keyed by the text, not the agent: agents with the same system prompt share its KV
         # blocks in a prefix cache, as the real engine's token hashes do
         self._system_runs: dict[str, TokenRun] = {
@@ -203,11 +205,21 @@ class Simulator:
         engine = self.engines[call.server][call.replica]
         link = self.links[call.server]
         call.handle = _SimCall(engine, DeltaStream(link, keep=action.final), link)
+        prompt = self._token_runs(call.request, action)
+        greedy = self.dag.agent(action.agent).temperature == 0
+        output, output_start = self._answers.start_call(
+            call.request.index,
+            action.agent,
+            action.out_start,
+            action.tokens,
+            call.server if greedy else None,
+            prompt,
+        )
         engine_call = EngineCall(
             key=(call.request.index, action.call_id),
-            prompt=self._token_runs(call.request, action),
-            output=("output", call.request.index, action.agent),
-            output_start=action.out_start,
+            prompt=prompt,
+            output=output,
+            output_start=output_start,
             tokens=action.tokens,
             watch=action.watch,
             priority=self.dag.agent(action.agent).priority,
@@ -253,23 +265,23 @@ class Simulator:
         continue_final = action.continue_final and self._continues[action.agent]
         chars_per_token = self._chars_per_token[action.agent]
         return template_runs(
-            action.messages, continue_final, lambda part: self._run(spec, part, chars_per_token)
+            action.messages, continue_final, lambda part: self._runs(spec, part, chars_per_token)
         )
 
-    def _run(self, spec: RequestSpec, span: Span, chars_per_token: float) -> TokenRun:
+    def _runs(self, spec: RequestSpec, span: Span, chars_per_token: float) -> list[TokenRun]:
         stream: tuple[Any, ...] = span.stream  # type: ignore[assignment]
         kind = stream[0]
         if kind == "output":
-            return (("output", spec.index, stream[1]), span.start, span.end)
+            return self._answers.runs(spec.index, stream[1], span.start, span.end)
         if kind == "system":
-            return self._system_runs[stream[1]]
+            return [self._system_runs[stream[1]]]
         if kind == "query":
-            return (("query", spec.index), 0, spec.prompt_tokens)
+            return [(("query", spec.index), 0, spec.prompt_tokens)]
         sized = (stream[1], chars_per_token)
         tokens = self._text_tokens.get(sized)
         if tokens is None:
             tokens = self._text_tokens[sized] = estimate_tokens(stream[1], chars_per_token)
-        return (stream, 0, tokens)
+        return [(stream, 0, tokens)]
 
 
 @contextmanager

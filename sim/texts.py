@@ -86,16 +86,17 @@ MESSAGE_CLOSE_TOKENS = 2
 def template_runs(
     messages: Sequence[Message],
     continue_final: bool,
-    span_run: Callable[[Span], tuple[Hashable, int, int]],
+    span_runs: Callable[[Span], list[tuple[Hashable, int, int]]],
 ) -> list[tuple[Hashable, int, int]]:
     """A chat prompt as runs of tokens ``(stream, start, end)``: each message's opening, its
-    parts (``span_run`` sizes each), its closing — except a final message the engine
-    continues — then the answer's opening unless one is continued. The one template
+    parts (``span_runs`` gives each part's runs), its closing — except a final message the
+    engine continues — then the answer's opening unless one is continued. The one template
     accounting: the simulator prices prompts with it, the live client charges rate limits."""
     runs: list[tuple[Hashable, int, int]] = []
     for index, message in enumerate(messages):
         runs.append((("open", message.role), 0, MESSAGE_OPEN_TOKENS))
-        runs += [span_run(part) for part in message.parts]
+        for part in message.parts:
+            runs += span_runs(part)
         if not (continue_final and index == len(messages) - 1):
             runs.append((("close",), 0, MESSAGE_CLOSE_TOKENS))
     if not continue_final:
