@@ -4,7 +4,9 @@ Each scenario of ``examples/validation/`` (or those given) runs live ``--repeat`
 run bracketed by engine probes, and is simulated from its file on the shipped profile and on
 that profile rescaled to the probes. Printed per scenario: TTFT/TPS/E2E p50 errors both
 ways, the probes' reading (how far the engine ran from its profile) and their drift during
-the runs, and, with two or more runs, the live run-to-run spread.
+the runs, with two or more runs the live run-to-run spread, and the prefill work call by
+call (the prompt tokens the simulator computes against those the server computed, and the
+share of calls whose cached tokens it got exactly).
 
     python benchmarks/validation_suite.py [SCENARIO.yaml ...] [--repeat 2] [--out DIR]
 
@@ -35,6 +37,7 @@ def main() -> None:
     )
     header = ["scenario"] + [f"{k} shipped / probe-scaled" for k in KEYS]
     header += ["probe prefill / decode", "drift", "live spread ttft_p50"]
+    header += ["prefill tokens computed / cached tokens equal"]
     print(" | ".join(header))
     rows = []
     for result in results:
@@ -49,6 +52,12 @@ def main() -> None:
             )
             cells.append(f"{max(probe['drift_pct'], default=0):.0f} %")
         cells.append(_pct(summary.get("live_spread_pct", {}).get("ttft_p50")))
+        prompts = summary["prompts"]
+        if prompts["calls"]:
+            cells.append(
+                f"{_pct(prompts['computed_tokens_error_pct'])} / "
+                f"{prompts['cached_tokens_equal_pct']:.0f} % of calls"
+            )
         print(" | ".join(cells))
         rows.append(
             {
@@ -61,6 +70,7 @@ def main() -> None:
                         "probe",
                         "live_spread_pct",
                         "unreliable",
+                        "prompts",
                     )
                 },
             }

@@ -11,6 +11,9 @@ Conventions (the same in ``validate --json``, the HTML error table and docs/repo
   every gap of every request, as the summary does.
 * agent timings: each agent's mean first-call start and last-call end, measured from the
   request being sent; errors in seconds and in % of the measured offset.
+* prompts: each call the simulation and a live run both ended ok (same request, same call),
+  its prompt and cached tokens as the simulator priced them against the server's own count:
+  whether the model computes the same work as the engine, whatever the engine's speed.
 """
 
 from __future__ import annotations
@@ -135,4 +138,42 @@ def validation_summary(
             "sim": agent_timing_errors(predicted, measured),
             "sim_trace_driven": agent_timing_errors(replayed, measured),
         },
+    }
+
+
+def prompt_accounting(predicted: list[Record], runs: list[list[Record]]) -> dict[str, Any]:
+    """The simulation's calls against each live run's (the same seed makes the same calls):
+    ``prompt_tokens_error_pct`` and ``computed_tokens_error_pct`` (prompt minus cached: the
+    prefill work) over the calls both ended ok, and the share of those calls whose cached
+    tokens are the server's to the token. None where no call matched."""
+    simulated = _ok_calls(predicted)
+    pairs = [
+        (simulated[key], measured)
+        for run in runs
+        for key, measured in _ok_calls(run).items()
+        if key in simulated
+    ]
+    if not pairs:
+        return {
+            "calls": 0,
+            "prompt_tokens_error_pct": None,
+            "computed_tokens_error_pct": None,
+            "cached_tokens_equal_pct": None,
+        }
+    sums = [sum(pair[side][i] for pair in pairs) for side in (0, 1) for i in (0, 1)]
+    prompt_sim, cached_sim, prompt_live, cached_live = sums
+    return {
+        "calls": len(pairs),
+        "prompt_tokens_error_pct": error_pct(prompt_sim, prompt_live),
+        "computed_tokens_error_pct": error_pct(prompt_sim - cached_sim, prompt_live - cached_live),
+        "cached_tokens_equal_pct": 100 * sum(s[1] == m[1] for s, m in pairs) / len(pairs),
+    }
+
+
+def _ok_calls(records: list[Record]) -> dict[tuple[int, str], tuple[int, int]]:
+    """(request, call) -> (prompt tokens, cached tokens) of the calls that ended ok."""
+    return {
+        (r["req"], r["call"]): (r["prompt_tokens"], r["cached_tokens"] or 0)
+        for r in records
+        if r["type"] == "call_end" and r["status"] == "ok" and r["prompt_tokens"] is not None
     }

@@ -161,8 +161,19 @@ def print_validation(name: str, summary: dict[str, Any], console: Console | None
     console.print(table)
     ks = ", ".join(f"{k} {v:.2f}" for k, v in summary["ks"].items() if v is not None)
     console.print(f"KS distance (sim vs live): {ks}")
+    if summary.get("prompts", {}).get("calls"):
+        console.print(prompts_line(summary["prompts"]))
     for server, probe in summary.get("probe", {}).items():
         console.print(probe_line(server, probe, summary.get("profiles", {}).get(server, {})))
+
+
+def prompts_line(prompts: dict[str, Any]) -> str:
+    """Whether the simulator priced the prompts the server computed, call by call."""
+    return (
+        f"prompts, {prompts['calls']} calls: tokens {_pct(prompts['prompt_tokens_error_pct'])}, "
+        f"computed (not cached) {_pct(prompts['computed_tokens_error_pct'])}; cached tokens "
+        f"the server's on {prompts['cached_tokens_equal_pct']:.0f} % of the calls"
+    )
 
 
 def probe_line(server: str, probe: dict[str, Any], facts: dict[str, Any]) -> str:

@@ -17,7 +17,13 @@ from typing import Any
 from calibration.probe import drift_pct
 from calibration.readers import read_tables
 from calibration.replay import EngineSettings, plan, replay
-from reports.compare import HEADLINE_ERRORS, percentile_errors, run_stats, validation_summary
+from reports.compare import (
+    HEADLINE_ERRORS,
+    percentile_errors,
+    prompt_accounting,
+    run_stats,
+    validation_summary,
+)
 from reports.html import validation_report
 from sim.errors import ConfigError, writable_folder
 from sim.intervals import IntervalSettings, inside, predict
@@ -112,6 +118,7 @@ def validate(
     summary["inside_interval"] = inside(predicted.summary, summary["live"])
     summary |= live_noise(runs, measured, summary["error_pct"])
     summary["profiles"] = measured[0].get("profiles", {}) if measured else {}
+    summary["prompts"] = prompt_accounting(simulated, runs)
     summary |= probe_comparison(scenario, runs, measured)
     html = stem.with_suffix(".html") if report else None
     if html is not None:

@@ -54,6 +54,11 @@ def test_validate_prints_the_comparison_and_writes_the_report(vllm_url, tmp_path
     assert len(probe["before"]) == len(probe["after"]) == 2
     assert all(f > 0 for f in probe["factors"].values())
     assert set(result["error_pct_probe_scaled"]) == set(result["error_pct"])
+    # the prompts call by call: two runs' calls against the simulation's, priced as the
+    # server counted them (a unit may end a token past its boundary live)
+    prompts = result["prompts"]
+    assert prompts["calls"] >= 2 * 6
+    assert abs(prompts["prompt_tokens_error_pct"]) < 3
     # the shipped name resolves to the variant of this machine's processor class
     assert result["profiles"]["local"]["profile"] == load_profile("vllm-cpu-smollm2-135m").name
     assert "Staircase timeline" in report.read_text()

@@ -11,6 +11,7 @@ from reports.compare import (
     error_pct,
     ks_distance,
     percentile_errors,
+    prompt_accounting,
     run_stats,
     validation_summary,
 )
@@ -131,3 +132,26 @@ def test_validation_summary_has_the_documented_shape(tmp_path):
     assert summary["ks"]["ttft"] == 1.0  # every predicted TTFT is above every measured one
     assert set(summary["agents"]["sim"]) == set(summary["live"]["agents"])
     json.dumps(summary, allow_nan=False)  # plain JSON, no numpy scalars or NaN
+
+
+def ended(req: int, call: str, prompt: int, cached: int, status: str = "ok") -> dict:
+    return {"type": "call_end", "req": req, "call": call, "t": 1.0, "status": status,
+            "prompt_tokens": prompt, "cached_tokens": cached, "completion_tokens": 8,
+            "queued_s": None, "reason": ""}  # fmt: skip
+
+
+def test_prompts_are_compared_call_by_call_over_the_calls_both_ended_ok() -> None:
+    simulated = [ended(0, "p#1", 100, 0), ended(0, "agg#1", 200, 100), ended(1, "p#1", 50, 0)]
+    live_run = [
+        ended(0, "p#1", 110, 0),
+        ended(0, "agg#1", 210, 200),
+        ended(1, "p#1", 60, 0, status="cancelled"),  # not comparable: it ended apart
+        ended(2, "p#1", 80, 0),  # the simulation made no such call
+    ]
+    found = prompt_accounting(simulated, [live_run, live_run])
+    assert found["calls"] == 4  # two matched calls, in each of two runs
+    assert found["prompt_tokens_error_pct"] == pytest.approx(100 * (300 / 320 - 1))
+    # computed: 100 + 100 simulated against 110 + 10 live
+    assert found["computed_tokens_error_pct"] == pytest.approx(100 * (200 / 120 - 1))
+    assert found["cached_tokens_equal_pct"] == 50
+    assert prompt_accounting(simulated, [])["calls"] == 0
