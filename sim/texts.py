@@ -25,7 +25,8 @@ def answer_label(index: int) -> str:
 CHARS_PER_TOKEN_GUESS = 4.0  # English BPE, when neither a profile nor a tokenizer says
 
 # Digits, punctuation and line breaks: a BPE tokenizer gives most of them a token of their own
-# (SmolLM2's splits "\n\n[1] " into six), where words take several characters per token.
+# (SmolLM2's makes six of "\n\n[1] ", five before a word), where words take several characters
+# per token.
 _SYMBOL = re.compile(r"[^\w \t]|[\d_]")
 
 
@@ -40,10 +41,10 @@ def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN_GUESS) -
     if not text:
         return 0
     symbols = len(_SYMBOL.findall(text))
-    word_tokens = _RATIO_CHARS / chars_per_token - _RATIO_SYMBOLS
+    word_tokens = RATIO_TEXT_CHARS / chars_per_token - _RATIO_SYMBOLS
     if word_tokens <= 0:  # a tokenizer finer than one token per symbol: the plain ratio
         return max(1, round(len(text) / chars_per_token))
-    chars_per_word_token = (_RATIO_CHARS - _RATIO_SYMBOLS) / word_tokens
+    chars_per_word_token = (RATIO_TEXT_CHARS - _RATIO_SYMBOLS) / word_tokens
     return max(1, round((len(text) - symbols) / chars_per_word_token + symbols))
 
 
@@ -74,7 +75,6 @@ def ratio_text() -> str:
     return sample_text(RATIO_TEXT_CHARS)
 
 
-_RATIO_CHARS = RATIO_TEXT_CHARS
 _RATIO_SYMBOLS = len(_SYMBOL.findall(ratio_text()))
 
 
