@@ -32,9 +32,6 @@ from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
 from sim.trace import Record
 
-PREFILL_PARAMS = ("prefill_token_s", "prefill_attention_s", "prefill_step_s")
-DECODE_PARAMS = ("base_s", "decode_seq_s", "context_token_s")
-
 
 @dataclass(frozen=True)
 class ProbeCell:
@@ -129,8 +126,6 @@ def probe_scenarios(
 
 def rescaled(profile: VllmProfile, prefill: float, decode: float) -> VllmProfile:
     """The profile with its prefill and decode costs multiplied by the probe's factors."""
-    scaled = {name: getattr(profile.step, name) * prefill for name in PREFILL_PARAMS}
-    scaled |= {name: getattr(profile.step, name) * decode for name in DECODE_PARAMS}
     note = f"rescaled by an engine probe: prefill x{prefill:.3f}, decode x{decode:.3f}"
     provenance = profile.provenance.model_copy(
         update={"notes": f"{profile.provenance.notes}; {note}".lstrip("; ")}
@@ -138,7 +133,7 @@ def rescaled(profile: VllmProfile, prefill: float, decode: float) -> VllmProfile
     return profile.model_copy(
         update={
             "name": f"{profile.name}@probe",
-            "step": profile.step.model_copy(update=scaled),
+            "step": profile.step.rescaled(prefill, decode),
             "provenance": provenance,
         }
     )

@@ -19,6 +19,7 @@ from typing import Any
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.profiling import fit_profiling_run
 from calibration.readers import read_tables
+from calibration.speed import read_speed_log, speed_spread
 from calibration.table import STEP_PARAMS, TraceTable
 from sim.profile import SHIPPED_DIR, Provenance, VllmProfile, load_profile, save_profile
 
@@ -66,13 +67,19 @@ class Recipe:
     first: dict[str, Any] | None = None  # options of a first fit that starts this one
     replay: bool = False  # minutes, not seconds: the tests re-evaluate instead of refitting
     cpu_variants: dict[str, str] = field(default_factory=dict)  # by cpu_keys() key
+    speed_log: str | None = None  # probed live runs (calibration.speed): its speed_rel_sd
+
+
+# the one machine whose runs' engine probes were kept: its speed spread is assumed for all
+LOCAL_SPEED_LOG = f"{MEASUREMENTS}/vllm-cpu-smollm2-135m-zen4/speed.jsonl"
 
 
 def _local_cpu(
     name: str, dtype: str, processor: str, cpu_variants: dict[str, str] | None = None
 ) -> Recipe:
     """The embedded engine, profiled live (``calibrate --local``) on a 2-core machine of one
-    processor family: the local server computes in bfloat16 with AVX-512, in float32 without."""
+    processor family: the local server computes in bfloat16 with AVX-512, in float32 without;
+    its run-to-run speed spread is the Zen 4 machine's (:data:`LOCAL_SPEED_LOG`)."""
     return Recipe(
         name=name,
         sources=tuple(
@@ -95,6 +102,7 @@ def _local_cpu(
         },
         replay=True,
         cpu_variants=cpu_variants or {},
+        speed_log=LOCAL_SPEED_LOG,
     )
 
 
@@ -253,8 +261,13 @@ def refit(recipe: Recipe, data: Path = GPU_DATA) -> VllmProfile:
     # sources as the repository cites them (the data folder beside it)
     cited = [s.replace("{gpu}", "../shared/data/gpu") for s in recipe.sources]
     provenance = profile.provenance.model_copy(update={"sources": cited})
+    speed = speed_spread(read_speed_log(REPOSITORY / recipe.speed_log)) if recipe.speed_log else {}
     return profile.model_copy(
-        update={"provenance": provenance, "cpu_variants": recipe.cpu_variants}
+        update={
+            "provenance": provenance,
+            "cpu_variants": recipe.cpu_variants,
+            "speed_rel_sd": speed,
+        }
     )
 
 

@@ -41,9 +41,17 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     intervals = summary.get("intervals")
     if intervals is not None and intervals["replications"] > 1:
         seeds = "seeds" if intervals["seeds_vary"] else "one seed"
+        drawn = [
+            what
+            for what, servers in (
+                ("profile parameters", intervals["parameter_uncertainty"]),
+                ("engine speed", intervals.get("speed_spread")),
+            )
+            if servers
+        ]
         sources = (
-            f"{seeds} and profile parameters"
-            if intervals["parameter_uncertainty"]
+            f"{seeds}, {' and '.join(drawn)}"
+            if drawn
             else f"{seeds} only: the profiles state no parameter uncertainty"
         )
         title += (

@@ -114,12 +114,10 @@ def predict(
         report(scenario.workload.requests * finished, total)
 
     runs += _run_replications(tasks, pool_size(workers, one_run_s * len(tasks)), one_more)
-    uncertain = [
-        name
-        for name, profile in simulator.profiles.items()
-        if isinstance(profile, VllmProfile) and profile.step_rel_sd
-    ]
-    result.summary = with_intervals(result.summary, runs, settings, uncertain)
+    vllm = {n: p for n, p in simulator.profiles.items() if isinstance(p, VllmProfile)}
+    uncertain = [name for name, profile in vllm.items() if profile.step_rel_sd]
+    drifting = [name for name, profile in vllm.items() if profile.speed_rel_sd]
+    result.summary = with_intervals(result.summary, runs, settings, uncertain, drifting)
     return result
 
 
@@ -149,6 +147,7 @@ def with_intervals(
     runs: list[MetricValues],
     settings: IntervalSettings,
     uncertain_servers: list[str],
+    drifting_servers: list[str],
 ) -> dict[str, Any]:
     """The summary with each headline quantile's interval beside it (``p50`` → ``p50_ci``)."""
     decorated = dict(summary)
@@ -166,13 +165,14 @@ def with_intervals(
         "replications": len(runs),
         "seeds_vary": settings.vary_seeds,
         "parameter_uncertainty": uncertain_servers,
+        "speed_spread": drifting_servers,
         "meaning": "where a quantile of one run of this scenario falls with probability level, "
         + (
-            "given the workload's random draws and the profiles' parameter uncertainty"
+            "given the workload's random draws, "
             if settings.vary_seeds
-            else "run with this seed (these arrivals and lengths), given the profiles' "
-            "parameter uncertainty"
-        ),
+            else "run with this seed (these arrivals and lengths), given "
+        )
+        + "the profiles' parameter uncertainty and their engines' speed from run to run",
     }
     return decorated
 

@@ -32,6 +32,11 @@ from sim.step_tables import MeasuredTables, TableStepCost, load_tables, save_tab
 PROFILE_SCHEMA = 1
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 SHORT_RUN = 16  # decode runs up to this many steps are priced in plain floats, not numpy
+# The step-cost parameters each phase's speed scales: an engine probe reads one factor per
+# phase, and a run-to-run change of the machine's speed moves a phase's parameters together.
+PREFILL_PARAMS = ("prefill_token_s", "prefill_attention_s", "prefill_step_s")
+DECODE_PARAMS = ("base_s", "decode_seq_s", "context_token_s")
+SpeedPhase = Literal["prefill", "decode"]
 
 
 class _Strict(BaseModel):
@@ -100,6 +105,13 @@ class StepCost(_Strict):
             + self.context_token_s * context
             + (self.prefill_step_s if prefill_tokens else 0.0)
         )
+
+    def rescaled(self, prefill: float, decode: float) -> StepCost:
+        """These costs with the prefill parameters × ``prefill`` and those every step pays ×
+        ``decode``: the same engine running that much slower (> 1) or faster."""
+        scaled = {name: getattr(self, name) * prefill for name in PREFILL_PARAMS}
+        scaled |= {name: getattr(self, name) * decode for name in DECODE_PARAMS}
+        return self.model_copy(update=scaled)
 
     def decode_run(
         self,
@@ -200,6 +212,12 @@ class VllmProfile(ProfileBase):
         description="1-sigma relative uncertainty of each StepCost parameter, by field name "
         "(from the fit); a missing name means not measured",
     )
+    speed_rel_sd: dict[SpeedPhase, float] = Field(
+        default_factory=dict,
+        description="1-sigma relative spread of the engine's speed from one run to another on the "
+        "machine the profile describes, per phase (the engine probes beside kept live runs, "
+        "against this profile: `stairwise speed-spread`); empty: not measured",
+    )
     request_overhead_s: float = Field(0.0, ge=0, description="API server time before queueing")
     request_overhead_serial: bool = Field(
         False,
@@ -212,6 +230,16 @@ class VllmProfile(ProfileBase):
     )
     _folder: Path = PrivateAttr(default_factory=Path)  # where a relative sidecar path starts
     _tables: MeasuredTables | None = PrivateAttr(None)  # loaded (or made) operator tables
+
+    @model_validator(mode="after")
+    def _speed_spread_needs_the_formula(self) -> VllmProfile:
+        if self.speed_rel_sd and self.operator_tables is not None:
+            raise ValueError(
+                "speed_rel_sd scales the fitted step formula; operator tables price steps here"
+            )
+        if any(not 0 <= v <= 1 for v in self.speed_rel_sd.values()):
+            raise ValueError("speed_rel_sd: each phase's spread must be between 0 and 1")
+        return self
 
     @model_validator(mode="after")
     def _padding_needs_prefill_first(self) -> VllmProfile:

@@ -1,5 +1,6 @@
 """The Python API of what needs the live runner, calibration or reports: ``run``, ``validate``,
-``calibrate``, ``replay`` and ``report`` — the CLI commands of the same names call these.
+``calibrate``, ``speed_spread``, ``replay`` and ``report`` — the CLI commands of the same
+names call these.
 
 Scenarios are objects or YAML paths with ``--set``-style overrides, as for ``simulate``.
 Bad input raises :class:`sim.errors.ConfigError` (the CLI turns it into one line, exit 2).
@@ -20,9 +21,10 @@ from sim.scenario import Scenario
 if TYPE_CHECKING:
     from calibration import CalibrationOptions
     from calibration.profiling import ProfilingGrid
+    from calibration.speed import RunSpeed
     from live.runner import LiveResult
     from sim.capacity import CapacityPlan, PlanSettings
-    from sim.profile import Profile
+    from sim.profile import Profile, VllmProfile
     from stairwise.orchestrate.validation import Validation
 
 Progress = Callable[[int, int], None]
@@ -293,6 +295,48 @@ def replay(
         raise ConfigError(f"{trace}: has step measurements only; replay needs requests")
     settings = _checked(EngineSettings, engine)
     return compare(table, load_profile(profile), settings)
+
+
+class SpeedSpread(NamedTuple):
+    profile: VllmProfile  # with the spread (written to ``output`` if one was given)
+    runs: list[RunSpeed]  # the probed runs it was taken from, oldest first
+
+
+def speed_spread(
+    profile: str,
+    sources: Sequence[str | Path],
+    output: str | Path | None = None,
+    speed_log: str | Path | None = None,
+) -> SpeedSpread:
+    """How much the engine's speed moves from run to run against ``profile`` (a vLLM
+    profile's name or path): the probes of the kept live traces under ``sources`` (files or
+    folders) that read it, as the profile's ``speed_rel_sd``, from which interval runs draw
+    each run's speed. ``output``: write the profile with it; ``speed_log``: the runs used,
+    one JSON line each."""
+    from calibration.speed import speed_spread as spread_of
+    from calibration.speed import write_speed_log
+    from sim.profile import VllmProfile, load_profile, save_profile
+    from stairwise.orchestrate.probe import run_speeds
+
+    if output is not None:
+        output = writable_file(output, "--output")
+    if speed_log is not None:
+        speed_log = writable_file(speed_log, "--log")
+    base = load_profile(profile)
+    if not isinstance(base, VllmProfile) or base.operator_tables is not None:
+        raise ConfigError(f"{profile}: a speed spread scales a vLLM profile's step formula")
+    runs = run_speeds([Path(s) for s in sources], base.name)
+    spread = spread_of(runs)
+    note = f"speed_rel_sd from the engine probes of {len(runs)} live runs"
+    provenance = base.provenance.model_copy(
+        update={"notes": f"{base.provenance.notes}; {note}".lstrip("; ")}
+    )
+    result = base.model_copy(update={"speed_rel_sd": spread, "provenance": provenance})
+    if output is not None:
+        save_profile(result, output)
+    if speed_log is not None:
+        write_speed_log(runs, speed_log)
+    return SpeedSpread(result, runs)
 
 
 class WrittenReport(NamedTuple):

@@ -7,9 +7,10 @@ from the axes, not from luck).
 
 Replication 0 is the prediction itself: the scenario's seed, the profiles' fitted
 parameters. Every other replication also draws the step-cost parameters from the
-uncertainty their profile states (``step_rel_sd``), so the spread of the replications is the
-spread of the prediction given both what the workload draws and what the fit could not pin
-down. A profile without uncertainty is used as it is.
+uncertainty their profile states (``step_rel_sd``) and the engine's speed that run from the
+spread its profile states (``speed_rel_sd``), so the spread of the replications is the spread
+of one run given what the workload draws, what the fit could not pin down and how the
+machine's speed moves between runs. A profile without either is used as it is.
 """
 
 from __future__ import annotations
@@ -96,8 +97,10 @@ def draw_profile(
     """The profile with each uncertain step-cost parameter drawn from a lognormal: median the
     fitted value, relative sd the profile's ``step_rel_sd``. Parameters are drawn
     independently (a fit's correlations are not kept); an integer parameter is rounded and the
-    batch exponent kept at most 1, as the step cost requires."""
-    if not isinstance(profile, VllmProfile) or not profile.step_rel_sd:
+    batch exponent kept at most 1, as the step cost requires. Then the run's speed: a factor
+    per phase, lognormal with relative sd ``speed_rel_sd``, scales that phase's parameters
+    together (the machine runs slower or faster as a whole, not one coefficient)."""
+    if not isinstance(profile, VllmProfile) or not (profile.step_rel_sd or profile.speed_rel_sd):
         return profile
     values = profile.step.model_dump()
     for name, rel_sd in sorted(profile.step_rel_sd.items()):
@@ -108,11 +111,20 @@ def draw_profile(
             )
         if not rel_sd >= 0:
             raise ConfigError(f"profile {profile.name}: step_rel_sd.{name} must be >= 0")
-        sigma = np.sqrt(np.log1p(rel_sd**2))  # a lognormal with this sigma has sd = rel_sd
-        values[name] *= float(np.exp(sigma * rng.standard_normal()))
+        values[name] *= _lognormal_factor(rel_sd, rng)
     values["decode_seqs_free"] = round(values["decode_seqs_free"])
     values["decode_seq_exponent"] = min(1.0, values["decode_seq_exponent"])
-    return profile.model_copy(update={"step": StepCost(**values)})
+    step = StepCost(**values)
+    if profile.speed_rel_sd:
+        speed = {phase: profile.speed_rel_sd.get(phase, 0.0) for phase in ("prefill", "decode")}
+        step = step.rescaled(*(_lognormal_factor(sd, rng) for sd in speed.values()))
+    return profile.model_copy(update={"step": step})
+
+
+def _lognormal_factor(rel_sd: float, rng: np.random.Generator) -> float:
+    """A factor of median 1 and relative sd ``rel_sd``."""
+    sigma = np.sqrt(np.log1p(rel_sd**2))  # a lognormal with this sigma has sd = rel_sd
+    return float(np.exp(sigma * rng.standard_normal()))
 
 
 def metric_value(summary: dict[str, Any], metric: str) -> float | None:

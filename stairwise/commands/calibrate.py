@@ -1,5 +1,6 @@
-"""``stairwise calibrate`` (traces -> a profile) and ``stairwise replay`` (a trace through the
-simulator on a profile: predicted vs observed)."""
+"""``stairwise calibrate`` (traces -> a profile), ``stairwise speed-spread`` (kept live runs'
+engine probes -> how much a profile's engine speed moves from run to run) and
+``stairwise replay`` (a trace through the simulator on a profile: predicted vs observed)."""
 
 from __future__ import annotations
 
@@ -243,6 +244,49 @@ def calibrate(
         shown = ", ".join(f"{k} ±{v:.0%}" for k, v in profile.step_rel_sd.items())
         typer.echo(f"1-sigma relative uncertainty: {shown}")
     _print_kv_check(profile)
+
+
+@app.command("speed-spread")
+@guarded
+def speed_spread(
+    profile: Annotated[str, typer.Argument(help="The vLLM profile (name or path) run against.")],
+    sources: Annotated[
+        list[Path],
+        typer.Option(
+            "--from", help="Kept live traces, or folders of them (validate's --out; repeatable)."
+        ),
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the profile with the spread.")
+    ] = None,
+    speed_log: Annotated[
+        Path | None, typer.Option("--log", help="Write the runs used, one JSON line each.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """How far a run's engine speed strays from its profile: the engine probes of kept live
+    runs (at least 5), as the profile's speed_rel_sd, which interval runs draw from."""
+    import json
+    from dataclasses import asdict
+
+    from stairwise import api
+
+    result = api.speed_spread(profile, sources, output, speed_log)
+    spread = result.profile.speed_rel_sd
+    if as_json:
+        runs = [asdict(run) for run in result.runs]
+        found = {"profile": result.profile.name, "speed_rel_sd": spread, "runs": runs}
+        typer.echo(json.dumps(found))
+        return
+    for run in result.runs:
+        typer.echo(
+            f"{run.created[:16]}  {run.trace}  {run.server}: "
+            f"prefill ×{run.prefill:.2f}, decode ×{run.decode:.2f}"
+        )
+    shown = ", ".join(f"{phase} ±{sd:.1%}" for phase, sd in spread.items())
+    typer.echo(f"{len(result.runs)} runs against {result.profile.name}: speed spread {shown}")
+    if output is not None:
+        typer.echo(f"wrote {output}")
 
 
 def _ints(option: str, values: str) -> tuple[int, ...]:

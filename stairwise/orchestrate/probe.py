@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from calibration.probe import ProbeReading, drift_pct, probe_scenarios, read_probe, rescaled
+from calibration.speed import RunSpeed
 from live import local_server
 from sim.errors import ConfigError
 from sim.profile import VllmProfile, load_profile, measured_here
 from sim.scenario import Scenario, VllmServer
-from sim.trace import Record
+from sim.trace import Record, read_trace
 
 Readings = dict[str, ProbeReading]  # server name -> reading
 
@@ -159,3 +160,27 @@ def readings_of(records: list[Record]) -> tuple[Readings, Readings]:
                 if "after" in entry
             }
     return before, after
+
+
+def run_speeds(paths: list[Path], profile: str) -> list[RunSpeed]:
+    """Each probed server's speed in every kept live trace under ``paths`` (files, or folders
+    searched for ``*.live*.jsonl``) whose probes read it against ``profile``, oldest first."""
+    traces: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            traces += sorted(path.rglob("*.live*.jsonl"))
+        elif path.is_file():
+            traces.append(path)
+        else:
+            raise ConfigError(f"--from {path}: no such file or folder")
+    speeds = []
+    for trace in traces:
+        records = read_trace(trace)
+        before, after = readings_of(records)
+        created = str(records[0].get("created", "")) if records else ""
+        for server in sorted(before.keys() | after.keys()):
+            probes = [r[server] for r in (before, after) if server in r]
+            if all(p.profile == profile for p in probes):
+                factors = [(p.prefill_factor, p.decode_factor) for p in probes]
+                speeds.append(RunSpeed.of_probes(str(trace), created, server, profile, factors))
+    return sorted(speeds, key=lambda s: (s.created, s.trace, s.server))

@@ -288,3 +288,18 @@ def test_calibrate_keeps_operator_tables_and_fits_their_correction(tmp_path):
     assert profile.fit["correction"]["evaluations"] <= 5
     replayed = stairwise("replay", folder / "vllm" / "requests.jsonl", "--profile", output)
     assert replayed.returncode == 0, replayed.stderr
+
+
+def test_speed_spread_from_kept_live_runs_writes_the_profile_or_says_why_not(tmp_path):
+    from tests.unit.test_speed_spread import PROFILE, live_trace, reading
+
+    for i, factor in enumerate((0.9, 1.0, 1.1, 1.2, 1.05)):
+        live_trace(tmp_path / f"run{i}.live.jsonl", reading(factor, factor), None, f"T{i}")
+    out = stairwise("speed-spread", PROFILE, "--from", tmp_path, "-o", tmp_path / "p.json")
+    assert out.returncode == 0, out.stderr
+    assert f"5 runs against {PROFILE}" in out.stdout
+    written = load_profile(str(tmp_path / "p.json"))
+    assert isinstance(written, VllmProfile) and set(written.speed_rel_sd) == {"prefill", "decode"}
+    assert written.step == load_profile(PROFILE, exact=True).step  # only the spread is added
+    (tmp_path / "run4.live.jsonl").unlink()
+    one_line_error(stairwise("speed-spread", PROFILE, "--from", tmp_path), "at least 5")

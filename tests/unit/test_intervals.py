@@ -194,6 +194,50 @@ def test_parameter_draws_are_lognormal_with_the_stated_relative_sd():
     }  # a parameter without uncertainty stays as fitted
 
 
+def test_a_speed_draw_moves_each_phase_s_parameters_together_by_the_stated_spread():
+    """A run's speed is one factor per phase: prefill parameters keep their ratios to one
+    another, as do those every step pays, and each factor has the stated relative sd."""
+    profile = parse_profile(
+        {**vllm_profile(), "speed_rel_sd": {"prefill": 0.05, "decode": 0.2}}, "drifting"
+    )
+    rng = np.random.default_rng(0)
+    draws = [draw_profile(profile, rng).step for _ in range(4000)]
+    fitted = profile.step
+    prefill = np.array([d.prefill_token_s / fitted.prefill_token_s for d in draws])
+    decode = np.array([d.base_s / fitted.base_s for d in draws])
+    assert [d.prefill_attention_s / fitted.prefill_attention_s for d in draws] == pytest.approx(
+        prefill
+    )
+    assert [d.context_token_s / fitted.context_token_s for d in draws] == pytest.approx(decode)
+    assert np.median(decode) == pytest.approx(1, rel=0.02)
+    assert prefill.std() / prefill.mean() == pytest.approx(0.05, rel=0.06)
+    assert decode.std() / decode.mean() == pytest.approx(0.2, rel=0.06)
+    assert abs(np.corrcoef(prefill, decode)[0, 1]) < 0.05  # the phases drift apart
+
+
+def test_a_speed_spread_widens_an_interval_and_is_named_in_it(tmp_path):
+    one_seed = IntervalSettings(replications=8, vary_seeds=False)
+    steady = predict(one_agent(tmp_path, planted_profile()), settings=one_seed).summary
+    drifting = {**planted_profile(), "speed_rel_sd": {"prefill": 0.1, "decode": 0.2}}
+    moving = predict(one_agent(tmp_path, drifting), settings=one_seed).summary
+    assert moving["e2e_s"]["p50"] == steady["e2e_s"]["p50"]  # the prediction is the fit's
+
+    def width(summary: dict) -> float:
+        low, high = summary["e2e_s"]["p50_ci"]
+        return high / low
+
+    assert width(moving) > width(steady)
+    assert steady["intervals"]["speed_spread"] == []
+    assert moving["intervals"]["speed_spread"] == ["engine"]
+
+
+def test_a_speed_spread_beyond_1_or_of_no_phase_is_refused():
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        parse_profile({**vllm_profile(), "speed_rel_sd": {"decode": 1.5}}, "bad")
+    with pytest.raises(ConfigError, match="prefill"):
+        parse_profile({**vllm_profile(), "speed_rel_sd": {"prefil": 0.1}}, "typo")
+
+
 def test_replication_0_runs_the_fitted_profiles_the_others_one_reproducible_draw_each(tmp_path):
     shared = write_profile(tmp_path, planted_profile())
     other = write_profile(tmp_path, planted_profile())

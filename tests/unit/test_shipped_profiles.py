@@ -19,11 +19,13 @@ from calibration.replay import EngineSettings, plan
 from calibration.shipped import (
     GPU_DATA,
     RECIPES,
+    REPOSITORY,
     recipe_options,
     recipe_tables,
     refit,
     source_paths,
 )
+from calibration.speed import read_speed_log, speed_spread
 from sim.profile import StepCost, VllmProfile, load_profile, shipped_profiles
 
 DIRECT = [name for name, recipe in RECIPES.items() if not recipe.replay]
@@ -52,6 +54,16 @@ def test_every_shipped_profile_has_a_recipe_and_an_uncertainty_per_fitted_parame
         assert all(0 <= v <= 1 for v in profile.step_rel_sd.values()), name
         assert "not_identifiable" in profile.fit, name
         assert profile.cpu_variants == RECIPES[name].cpu_variants, name
+
+
+@pytest.mark.parametrize("name", [n for n, r in RECIPES.items() if r.speed_log])
+def test_a_speed_spread_is_what_its_probed_runs_give(name):
+    """The spread is taken around the profile the runs were probed against, so the log must
+    name it (the Zen 4 machine's runs, assumed for the other local variants)."""
+    log = read_speed_log(REPOSITORY / RECIPES[name].speed_log)
+    assert {run.profile for run in log} == {"vllm-cpu-smollm2-135m-zen4"}
+    assert shipped(name).speed_rel_sd == pytest.approx(speed_spread(log))
+    assert min(shipped(name).speed_rel_sd.values()) > 0.02  # a machine whose speed moves
 
 
 @pytest.mark.parametrize("name", DIRECT)

@@ -37,8 +37,10 @@ def spec(axes=None, replications=2, metrics=("ttft_s.p50", "e2e_s.p90")):
 
 
 def test_replications_use_derived_seeds_and_student_t_prediction_intervals(tmp_path):
-    # the shipped profile without its parameter uncertainty: only the seeds differ
-    certain = load_profile("vllm-cpu-smollm2-135m").model_copy(update={"step_rel_sd": {}})
+    # the shipped profile without its parameter uncertainty or speed spread: only the seeds
+    certain = load_profile("vllm-cpu-smollm2-135m").model_copy(
+        update={"step_rel_sd": {}, "speed_rel_sd": {}}
+    )
     save_profile(certain, tmp_path / "certain.json")
     profile = f"servers.local.profile={tmp_path / 'certain.json'}"
     swept = spec({"topology.redundancy": [1]}, replications=3, metrics=["e2e_s.p50"])
