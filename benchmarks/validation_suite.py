@@ -6,7 +6,8 @@ that profile rescaled to the probes. Printed per scenario: TTFT/TPS/E2E p50 erro
 ways, the probes' reading (how far the engine ran from its profile) and their drift during
 the runs, with two or more runs the live run-to-run spread, and the prefill work call by
 call (the prompt tokens the simulator computes against those the server computed, and the
-share of calls whose cached tokens it got exactly).
+share of calls whose cached tokens it got exactly), and how many of the live run's headline
+quantiles the predicted 90 % intervals hold.
 
     python benchmarks/validation_suite.py [SCENARIO.yaml ...] [--repeat 2] [--out DIR]
 
@@ -37,7 +38,7 @@ def main() -> None:
     )
     header = ["scenario"] + [f"{k} shipped / probe-scaled" for k in KEYS]
     header += ["probe prefill / decode", "drift", "live spread ttft_p50"]
-    header += ["prefill tokens computed / cached tokens equal"]
+    header += ["prefill tokens computed / cached tokens equal", "live inside the interval"]
     print(" | ".join(header))
     rows = []
     for result in results:
@@ -58,6 +59,8 @@ def main() -> None:
                 f"{_pct(prompts['computed_tokens_error_pct'])} / "
                 f"{prompts['cached_tokens_equal_pct']:.0f} % of calls"
             )
+        held = [v for v in summary["inside_interval"].values() if v is not None]
+        cells.append(f"{sum(held)} of {len(held)}")
         print(" | ".join(cells))
         rows.append(
             {
@@ -71,6 +74,7 @@ def main() -> None:
                         "live_spread_pct",
                         "unreliable",
                         "prompts",
+                        "inside_interval",
                     )
                 },
             }

@@ -171,6 +171,9 @@ def print_validation(name: str, summary: dict[str, Any], console: Console | None
     console.print(f"KS distance (sim vs live): {ks}")
     if summary.get("prompts", {}).get("calls"):
         console.print(prompts_line(summary["prompts"]))
+    held = interval_line(summary)
+    if held is not None:
+        console.print(held)
     for server, probe in summary.get("probe", {}).items():
         console.print(probe_line(server, probe, summary.get("profiles", {}).get(server, {})))
 
@@ -182,6 +185,20 @@ def prompts_line(prompts: dict[str, Any]) -> str:
         f"computed (not cached) {_pct(prompts['computed_tokens_error_pct'])}; cached tokens "
         f"the server's on {prompts['cached_tokens_equal_pct']:.0f} % of the calls"
     )
+
+
+def interval_line(summary: dict[str, Any]) -> str | None:
+    """How many live quantiles the predicted intervals hold, and which they miss."""
+    verdicts = {k: v for k, v in summary.get("inside_interval", {}).items() if v is not None}
+    intervals = summary["sim"].get("intervals")
+    if not verdicts or intervals is None:
+        return None
+    missed = [key.replace("_s.", " ").replace(".", " ") for key, v in verdicts.items() if not v]
+    line = (
+        f"live inside the {intervals['level']:.0%} interval: {len(verdicts) - len(missed)} of "
+        f"{len(verdicts)} quantiles"
+    )
+    return line + (f" (outside: {', '.join(missed)})" if missed else "")
 
 
 def probe_line(server: str, probe: dict[str, Any], facts: dict[str, Any]) -> str:

@@ -201,6 +201,7 @@ def calibrate(
         local_facts,
         on_this_machine,
         profile_live,
+        with_local_speed_spread,
     )
 
     if (not sources) == (endpoint is None and not local):
@@ -235,6 +236,8 @@ def calibrate(
         if profiling
         else fit(tables, settings, progress)
     )
+    if local:
+        profile = with_local_speed_spread(profile)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         save_profile(profile, output)

@@ -15,7 +15,7 @@ import httpx
 from calibration.profiling import ProfilingGrid
 from sim.driver import ProgressCallback
 from sim.errors import ConfigError
-from sim.profile import cpu_description
+from sim.profile import Profile, VllmProfile, cpu_description, load_profile
 from sim.scenario import scenario_from_dict
 from stairwise.orchestrate.live import prepared, run_live
 
@@ -96,6 +96,30 @@ def local_facts() -> dict[str, Any]:
         # spread out (the shipped local profiles are fitted so, calibration/shipped.py)
         "request_overhead_serial": True,
     }
+
+
+LOCAL_PROFILE = "vllm-cpu-smollm2-135m"  # the shipped local profile (this machine's variant)
+
+
+def with_local_speed_spread(profile: Profile) -> Profile:
+    """A fresh ``calibrate --local`` profile measured one twenty-minute window: it takes the
+    shipped local profile's run-to-run speed spread (said in its notes), so its intervals
+    still hold the hours that follow, until ``stairwise speed-spread`` measures this
+    machine's own from kept runs."""
+    shipped = load_profile(LOCAL_PROFILE)
+    if not isinstance(profile, VllmProfile) or not isinstance(shipped, VllmProfile):
+        return profile
+    if profile.speed_rel_sd or not shipped.speed_rel_sd:
+        return profile
+    note = (
+        f"speed_rel_sd: {shipped.name}'s, assumed (`stairwise speed-spread` measures this "
+        "machine's from kept live runs)"
+    )
+    provenance = profile.provenance.model_copy(
+        update={"notes": f"{profile.provenance.notes}; {note}".lstrip("; ")}
+    )
+    update = {"speed_rel_sd": shipped.speed_rel_sd, "provenance": provenance}
+    return profile.model_copy(update=update)
 
 
 def _measure_chars_per_token(endpoint: str, model: str | None) -> float:

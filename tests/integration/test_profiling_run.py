@@ -44,3 +44,6 @@ def test_a_small_profiling_run_fits_a_profile_of_this_machine(vllm_url, tmp_path
     assert 0.005 < step["base_s"] + step["decode_seq_s"] < 0.2
     assert step["prefill_token_s"] > 0 and 3.0 < profile["chars_per_token"] < 6.0
     assert profile["fit"]["single_sequence"]["ttft_rel_err_p50"] < 0.5
+    # one window cannot see the hours after it: the shipped profile's speed spread, said so
+    assert profile["speed_rel_sd"].keys() == {"prefill", "decode"}
+    assert "speed_rel_sd: vllm-cpu-smollm2-135m" in profile["provenance"]["notes"]

@@ -8,6 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from reports.table import interval_line
 from sim.errors import ConfigError
 from sim.profile import load_profile, measured_here
 from sim.trace import read_trace
@@ -98,6 +99,10 @@ def test_validate_compares_on_the_profile_rescaled_to_the_probes(tmp_path):
     assert set(summary["within_live_noise"]) == set(summary["error_pct"])
     assert summary["inside_interval"]["ttft_s.p50"] in (True, False)
     assert summary["sim"]["ttft_s"]["p50_ci"] is not None
+    held = interval_line(summary)  # the line under validate's table
+    verdicts = summary["inside_interval"].values()
+    assert held is not None and f"{sum(v is True for v in verdicts)} of " in held
+    assert ("outside:" in held) == (False in verdicts)
     assert set(summary["error_pct_probe_scaled"]) == set(summary["error_pct"])
     # the fake prefills ~20x faster than the CPU profile: rescaling moves the prediction
     assert summary["error_pct_probe_scaled"]["ttft_p50"] != pytest.approx(

@@ -85,3 +85,16 @@ def test_a_speed_log_round_trips_and_a_bad_one_is_named(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"trace": 1}\n')
     with pytest.raises(ConfigError, match=r"bad\.jsonl: not a speed log"):
         read_speed_log(tmp_path / "bad.jsonl")
+
+
+def test_a_fresh_local_profile_takes_the_shipped_spread_until_its_own_is_measured():
+    from sim.profile import load_profile, parse_profile
+    from stairwise.orchestrate.profiling import LOCAL_PROFILE, with_local_speed_spread
+    from tests.helpers import vllm_profile
+
+    fresh = with_local_speed_spread(parse_profile(vllm_profile(), "fresh"))
+    shipped = load_profile(LOCAL_PROFILE)
+    assert fresh.speed_rel_sd == shipped.speed_rel_sd and shipped.speed_rel_sd
+    assert f"speed_rel_sd: {shipped.name}'s, assumed" in fresh.provenance.notes
+    measured = parse_profile({**vllm_profile(), "speed_rel_sd": {"decode": 0.3}}, "own")
+    assert with_local_speed_spread(measured).speed_rel_sd == {"decode": 0.3}
