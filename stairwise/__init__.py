@@ -18,10 +18,12 @@ The Python API mirrors the CLI::
     stairwise.run("examples/answer-quality.yaml", local=True, keep_text=True, trace="a.jsonl")
     stairwise.compare("standard.jsonl", "a.jsonl")["rouge_l_f1"]["p50"]
     checked = stairwise.validate("examples/staircase-moa.yaml", repeat=3)
-    checked.summary["error_pct"]["ttft_p50"]
+    checked.summary["error_pct"]["ttft_p50"], checked.summary["inside_interval"]
     suite = stairwise.validate_suite(["a.yaml", "b.yaml"], report="out/suite.html")
 
     local = stairwise.calibrate(local=True, output="local.json")  # profile the embedded vLLM
+    # how far this machine's engine speed strays from a profile: kept validate runs' probes
+    spread = stairwise.speed_spread("local.json", ["out/"], output="local.json")  # >= 5 runs
 
     profile = stairwise.calibrate(["bench.json"], "my-gpu.json", model="m", hardware="1x L40S")
     stairwise.replay("bench.json", "my-gpu.json")["error_pct"]
@@ -33,7 +35,17 @@ from sim.capacity import CapacityPlan, PlanSettings
 from sim.metrics import summarize
 from sim.sweep import SweepResult, sweep
 from sim.trace import read_trace
-from stairwise.api import calibrate, compare, plan, replay, report, run, validate, validate_suite
+from stairwise.api import (
+    calibrate,
+    compare,
+    plan,
+    replay,
+    report,
+    run,
+    speed_spread,
+    validate,
+    validate_suite,
+)
 
 __all__ = [
     "CapacityPlan",
@@ -52,6 +64,7 @@ __all__ = [
     "run",
     "scenario_from_dict",
     "simulate",
+    "speed_spread",
     "summarize",
     "sweep",
     "validate",

@@ -9,6 +9,8 @@ endpoint: one line, exit 2; the run's trace, already written, stays.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -163,12 +165,14 @@ def readings_of(records: list[Record]) -> tuple[Readings, Readings]:
 
 
 def run_speeds(paths: list[Path], profile: str) -> list[RunSpeed]:
-    """Each probed server's speed in every kept live trace under ``paths`` (files, or folders
-    searched for ``*.live*.jsonl``) whose probes read it against ``profile``, oldest first."""
+    """Each probed server's speed in every live trace under ``paths`` (trace files, or
+    folders searched for them: ``validate``'s and ``run --trace``'s alike) whose probes read
+    it against ``profile``, oldest first."""
     traces: list[Path] = []
     for path in paths:
         if path.is_dir():
-            traces += sorted(path.rglob("*.live*.jsonl"))
+            found = [*path.rglob("*.jsonl"), *path.rglob("*.jsonl.gz")]
+            traces += sorted(p for p in found if _is_live_trace(p))
         elif path.is_file():
             traces.append(path)
         else:
@@ -184,3 +188,18 @@ def run_speeds(paths: list[Path], profile: str) -> list[RunSpeed]:
                 factors = [(p.prefill_factor, p.decode_factor) for p in probes]
                 speeds.append(RunSpeed.of_probes(str(trace), created, server, profile, factors))
     return sorted(speeds, key=lambda s: (s.created, s.trace, s.server))
+
+
+def _is_live_trace(path: Path) -> bool:
+    """Whether a file in a searched folder starts as a live trace (anything else there, a
+    simulated trace or another JSON-lines file, is passed over)."""
+    try:
+        with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as file:
+            header = json.loads(file.readline())
+    except (OSError, ValueError, EOFError):
+        return False
+    return (
+        isinstance(header, dict)
+        and header.get("type") == "header"
+        and header.get("source") == "live"
+    )

@@ -27,6 +27,7 @@ def reading(prefill: float, decode: float, profile: str = PROFILE) -> dict:
 
 def live_trace(path: Path, before: dict, after: dict | None, created: str) -> Path:
     """A kept live trace as validate leaves it: probes before (header) and after (a record)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     entry: dict = {"profile": before["profile"], "before": before}
     records = [
         {
@@ -52,9 +53,12 @@ def test_a_run_s_speed_is_the_geometric_mean_of_its_probes(tmp_path):
     live_trace(tmp_path / "a.live.jsonl", reading(1.0, 0.8), reading(1.21, 1.25), "2026-12-03T09")
     live_trace(tmp_path / "b.live.jsonl", reading(1.3, 1.1), None, "2026-12-03T08")
     live_trace(tmp_path / "c.live.jsonl", reading(2.0, 2.0, "another-profile"), None, "2026-12-03")
-    (tmp_path / "a.sim.jsonl").write_text("not a live trace: never read")
+    (tmp_path / "a.sim.jsonl").write_text('{"type": "header", "source": "sim"}\n')
+    (tmp_path / "notes.jsonl").write_text("not a trace at all\n")  # passed over, not an error
+    live_trace(tmp_path / "run" / "trace.jsonl", reading(1.0, 1.0), None, "2026-12-03T10")
     runs = run_speeds([tmp_path], PROFILE)
-    assert [Path(r.trace).name for r in runs] == ["b.live.jsonl", "a.live.jsonl"]  # oldest first
+    names = [Path(r.trace).name for r in runs]
+    assert names == ["b.live.jsonl", "a.live.jsonl", "trace.jsonl"]  # oldest first
     assert (runs[0].prefill, runs[0].decode) == (1.3, 1.1)  # only a probe before
     assert runs[1].prefill == pytest.approx(1.1) and runs[1].decode == pytest.approx(1.0)
 
