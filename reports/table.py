@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -203,7 +204,8 @@ def interval_line(summary: dict[str, Any]) -> str | None:
 
 def probe_line(server: str, probe: dict[str, Any], facts: dict[str, Any]) -> str:
     """What the engine probes said: how far the engine ran from its profile, how much it
-    drifted during the runs, and whether the profile describes this machine at all."""
+    drifted during the runs, whether the profile describes this machine at all, and whether
+    the engine ran beyond the run-to-run spread the profile's intervals allow for."""
     factors = probe["factors"]
     where = "measured on this machine" if facts.get("measured_here") else "measured elsewhere"
     drift = max(probe["drift_pct"], default=0.0)
@@ -212,6 +214,14 @@ def probe_line(server: str, probe: dict[str, Any], facts: dict[str, Any]) -> str
         f"{100 * (factors['decode'] - 1):+.0f} % against {probe['profile']} ({where}); "
         f"drift during the runs up to {drift:.0f} %"
     )
+    spread = facts.get("speed_rel_sd") or {}
+    beyond = [
+        f"{phase} (±{100 * sd:.0f} %)"
+        for phase, sd in spread.items()
+        if abs(math.log(factors[phase])) > 2 * math.sqrt(math.log1p(sd * sd))
+    ]
+    if beyond:  # beyond two sigmas: an hour the intervals barely allow for
+        line += f"; beyond twice the profile's speed spread in {', '.join(beyond)}"
     return line + (" — UNRELIABLE: the engine changed speed" if probe["unreliable"] else "")
 
 

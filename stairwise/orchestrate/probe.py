@@ -96,7 +96,11 @@ def profile_facts(scenario: Scenario, profile_dir: Path | None = None) -> dict[s
             profile = load_profile(server.profile, profile_dir)
         except ConfigError:
             continue  # a live run does not need its profile
-        facts[name] = {"profile": profile.name, "measured_here": measured_here(profile)}
+        facts[name] = {
+            "profile": profile.name,
+            "measured_here": measured_here(profile),
+            "speed_rel_sd": getattr(profile, "speed_rel_sd", {}),
+        }
     return facts
 
 

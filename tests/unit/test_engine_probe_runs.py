@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from reports.table import interval_line
+from reports.table import interval_line, probe_line
 from sim.errors import ConfigError
 from sim.profile import load_profile, measured_here
 from sim.trace import read_trace
@@ -99,6 +99,9 @@ def test_validate_compares_on_the_profile_rescaled_to_the_probes(tmp_path):
     assert set(summary["within_live_noise"]) == set(summary["error_pct"])
     assert summary["inside_interval"]["ttft_s.p50"] in (True, False)
     assert summary["sim"]["ttft_s"]["p50_ci"] is not None
+    # the fake runs far faster than the CPU profile: beyond the speed its intervals allow for
+    said = probe_line("gpu", probe, summary["profiles"]["gpu"])
+    assert "beyond twice the profile's speed spread in prefill" in said
     held = interval_line(summary)  # the line under validate's table
     verdicts = summary["inside_interval"].values()
     assert held is not None and f"{sum(v is True for v in verdicts)} of " in held
