@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sim.errors import ConfigError
-from sim.profile import SpeedPhase
+from sim.profile import SPEED_PHASES, SpeedPhase
 
 MIN_RUNS = 5  # fewer probed runs say too little about a spread
-PHASES: tuple[SpeedPhase, ...] = ("prefill", "decode")
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def speed_spread(runs: Sequence[RunSpeed]) -> dict[SpeedPhase, float]:
             f"{len(runs)} probed live run(s): a speed spread needs at least {MIN_RUNS}"
         )
     spread: dict[SpeedPhase, float] = {}
-    for phase in PHASES:
+    for phase in SPEED_PHASES:
         logs = [math.log(getattr(run, phase)) for run in runs]
         sigma = math.sqrt(sum(x * x for x in logs) / len(logs))
         spread[phase] = round(math.sqrt(math.expm1(sigma * sigma)), 4)

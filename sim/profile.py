@@ -37,6 +37,7 @@ SHORT_RUN = 16  # decode runs up to this many steps are priced in plain floats, 
 PREFILL_PARAMS = ("prefill_token_s", "prefill_attention_s", "prefill_step_s")
 DECODE_PARAMS = ("base_s", "decode_seq_s", "context_token_s")
 SpeedPhase = Literal["prefill", "decode"]
+SPEED_PHASES: tuple[SpeedPhase, ...] = ("prefill", "decode")
 
 
 class _Strict(BaseModel):

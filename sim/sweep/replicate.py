@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import ConfigError
-from sim.profile import ApiProfile, StepCost, VllmProfile, load_profile
+from sim.profile import SPEED_PHASES, ApiProfile, StepCost, VllmProfile, load_profile
 from sim.scenario import Scenario, scenario_from_dict
 from sim.simulator import Simulator
 
@@ -116,8 +116,10 @@ def draw_profile(
     values["decode_seq_exponent"] = min(1.0, values["decode_seq_exponent"])
     step = StepCost(**values)
     if profile.speed_rel_sd:
-        speed = {phase: profile.speed_rel_sd.get(phase, 0.0) for phase in ("prefill", "decode")}
-        step = step.rescaled(*(_lognormal_factor(sd, rng) for sd in speed.values()))
+        prefill, decode = (
+            _lognormal_factor(profile.speed_rel_sd.get(phase, 0.0), rng) for phase in SPEED_PHASES
+        )
+        step = step.rescaled(prefill, decode)
     return profile.model_copy(update={"step": step})
 
 

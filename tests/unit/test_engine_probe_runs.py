@@ -31,6 +31,7 @@ def test_a_run_keeps_the_probes_before_and_after_and_says_which_profile(tmp_path
     assert header["profiles"]["gpu"] == {
         "profile": used.name,
         "measured_here": measured_here(used),
+        "speed_rel_sd": used.speed_rel_sd,
     }
     assert [r["type"] for r in records[-2:]] == ["end", "probe"]  # the after-probe follows
     before, after = readings_of(records)
