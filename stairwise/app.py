@@ -42,13 +42,24 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def user_error(exc: ConfigError | OSError) -> str:
+    """One line: a config error's own words, or the file the system refused and why (a path
+    that passed the up-front checks but cannot be written or read after all, e.g. a
+    read-only or special filesystem, a full disk)."""
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
 def run_script(main: Callable[[], None]) -> None:
     """Run a script's ``main`` (the benchmarks) as the CLI runs a command: a user error is one
     line on stderr and exit 2, Ctrl-C exit 130."""
     try:
         main()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise
+        print(f"error: {user_error(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -63,8 +74,10 @@ def guarded(command: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             return command(*args, **kwargs)
-        except ConfigError as exc:
-            raise fail(str(exc)) from None
+        except (ConfigError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise  # not a file the user named: a bug, with its traceback
+            raise fail(user_error(exc)) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; everything recorded so far is kept")
             raise typer.Exit(130) from None

@@ -303,3 +303,7 @@ def test_speed_spread_from_kept_live_runs_writes_the_profile_or_says_why_not(tmp
     assert written.step == load_profile(PROFILE, exact=True).step  # only the spread is added
     (tmp_path / "run4.live.jsonl").unlink()
     one_line_error(stairwise("speed-spread", PROFILE, "--from", tmp_path), "at least 5")
+    # a folder that looks writable but takes no new file (a special filesystem): one line
+    live_trace(tmp_path / "run4.live.jsonl", reading(1.0, 1.0), None, "T4")
+    refused = stairwise("speed-spread", PROFILE, "--from", tmp_path, "-o", "/proc/spread.json")
+    one_line_error(refused, "/proc/spread.json: No such file or directory")
